@@ -1,0 +1,31 @@
+"""The one protocol every compute tier implements."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from domain.jobs import CapacityReport, CapacitySpec, JobSpec, JobStatus, SubmitResult, Tier
+
+
+@runtime_checkable
+class ComputeBackend(Protocol):
+    """Submit / status / cancel / ensure capacity for one tier.
+
+    Contract (checked by tests/contract/test_compute_contract.py for every implementation):
+    - `submit` is idempotent on `spec.job_name`: a second submit of the same name returns the
+      existing job with `created=False` and never starts a second one.
+    - `status` of an unknown job raises `domain.jobs.JobNotFoundError`.
+    - `cancel` is idempotent: cancelling a finished or unknown job is not an error.
+    - Errors are `domain.jobs.BackendError` subclasses whose `kind` says whether to retry
+      (TRANSIENT) or fail over (PERMANENT_FOR_TIER). Messages never contain secrets.
+    """
+
+    tier: Tier
+
+    def ensure_capacity(self, spec: CapacitySpec) -> CapacityReport: ...
+
+    def submit(self, spec: JobSpec) -> SubmitResult: ...
+
+    def status(self, job_name: str) -> JobStatus: ...
+
+    def cancel(self, job_name: str) -> None: ...

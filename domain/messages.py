@@ -1,0 +1,93 @@
+"""Wire contracts between a running job and the control plane.
+
+The shard runner (stdlib only, inside the WAA container) and the simulated backend POST these
+to `POST /api/heartbeats` with the header `Authorization: Bearer <token>`, where the token is
+`heartbeat_token(secret, job_name)`. The JSON shape is the contract; the shard runner builds it
+by hand, so keep field names stable.
+
+    {"job_name": "...", "kind": "heartbeat" | "task_result" | "failure" | "finished",
+     "sent_at": "2026-11-28T14:00:00+00:00",
+     "task_result": {"task_id": "...", "status": "completed" | "failed", "score": 1.0,
+                     "reason": "...", "duration_seconds": 412.0},        # kind == task_result
+     "failure": {"code": "no_nested_virtualization", "message": "...",
+                 "permanent": true},                                       # kind == failure
+     "exit_code": 0}                                                       # kind == finished
+
+Any message from a job counts as a heartbeat; the first one of an attempt is the authoritative
+"container started" signal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+JOB_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{2,127}$"
+
+
+class MessageKind(StrEnum):
+    HEARTBEAT = "heartbeat"
+    TASK_RESULT = "task_result"
+    FAILURE = "failure"
+    FINISHED = "finished"
+
+
+class TaskRunStatus(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class TaskResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str = Field(pattern=TASK_ID_PATTERN)
+    status: TaskRunStatus
+    score: float = Field(default=0.0, ge=0.0, le=1.0)
+    reason: str = Field(default="", max_length=2000)
+    duration_seconds: float = Field(default=0.0, ge=0.0)
+
+
+class RunnerFailureCode(StrEnum):
+    NO_NESTED_VIRTUALIZATION = "no_nested_virtualization"  # /dev/kvm missing: permanent for tier
+    WAA_NOT_READY = "waa_not_ready"  # the WAA server never answered its readiness probe
+    SETUP_FAILED = "setup_failed"  # the container entry setup exited non-zero
+    TASK_CRASHED = "task_crashed"
+    INTERNAL = "internal"
+
+
+class RunnerFailure(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: RunnerFailureCode
+    message: str = Field(default="", max_length=4000)
+    permanent: bool = False
+
+
+class JobMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_name: str = Field(pattern=JOB_NAME_PATTERN)
+    kind: MessageKind = MessageKind.HEARTBEAT
+    sent_at: datetime | None = None
+    task_result: TaskResult | None = None
+    failure: RunnerFailure | None = None
+    exit_code: int | None = None
+
+
+def heartbeat_token(secret: str, job_name: str) -> str:
+    """Per-attempt token: an HMAC of the job name (which names evaluation, shard and attempt)."""
+    return hmac.new(secret.encode(), job_name.encode(), hashlib.sha256).hexdigest()
+
+
+def token_matches(secret: str, job_name: str, token: str) -> bool:
+    return hmac.compare_digest(heartbeat_token(secret, job_name), token)
+
+
+# Azure ML's Event Grid event types (data: runId, runStatus, runTags, experimentName, ...).
+AML_RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
+AML_RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"

@@ -1,0 +1,70 @@
+"""App settings: read from the environment once, validated in one place.
+
+Every setting the app reads is a field here, named exactly as the app setting (environment
+variable). `load_settings()` raises `SettingsError` naming each missing or malformed setting.
+Secret values are `SecretStr`, so they never print in logs, reprs or errors.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """One or more app settings are missing or malformed."""
+
+
+class AppSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    # --- Storage and Durable Functions -------------------------------------------------------
+    storage_connection: SecretStr = Field(alias="AzureWebJobsStorage")
+    task_hub_name: str = Field(default="waaeval", alias="TASK_HUB_NAME", pattern=r"^[A-Za-z][A-Za-z0-9]{2,44}$")
+    state_table_prefix: str = Field(default="waa", alias="STATE_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{0,30}$")
+
+    # --- The evaluation API -------------------------------------------------------------------
+    max_workers: int = Field(default=20, alias="MAX_WORKERS", ge=1, le=200)
+    # Where jobs reach the heartbeat endpoint, e.g. https://<app>.azurewebsites.net
+    public_base_url: str = Field(default="http://127.0.0.1:7071", alias="PUBLIC_BASE_URL")
+    heartbeat_secret: SecretStr = Field(alias="HEARTBEAT_SECRET", min_length=16)
+
+    # --- Compute ------------------------------------------------------------------------------
+    # `simulated` runs every tier on the in-process simulator; `azure` uses the real tiers.
+    compute_backend: Literal["simulated", "azure"] = Field(default="simulated", alias="COMPUTE_BACKEND")
+    waa_image: str = Field(default="windowsarena/winarena:latest", alias="WAA_IMAGE")
+
+    # --- Simulator (COMPUTE_BACKEND=simulated) ------------------------------------------------
+    sim_profile: Literal["none", "seed", "chaos"] = Field(default="seed", alias="SIM_PROFILE")
+    sim_seed: int = Field(default=7, alias="SIM_SEED")
+
+    # --- Stuck-job sweeper --------------------------------------------------------------------
+    sweep_schedule: str = Field(default="0 */2 * * * *", alias="SWEEP_SCHEDULE")
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        name = ".".join(str(p) for p in e["loc"]) or "?"
+        what = "is missing" if e["type"] == "missing" else f"is malformed: {e['msg']}"
+        parts.append(f"app setting {name} {what}")
+    return "; ".join(parts)
+
+
+@functools.cache
+def load_settings() -> AppSettings:
+    """The app's settings, read once per process."""
+    try:
+        return AppSettings()  # type: ignore[call-arg]
+    except ValidationError as err:
+        raise SettingsError(_describe(err)) from None
