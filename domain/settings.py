@@ -10,12 +10,37 @@ from __future__ import annotations
 import functools
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class SettingsError(ValueError):
     """One or more app settings are missing or malformed."""
+
+
+class VmHost(BaseModel):
+    """One VM of the SSH tier (an item of the VM_POOL setting)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = Field(default="azureuser", min_length=1)
+    # The expected public host key, as in known_hosts: "ssh-ed25519 AAAA...". Never learned
+    # on first use: a VM whose key differs is refused.
+    host_key: str = Field(pattern=r"^[a-z0-9@.-]+ [A-Za-z0-9+/=]+( .*)?$")
+
+    @property
+    def label(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
 
 
 class AppSettings(BaseSettings):
@@ -43,6 +68,14 @@ class AppSettings(BaseSettings):
 
     # --- Stuck-job sweeper --------------------------------------------------------------------
     sweep_schedule: str = Field(default="0 */2 * * * *", alias="SWEEP_SCHEDULE")
+
+    # --- VMs over SSH (tier "vm"; optional, simulated mode needs none) ------------------------
+    # JSON list of {"host", "port", "user", "host_key"}.
+    vm_pool: list[VmHost] = Field(default_factory=list, alias="VM_POOL")
+    # The private key text (OpenSSH or PEM). In Azure, make the app setting a Key Vault
+    # reference, @Microsoft.KeyVault(SecretUri=...): the platform resolves it before the app
+    # reads its environment.
+    vm_ssh_private_key: SecretStr | None = Field(default=None, alias="VM_SSH_PRIVATE_KEY")
 
     @field_validator("public_base_url")
     @classmethod
