@@ -62,6 +62,19 @@ class AppSettings(BaseSettings):
     compute_backend: Literal["simulated", "azure"] = Field(default="simulated", alias="COMPUTE_BACKEND")
     waa_image: str = Field(default="windowsarena/winarena:latest", alias="WAA_IMAGE")
 
+    # --- Azure ML and Azure Batch tiers (COMPUTE_BACKEND=azure; see docs/azure-setup.md) -----
+    azure_subscription_id: str | None = Field(default=None, alias="AZURE_SUBSCRIPTION_ID")
+    azure_resource_group: str | None = Field(default=None, alias="AZURE_RESOURCE_GROUP")
+    azureml_workspace: str | None = Field(default=None, alias="AZUREML_WORKSPACE")
+    azureml_compute_name: str = Field(default="waa-cluster", alias="AZUREML_COMPUTE_NAME")
+    # Client id of a user-assigned managed identity; unset = DefaultAzureCredential's own choice.
+    azure_client_id: str | None = Field(default=None, alias="AZURE_CLIENT_ID")
+    batch_account_url: str | None = Field(default=None, alias="BATCH_ACCOUNT_URL")
+    batch_pool_id: str = Field(default="waa-pool", alias="BATCH_POOL_ID")
+    # Shared-key auth for Batch when both are set; otherwise the credential (Entra ID) is used.
+    batch_account_name: str | None = Field(default=None, alias="BATCH_ACCOUNT_NAME")
+    batch_account_key: SecretStr | None = Field(default=None, alias="BATCH_ACCOUNT_KEY")
+
     # --- Simulator (COMPUTE_BACKEND=simulated) ------------------------------------------------
     sim_profile: Literal["none", "seed", "chaos"] = Field(default="seed", alias="SIM_PROFILE")
     sim_seed: int = Field(default=7, alias="SIM_SEED")
