@@ -1,0 +1,233 @@
+"""The body of `POST /api/evaluations`, validated in one place.
+
+`parse_evaluation_request` turns raw bytes into an `EvaluationRequest` or raises `RequestError`
+naming the offending field. Validation is strict: a wrong type is an error, never coerced, and an
+invalid value is never replaced by a default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from domain.cost import PRICED_VM_SIZES, RECOMMENDED_VM_SIZE
+from domain.jobs import Tier
+from domain.messages import TASK_ID_PATTERN
+from domain.settings import AppSettings
+from domain.tasksets import TASK_SETS, TaskRef, domain_of, load_task_set, task_refs
+
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# Domain labels of a test_all.json-shaped body; they end up in logs and status documents.
+DOMAIN_LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# Agent and model names are passed to the job as environment variables and arguments.
+AGENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+# Far above WAA's 154 tasks, low enough that one evaluation's records stay small.
+MAX_TASKS = 2000
+DEFAULT_TIERS: tuple[Tier, ...] = (Tier.AZURE_ML, Tier.BATCH, Tier.VM)
+
+_TASK_ID = re.compile(TASK_ID_PATTERN)
+_DOMAIN_LABEL = re.compile(DOMAIN_LABEL_PATTERN)
+
+
+class RequestError(ValueError):
+    """An evaluation request was rejected. `message` starts with the field it is about."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fail(kind: str, message: str, **ctx: Any) -> PydanticCustomError:
+    return PydanticCustomError(kind, message, ctx or None)
+
+
+def _check_ids(ids: object, where: str, seen: set[str]) -> list[str]:
+    if not isinstance(ids, list):
+        raise _fail("task_list", "{where} must be a list of task ids", where=where)
+    for position, task_id in enumerate(ids):
+        if not isinstance(task_id, str):
+            raise _fail(
+                "task_id_type", "item {i} of {where} must be a string", where=where, i=position
+            )
+        if not _TASK_ID.match(task_id):
+            raise _fail(
+                "task_id_pattern",
+                "invalid task id {id} (allowed: letters, digits, '-', '_', '.'; "
+                "at most 128 characters, starting with a letter or digit)",
+                id=_shown(task_id),
+            )
+        if task_id in seen:
+            raise _fail("task_id_duplicate", "duplicate task id {id}", id=_shown(task_id))
+        seen.add(task_id)
+    return ids
+
+
+class EvaluationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    # A flat list of WAA task ids, or WAA's own test_all.json shape (domain -> task ids).
+    tasks: list[str] | dict[str, list[str]] | None = None
+    task_set: str | None = None
+    workers: int = 10
+    vm_size: str = RECOMMENDED_VM_SIZE
+    tiers: list[Tier] = Field(default_factory=lambda: list(DEFAULT_TIERS), min_length=1)
+    spot: bool = False
+    budget_usd: float | None = Field(default=None, gt=0, le=100_000, allow_inf_nan=False)
+    container_start_timeout_minutes: float = Field(default=10, ge=1, le=180, allow_inf_nan=False)
+    heartbeat_timeout_minutes: float = Field(default=10, ge=1, le=180, allow_inf_nan=False)
+    job_timeout_hours: float = Field(default=4, ge=0.25, le=48, allow_inf_nan=False)
+    agent: str = Field(default="navi", pattern=AGENT_PATTERN)
+    model: str = Field(default="gpt-4o", pattern=MODEL_PATTERN)
+    max_steps: int = Field(default=15, ge=1, le=100)
+    idempotency_key: str | None = Field(default=None, pattern=IDEMPOTENCY_KEY_PATTERN)
+    policy: Literal["resilient", "naive"] = "resilient"
+    right_size: bool = False
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _check_tasks(cls, value: object) -> object:
+        if value is None:
+            return None
+        seen: set[str] = set()
+        if isinstance(value, list):
+            _check_ids(value, "the list", seen)
+        elif isinstance(value, dict):
+            for label, ids in value.items():
+                if not _DOMAIN_LABEL.match(label):
+                    raise _fail("domain_label", "invalid domain name {d}", d=_shown(label))
+                _check_ids(ids, f"domain {_shown(label)}", seen)
+        else:
+            raise _fail(
+                "tasks_type",
+                "must be a list of task ids or an object mapping each domain to its task ids",
+            )
+        if not seen:
+            raise _fail("tasks_empty", "must name at least one task")
+        if len(seen) > MAX_TASKS:
+            raise _fail("tasks_too_many", "at most {n} tasks per evaluation", n=MAX_TASKS)
+        return value
+
+    @field_validator("task_set")
+    @classmethod
+    def _known_task_set(cls, value: str | None) -> str | None:
+        if value is not None and value not in TASK_SETS:
+            raise _fail(
+                "task_set_unknown",
+                "unknown task set {name} (known: {known})",
+                name=_shown(value),
+                known=", ".join(TASK_SETS),
+            )
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_in_range(cls, value: int, info: ValidationInfo) -> int:
+        context = info.context or {}
+        limit = int(context.get("max_workers", AppSettings.model_fields["max_workers"].default))
+        if not 1 <= value <= limit:
+            raise _fail("workers_range", "must be between 1 and {limit}", limit=limit)
+        return value
+
+    @field_validator("vm_size")
+    @classmethod
+    def _priced_size(cls, value: str) -> str:
+        if value not in PRICED_VM_SIZES:
+            raise _fail(
+                "vm_size_unknown",
+                "must be one of {sizes}",
+                sizes=", ".join(PRICED_VM_SIZES),
+            )
+        return value
+
+    @field_validator("tiers")
+    @classmethod
+    def _distinct_tiers(cls, value: list[Tier]) -> list[Tier]:
+        if len(set(value)) != len(value):
+            raise _fail("tiers_duplicate", "each tier may appear only once")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvaluationRequest:
+        if (self.tasks is None) == (self.task_set is None):
+            raise _fail("tasks_source", "give exactly one of tasks or task_set")
+        if self.job_timeout_hours * 60 <= self.container_start_timeout_minutes:
+            raise _fail(
+                "job_timeout_short",
+                "must be longer than container_start_timeout_minutes",
+            )
+        return self
+
+
+# Whole-request errors are reported against the field a user has to fix.
+_MODEL_ERROR_FIELD = {
+    "tasks_source": "tasks",
+    "job_timeout_short": "job_timeout_hours",
+}
+_FRIENDLY = {
+    "extra_forbidden": "unknown field",
+    "int_type": "must be an integer",
+    "bool_type": "must be true or false",
+    "float_type": "must be a number",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+}
+
+
+def _to_request_error(err: ValidationError) -> RequestError:
+    parts: list[str] = []
+    first_field = ""
+    for e in err.errors(include_url=False):
+        loc = e["loc"]
+        kind = e["type"]
+        if kind == "json_invalid":
+            field, text = "body", "body: is not valid JSON"
+        elif kind == "model_type" and not loc:
+            field, text = "body", "body: must be a JSON object"
+        elif not loc:
+            field = _MODEL_ERROR_FIELD.get(kind, "body")
+            text = f"{field}: {e['msg']}"
+        else:
+            field = str(loc[0])
+            path = field + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+            msg = _FRIENDLY.get(kind, e["msg"])
+            text = f"{path}: {msg[:1].lower()}{msg[1:]}"
+        first_field = first_field or field
+        parts.append(text)
+    return RequestError(first_field or "body", "; ".join(parts))
+
+
+def parse_evaluation_request(body: bytes, max_workers: int) -> EvaluationRequest:
+    """Validate the raw body of `POST /api/evaluations`; `max_workers` comes from settings."""
+    if max_workers < 1:
+        raise ValueError("max_workers must be at least 1")
+    try:
+        return EvaluationRequest.model_validate_json(body, context={"max_workers": max_workers})
+    except ValidationError as err:
+        raise _to_request_error(err) from None
+
+
+def resolve_tasks(req: EvaluationRequest) -> list[TaskRef]:
+    """The request's tasks with their domains, in the order the request (or task set) lists them."""
+    if req.task_set is not None:
+        return task_refs(load_task_set(req.task_set))
+    if isinstance(req.tasks, dict):
+        return task_refs(req.tasks)
+    return [TaskRef(task_id=t, domain=domain_of(t)) for t in req.tasks or []]
