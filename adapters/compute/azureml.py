@@ -1,0 +1,382 @@
+"""The Azure ML tier: an AmlCompute cluster and one command job per shard attempt.
+
+Everything goes through `azure-ai-ml`'s MLClient; its ARM pipeline retries throttling (honouring
+Retry-After) and 5xx before an error reaches this module, which then only classifies what is
+left. The per-attempt heartbeat token travels as an environment variable of the job and is
+redacted from every message this module produces.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from azure.ai.ml import MLClient, command
+from azure.ai.ml.entities import AmlCompute, Environment
+from azure.ai.ml.exceptions import MlException
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from adapters.compute._azure_errors import (
+    is_auth_error,
+    is_network_error,
+    is_transient,
+    redact,
+    service_code,
+    service_message,
+    status_code,
+)
+from domain.jobs import (
+    BackendError,
+    CapacityReport,
+    CapacitySpec,
+    FailureKind,
+    JobNotFoundError,
+    JobSpec,
+    JobState,
+    JobStatus,
+    PermanentTierError,
+    SubmitResult,
+    Tier,
+    TransientBackendError,
+)
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+    from domain.settings import AppSettings
+
+log = logging.getLogger(__name__)
+
+# The shard runner is baked into the job image (see docs/azure-setup.md), so the job needs no
+# code upload.
+DEFAULT_COMMAND = "python -m shard_runner"
+# WAA runs Windows under QEMU inside the container: it needs the host's KVM device.
+DEFAULT_DOCKER_ARGS = "--device=/dev/kvm"
+
+# Azure ML job status → normalized state. Starting precedes provisioning in Azure ML's lifecycle;
+# Queued means waiting for nodes; Finalizing still holds the node (outputs upload);
+# CancelRequested counts as cancelled because the outcome is decided and nothing further runs;
+# NotResponding is the service losing the job, so it failed for an infrastructure reason.
+AZUREML_STATES: dict[str, JobState] = {
+    "notstarted": JobState.SUBMITTED,
+    "starting": JobState.SUBMITTED,
+    "queued": JobState.QUEUED,
+    "paused": JobState.QUEUED,
+    "provisioning": JobState.PREPARING,
+    "preparing": JobState.PREPARING,
+    "running": JobState.RUNNING,
+    "finalizing": JobState.RUNNING,
+    "completed": JobState.COMPLETED,
+    "failed": JobState.FAILED,
+    "notresponding": JobState.FAILED,
+    "cancelrequested": JobState.CANCELLED,
+    "canceled": JobState.CANCELLED,
+}
+_FAILURE_KINDS = {"failed": FailureKind.JOB_FAILED, "notresponding": FailureKind.TRANSIENT}
+
+QUOTA_CODES = frozenset(
+    {
+        "quotaexceeded",
+        "clustercorequotareached",
+        "corequotaexceeded",
+        "totalcorequotareached",
+        "lowprioritycorequotareached",
+        "operationnotallowed",
+    }
+)
+IMAGE_CODES = frozenset({"invalidimage", "imagenotfound", "imagepullfailed", "invalidimagename"})
+
+
+def map_status(raw: str) -> JobState:
+    """Normalize an Azure ML job status (case-insensitive). Unknown statuses map to SUBMITTED,
+    the lowest state, so they can never move a job forward by mistake."""
+    return AZUREML_STATES.get(raw.replace(" ", "").lower(), JobState.SUBMITTED)
+
+
+class AzureMLBackend:
+    tier = Tier.AZURE_ML
+
+    def __init__(
+        self,
+        ml_client: MLClient,
+        *,
+        compute_name: str,
+        command: str = DEFAULT_COMMAND,
+        docker_args: str = DEFAULT_DOCKER_ARGS,
+    ) -> None:
+        self._ml = ml_client
+        self._compute_name = compute_name
+        self._command = command
+        self._docker_args = docker_args
+
+    @classmethod
+    def from_settings(
+        cls, settings: AppSettings, credential: TokenCredential | None = None
+    ) -> AzureMLBackend:
+        missing = [
+            name
+            for name, value in (
+                ("AZURE_SUBSCRIPTION_ID", settings.azure_subscription_id),
+                ("AZURE_RESOURCE_GROUP", settings.azure_resource_group),
+                ("AZUREML_WORKSPACE", settings.azureml_workspace),
+            )
+            if not value
+        ]
+        if missing:
+            raise PermanentTierError(
+                f"the Azure ML tier needs the app settings {', '.join(missing)}",
+                code="MissingSettings",
+            )
+        if credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+        client = MLClient(
+            credential,
+            settings.azure_subscription_id,
+            settings.azure_resource_group,
+            settings.azureml_workspace,
+            enable_telemetry=False,
+            # The ARM retry policy honours Retry-After; bounded so an activity gives up in time
+            # and the orchestration's own backoff takes over.
+            retry_total=4,
+            retry_backoff_factor=1.0,
+            retry_backoff_max=30,
+        )
+        return cls(client, compute_name=settings.azureml_compute_name)
+
+    # --- capacity ----------------------------------------------------------------------------
+    def ensure_capacity(self, spec: CapacitySpec) -> CapacityReport:
+        want_tier = "low_priority" if spec.spot else "dedicated"
+        try:
+            existing = self._ml.compute.get(self._compute_name)
+        except ResourceNotFoundError:
+            existing = None
+        except Exception as err:
+            raise self._classify(err, f"reading compute cluster {self._compute_name!r}") from None
+
+        if existing is None:
+            cluster = AmlCompute(
+                name=self._compute_name,
+                size=spec.vm_size,
+                min_instances=0,
+                max_instances=spec.max_nodes,
+                idle_time_before_scale_down=spec.idle_seconds_before_scale_down,
+                tier=want_tier,
+            )
+            self._call(
+                lambda: self._ml.compute.begin_create_or_update(cluster).result(),
+                f"creating compute cluster {self._compute_name!r}",
+            )
+            log.info("azureml cluster created", extra={"tier": self.tier.value})
+            return CapacityReport(
+                tier=self.tier,
+                resource_name=self._compute_name,
+                created=True,
+                detail=f"created {spec.vm_size} {want_tier} cluster, 0..{spec.max_nodes} nodes",
+            )
+
+        if not isinstance(existing, AmlCompute):
+            raise PermanentTierError(
+                f"compute {self._compute_name!r} exists but is a {existing.type}, not an "
+                "AmlCompute cluster: set AZUREML_COMPUTE_NAME to another name",
+                code="WrongComputeType",
+            )
+        if (existing.size or "").lower() != spec.vm_size.lower():
+            raise PermanentTierError(
+                f"compute cluster {self._compute_name!r} has VM size {existing.size}, the "
+                f"evaluation needs {spec.vm_size}; Azure ML cannot change the VM size of an "
+                "existing cluster: delete the cluster or set AZUREML_COMPUTE_NAME to a new name",
+                code="ClusterSizeMismatch",
+            )
+        if (existing.tier or "").lower().replace("_", "") != want_tier.replace("_", ""):
+            raise PermanentTierError(
+                f"compute cluster {self._compute_name!r} is {existing.tier}, the evaluation asks "
+                f"for {want_tier}; the priority of an existing cluster cannot change: delete "
+                "the cluster or set AZUREML_COMPUTE_NAME to a new name",
+                code="ClusterPriorityMismatch",
+            )
+        changes = []
+        if (existing.max_instances or 0) < spec.max_nodes:
+            changes.append(f"max nodes {existing.max_instances} -> {spec.max_nodes}")
+            existing.max_instances = spec.max_nodes
+        if existing.min_instances:
+            # Idle nodes of an evaluation cluster only burn money.
+            changes.append(f"min nodes {existing.min_instances} -> 0")
+            existing.min_instances = 0
+        if not changes:
+            return CapacityReport(
+                tier=self.tier,
+                resource_name=self._compute_name,
+                detail=f"cluster ready: {existing.size}, 0..{existing.max_instances} nodes",
+            )
+        self._call(
+            lambda: self._ml.compute.begin_update(existing).result(),
+            f"updating compute cluster {self._compute_name!r}",
+        )
+        log.info("azureml cluster updated: %s", "; ".join(changes))
+        return CapacityReport(
+            tier=self.tier,
+            resource_name=self._compute_name,
+            updated=True,
+            detail="updated " + "; ".join(changes),
+        )
+
+    # --- jobs --------------------------------------------------------------------------------
+    def submit(self, spec: JobSpec) -> SubmitResult:
+        secrets = (spec.heartbeat_token,)
+        found = self._find(spec.job_name, secrets)
+        if found is not None:
+            return SubmitResult(job_name=spec.job_name, backend_job_id=found, created=False)
+
+        job = command(
+            name=spec.job_name,
+            display_name=spec.job_name,
+            command=self._command,
+            environment=Environment(image=spec.image),
+            environment_variables={**spec.environment, "WAA_HEARTBEAT_TOKEN": spec.heartbeat_token},
+            tags={
+                **spec.tags,
+                "waa_evaluation": spec.evaluation_id,
+                "waa_shard": str(spec.shard_index),
+                "waa_attempt": str(spec.attempt),
+            },
+            experiment_name=spec.experiment_name or spec.evaluation_id,
+            compute=self._compute_name,
+            timeout=spec.timeout_seconds,
+            docker_args=self._docker_args or None,
+        )
+        try:
+            created = self._ml.jobs.create_or_update(job)
+        except HttpResponseError as err:
+            if _already_exists(err):
+                # A re-delivered activity raced an earlier submit of the same attempt.
+                found = self._find(spec.job_name, secrets)
+                if found is not None:
+                    return SubmitResult(job_name=spec.job_name, backend_job_id=found, created=False)
+            raise self._classify(err, f"submitting job {spec.job_name!r}", secrets) from None
+        except Exception as err:
+            raise self._classify(err, f"submitting job {spec.job_name!r}", secrets) from None
+        log.info(
+            "azureml job submitted",
+            extra={"job_name": spec.job_name, "tier": self.tier.value, "attempt": spec.attempt},
+        )
+        return SubmitResult(
+            job_name=spec.job_name, backend_job_id=str(created.id or spec.job_name), created=True
+        )
+
+    def status(self, job_name: str) -> JobStatus:
+        try:
+            job = self._ml.jobs.get(job_name)
+        except ResourceNotFoundError:
+            raise JobNotFoundError(job_name) from None
+        except Exception as err:
+            raise self._classify(err, f"reading job {job_name!r}") from None
+        # The SDK hands back a plain Enum for known statuses and a str for new ones.
+        raw = str(getattr(job.status, "value", job.status) or "")
+        key = raw.replace(" ", "").lower()
+        detail = ""
+        if key in _FAILURE_KINDS or key in ("canceled", "cancelrequested"):
+            # The MFE job resource carries no error text; the studio page shows the run's error.
+            detail = f"Azure ML job {raw}; details: {job.studio_url}" if job.studio_url else ""
+        return JobStatus(
+            job_name=job_name,
+            state=map_status(raw),
+            raw_status=raw,
+            detail=detail,
+            failure_kind=_FAILURE_KINDS.get(key),
+        )
+
+    def cancel(self, job_name: str) -> None:
+        try:
+            current = self.status(job_name)
+        except JobNotFoundError:
+            return
+        if current.state.is_terminal:
+            return
+        try:
+            self._ml.jobs.begin_cancel(job_name).result()
+        except ResourceNotFoundError:
+            return
+        except Exception as err:
+            # Cancelling a job that finished in the meantime is fine; anything else is not.
+            try:
+                if self.status(job_name).state.is_terminal:
+                    return
+            except (JobNotFoundError, BackendError):
+                pass
+            raise self._classify(err, f"cancelling job {job_name!r}") from None
+        log.info("azureml job cancel requested", extra={"job_name": job_name})
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _find(self, job_name: str, secrets: tuple[str, ...]) -> str | None:
+        try:
+            job = self._ml.jobs.get(job_name)
+        except ResourceNotFoundError:
+            return None
+        except Exception as err:
+            raise self._classify(err, f"looking up job {job_name!r}", secrets) from None
+        return str(job.id or job_name)
+
+    def _call(self, fn: Any, action: str) -> Any:
+        try:
+            return fn()
+        except Exception as err:
+            raise self._classify(err, action) from None
+
+    def _classify(
+        self, err: BaseException, action: str, secrets: tuple[str, ...] = ()
+    ) -> BackendError:
+        if is_network_error(err):
+            return TransientBackendError(
+                f"Azure ML unreachable while {action}: {type(err).__name__}", code="Network"
+            )
+        if isinstance(err, HttpResponseError):
+            status = status_code(err)
+            code = service_code(err)
+            text = redact(service_message(err), secrets)
+            if is_auth_error(err):
+                return PermanentTierError(
+                    f"Azure ML refused {action} (HTTP {status} {code}): {text}. Grant the "
+                    "function app's managed identity the 'AzureML Data Scientist' role on the "
+                    "workspace (and 'AcrPull' on the image registry), or check AZURE_CLIENT_ID",
+                    code=code or "AuthorizationFailed",
+                )
+            if is_transient(err):
+                return TransientBackendError(
+                    f"Azure ML busy while {action} (HTTP {status} {code}), the SDK's retries "
+                    f"are used up: {text}",
+                    code=code or str(status),
+                )
+            lowered = code.lower()
+            if lowered in QUOTA_CODES or "quota" in text.lower():
+                return PermanentTierError(
+                    f"Azure ML quota exhausted while {action} ({code}): {text}. Request a "
+                    "quota increase for this VM family in the workspace's region, or use a "
+                    "smaller VM size, fewer workers or the other (dedicated/low priority) tier",
+                    code=code or "QuotaExceeded",
+                )
+            if lowered in IMAGE_CODES or "image" in text.lower():
+                return PermanentTierError(
+                    f"Azure ML cannot use the job image while {action} ({code}): {text}. Check "
+                    "WAA_IMAGE and that the workspace can pull it (AcrPull on the registry)",
+                    code=code or "InvalidImage",
+                )
+            return PermanentTierError(
+                f"Azure ML rejected {action} (HTTP {status} {code}): {text}",
+                code=code or str(status),
+            )
+        if isinstance(err, MlException):
+            # Client-side validation of what we asked for: retrying the same request won't help.
+            return PermanentTierError(
+                f"Azure ML SDK rejected {action}: {redact(str(err), secrets)}",
+                code="ValidationError",
+            )
+        return PermanentTierError(
+            f"unexpected error while {action}: {type(err).__name__}: {redact(str(err), secrets)}",
+            code="Unexpected",
+        )
+
+
+def _already_exists(err: HttpResponseError) -> bool:
+    return status_code(err) == 409 or "already exists" in service_message(err).lower()
