@@ -1,0 +1,330 @@
+"""Activities of a shard's attempts: thin calls into the state store and the compute backends.
+
+Every activity here may run more than once for the same input (at-least-once delivery, the
+retry policy, a host crash between the side effect and the recording of the result), so each
+is idempotent: the job name is derived from evaluation, shard and attempt; rows are written
+with ETags; a second submit of the same job name returns the existing job.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import azure.durable_functions as df
+
+from adapters import runtime
+from adapters.logs import ids
+from adapters.state.table_store import StateStore, utcnow_iso
+from domain import names
+from domain.cost import DEFAULT_PROVISIONING_MINUTES, hourly_price, job_cost
+from domain.jobs import (
+    BackendError,
+    CapacitySpec,
+    FailureKind,
+    JobSpec,
+    JobState,
+    Tier,
+)
+from domain.messages import heartbeat_token
+from domain.planning import expected_minutes
+from domain.tasksets import TaskRef, domain_of
+
+bp = df.Blueprint()
+log = logging.getLogger(__name__)
+
+HEARTBEAT_PATH = "/api/heartbeats"
+
+
+def _shard_state(store: StateStore, evaluation_id: str, task_ids: list[str]) -> dict[str, Any]:
+    evaluation = store.get_evaluation(evaluation_id) or {}
+    return {
+        "remaining": store.tasks_without_outcome(evaluation_id, task_ids),
+        "breaker": store.breaker(evaluation_id),
+        "cancel_requested": bool(evaluation.get("cancel_requested", False)),
+    }
+
+
+@bp.activity_trigger(input_name="payload", activity=names.PREPARE_ATTEMPT)
+def prepare_attempt(payload: dict[str, Any]) -> dict[str, Any]:
+    """What the next attempt needs: tasks still without a result, tier failures so far in this
+    evaluation (the circuit breaker), and whether the user cancelled."""
+    store = runtime.services().store
+    return _shard_state(store, payload["evaluation_id"], payload["task_ids"])
+
+
+def estimate_job_usd(task_ids: list[str], vm_size: str, spot: bool) -> float:
+    minutes = DEFAULT_PROVISIONING_MINUTES + sum(
+        expected_minutes(TaskRef(task_id=t, domain=domain_of(t))) for t in task_ids
+    )
+    return hourly_price(vm_size, spot) * minutes / 60
+
+
+def _job_spec(payload: dict[str, Any], secret: str, base_url: str) -> JobSpec:
+    name = payload["job_name"]
+    task_ids: list[str] = payload["task_ids"]
+    heartbeat_url = base_url + HEARTBEAT_PATH
+    return JobSpec(
+        job_name=name,
+        evaluation_id=payload["evaluation_id"],
+        shard_index=payload["shard_index"],
+        attempt=payload["attempt"],
+        tier=Tier(payload["tier"]),
+        task_ids=task_ids,
+        vm_size=payload["vm_size"],
+        spot=payload["spot"],
+        image=payload["image"],
+        timeout_seconds=int(payload["job_timeout_seconds"]),
+        heartbeat_url=heartbeat_url,
+        heartbeat_token=heartbeat_token(secret, name),
+        environment={
+            "WAA_JOB_NAME": name,
+            "WAA_TASK_IDS": ",".join(task_ids),
+            "WAA_HEARTBEAT_URL": heartbeat_url,
+            "WAA_MAX_STEPS": str(payload["max_steps"]),
+            "WAA_AGENT": payload["agent"],
+            "WAA_MODEL": payload["model"],
+        },
+        tags={
+            "waa_evaluation": payload["evaluation_id"],
+            "waa_shard": str(payload["shard_index"]),
+            "waa_attempt": str(payload["attempt"]),
+        },
+        experiment_name=f"waa-{payload['evaluation_id']}",
+    )
+
+
+@bp.activity_trigger(input_name="payload", activity=names.SUBMIT_JOB)
+def submit_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Submit one attempt's job. Returns {"status": "submitted" | "failed" | "budget", ...};
+    raises only for transient errors, which the orchestration's retry policy retries."""
+    svc = runtime.services()
+    store = svc.store
+    now = runtime.now()
+    eid, name = payload["evaluation_id"], payload["job_name"]
+    tier = Tier(payload["tier"])
+    fields = ids(
+        evaluation_id=eid,
+        shard=payload["shard_index"],
+        attempt=payload["attempt"],
+        job_name=name,
+        tier=tier.value,
+    )
+
+    existing = store.get_job(eid, name)
+    if existing is None:
+        estimate = estimate_job_usd(payload["task_ids"], payload["vm_size"], payload["spot"])
+        if not store.reserve_budget(eid, estimate):
+            log.warning("budget would be exceeded; not submitting", **fields)
+            return {
+                "status": "budget",
+                "reason": "budget exhausted: the next job's projected cost would pass budget_usd",
+                "failure_kind": None,
+            }
+        existing, _ = store.register_job(
+            {
+                "job_name": name,
+                "evaluation_id": eid,
+                "shard_index": payload["shard_index"],
+                "attempt": payload["attempt"],
+                "instance_id": payload["instance_id"],
+                "tier": tier.value,
+                "vm_size": payload["vm_size"],
+                "spot": payload["spot"],
+                "task_count": len(payload["task_ids"]),
+                "reserved_usd": estimate,
+                "submitted_at": utcnow_iso(now),
+                "heartbeat_timeout_seconds": float(payload["heartbeat_timeout_seconds"]),
+                "stuck_detection": bool(payload["stuck_detection"]),
+            }
+        )
+    if JobState(existing["state"]).is_terminal:
+        # A re-delivery after the attempt already failed permanently: report it again.
+        return {
+            "status": "failed",
+            "reason": existing.get("detail", "job ended"),
+            "failure_kind": existing.get("failure_kind") or FailureKind.JOB_FAILED.value,
+        }
+
+    backend = svc.backend(tier)
+    try:
+        _ensure_capacity_once(store, backend, payload, now)
+        result = backend.submit(
+            _job_spec(
+                payload,
+                svc.settings.heartbeat_secret.get_secret_value(),
+                svc.settings.public_base_url,
+            )
+        )
+    except BackendError as err:
+        if err.is_transient:
+            log.warning("transient submission error: %s", err, **fields)
+            raise
+        log.error("submission failed permanently for this tier: %s", err, **fields)
+        store.advance_job(
+            eid, name, JobState.FAILED, at=now, detail=str(err), failure_kind=err.kind
+        )
+        return {
+            "status": "failed",
+            "reason": f"{tier.value}: {err}",
+            "failure_kind": err.kind.value,
+        }
+
+    store.update_job(
+        eid,
+        name,
+        lambda r: (
+            {**r, "backend_job_id": result.backend_job_id} if not r.get("backend_job_id") else None
+        ),
+    )
+    store.mark_tasks_running(eid, payload["task_ids"], attempt=payload["attempt"], job_name=name)
+    store.update_shard(
+        eid,
+        payload["shard_index"],
+        tier=tier.value,
+        attempt=payload["attempt"],
+        job_name=name,
+        status="submitted",
+        updated_at=utcnow_iso(now),
+    )
+    log.info("job submitted (created=%s)", result.created, **fields)
+    return {"status": "submitted", "reason": "", "failure_kind": None}
+
+
+def _ensure_capacity_once(
+    store: StateStore, backend: Any, payload: dict[str, Any], now: datetime
+) -> None:
+    """Create or check the tier's capacity the first time this evaluation uses the tier."""
+    eid, tier = payload["evaluation_id"], payload["tier"]
+    evaluation = store.get_evaluation(eid) or {}
+    if tier in (evaluation.get("capacity_ready") or "").split(","):
+        return
+    backend.ensure_capacity(
+        CapacitySpec(
+            evaluation_id=eid,
+            tier=Tier(tier),
+            vm_size=payload["vm_size"],
+            max_nodes=int(payload["workers"]),
+            spot=payload["spot"],
+            image=payload["image"],
+        )
+    )
+    ready = [t for t in (evaluation.get("capacity_ready") or "").split(",") if t]
+    store.update_evaluation(eid, capacity_ready=",".join(sorted({*ready, tier})))
+
+
+FAILED_OUTCOMES = {"start_timeout", "stuck", "job_failed", "submit_failed"}
+
+
+@bp.activity_trigger(input_name="payload", activity=names.FINISH_ATTEMPT)
+def finish_attempt(payload: dict[str, Any]) -> dict[str, Any]:
+    """Close one attempt: cancel its job unless it completed (a durable timer firing stops
+    nothing in the cloud), record the job's end and cost, count a tier failure for the breaker,
+    and return what the next attempt needs."""
+    svc = runtime.services()
+    store = svc.store
+    now = runtime.now()
+    eid, name, tier = payload["evaluation_id"], payload["job_name"], Tier(payload["tier"])
+    outcome: str = payload["outcome"]
+    fields = ids(
+        evaluation_id=eid,
+        shard=payload["shard_index"],
+        attempt=payload["attempt"],
+        job_name=name,
+        tier=tier.value,
+    )
+
+    job = store.get_job(eid, name)
+    if job is not None:
+        if outcome != "completed" and payload["submitted"]:
+            try:
+                svc.backend(tier).cancel(name)
+            except BackendError as err:
+                # Leave the job active: the sweeper retries the cancel of an orphaned attempt.
+                log.warning("cancel failed, the sweeper will retry: %s", err, **fields)
+                store.update_job(eid, name, lambda r: {**r, "cancel_pending": True})
+        final = (
+            JobState.COMPLETED
+            if outcome == "completed"
+            else (JobState.CANCELLED if outcome == "cancelled" else JobState.FAILED)
+        )
+        kind = FailureKind(payload["failure_kind"]) if payload.get("failure_kind") else None
+        store.advance_job(eid, name, final, at=now, detail=payload["reason"], failure_kind=kind)
+        # The orchestration decided this attempt's end itself: nothing left to signal.
+        store.update_job(
+            eid,
+            name,
+            lambda r: None if r.get("ended_signalled") else {**r, "ended_signalled": True},
+        )
+        _settle_cost(store, eid, name, now)
+    if outcome in FAILED_OUTCOMES:
+        store.record_tier_failure(eid, tier.value, name)
+
+    store.update_shard(
+        eid,
+        payload["shard_index"],
+        status="attempt_ended",
+        last_outcome=outcome,
+        reason=payload["reason"][:1000],
+        updated_at=utcnow_iso(now),
+    )
+    log.info("attempt ended: %s (%s)", outcome, payload["reason"], **fields)
+    return _shard_state(store, eid, payload["task_ids"])
+
+
+def _settle_cost(store: StateStore, evaluation_id: str, job_name: str, now: datetime) -> None:
+    """Turn the job's budget reservation into its cost, once."""
+    settled: dict[str, Any] = {}
+
+    def change(row: dict[str, Any]) -> dict[str, Any] | None:
+        if row.get("cost_usd") is not None:
+            return None
+        start = datetime.fromisoformat(row["submitted_at"])
+        end = datetime.fromisoformat(row["ended_at"]) if row.get("ended_at") else now
+        cost = job_cost(row["vm_size"], bool(row["spot"]), max(0.0, (end - start).total_seconds()))
+        settled.update(cost=cost, reserved=float(row.get("reserved_usd", 0.0)))
+        return {**row, "cost_usd": cost}
+
+    _, changed = store.update_job(evaluation_id, job_name, change)
+    if changed:
+
+        def money(row: dict[str, Any]) -> dict[str, Any]:
+            return {
+                **row,
+                "spent_usd": float(row.get("spent_usd", 0.0)) + settled["cost"],
+                "reserved_usd": max(0.0, float(row.get("reserved_usd", 0.0)) - settled["reserved"]),
+            }
+
+        store.update_evaluation_with(evaluation_id, money)
+
+
+@bp.activity_trigger(input_name="payload", activity=names.CLOSE_SHARD)
+def close_shard(payload: dict[str, Any]) -> dict[str, Any]:
+    """Give every task of the shard that still has no outcome one, with the reason."""
+    store = runtime.services().store
+    now = runtime.now()
+    eid = payload["evaluation_id"]
+    remaining = store.tasks_without_outcome(eid, payload["task_ids"])
+    reason = payload["reason"]
+    store.close_tasks(eid, remaining, outcome="not_run", reason=reason, at=now)
+    store.update_shard(
+        eid,
+        payload["shard_index"],
+        status="done",
+        attempts=payload["attempts"],
+        failovers=payload["failovers"],
+        reason=reason[:1000] if remaining else "",
+        updated_at=utcnow_iso(now),
+    )
+    log.info(
+        "shard closed: %d task(s) not run",
+        len(remaining),
+        **ids(evaluation_id=eid, shard=payload["shard_index"]),
+    )
+    return {
+        "shard_index": payload["shard_index"],
+        "not_run": len(remaining),
+        "attempts": payload["attempts"],
+        "failovers": payload["failovers"],
+    }

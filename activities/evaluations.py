@@ -1,0 +1,61 @@
+"""Activities of the evaluation as a whole."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import azure.durable_functions as df
+
+from adapters import runtime
+from adapters.logs import ids
+from adapters.state import views
+from domain import names
+
+bp = df.Blueprint()
+log = logging.getLogger(__name__)
+
+
+@bp.activity_trigger(input_name="payload", activity=names.FINALIZE_EVALUATION)
+def finalize_evaluation(payload: dict[str, Any]) -> dict[str, Any]:
+    """Make sure every task has exactly one outcome, then write the summary (idempotent)."""
+    store = runtime.services().store
+    now = runtime.now()
+    eid = payload["evaluation_id"]
+    rows = store.get_evaluation_rows(eid)
+    if rows is None:
+        raise LookupError(f"evaluation {eid} has no state rows")
+    open_ids = [
+        t["task_id"] for t in rows["tasks"] if t.get("outcome", "pending") in ("pending", "running")
+    ]
+    if open_ids:
+        reason = (
+            f"internal error: {payload['error']}"
+            if payload.get("error")
+            else "shard ended without a result"
+        )
+        store.close_tasks(eid, open_ids, outcome="not_run", reason=reason, at=now)
+        rows = store.get_evaluation_rows(eid)
+        assert rows is not None
+    evaluation = rows["evaluation"]
+    if evaluation.get("summary"):
+        return json.loads(evaluation["summary"])
+    result = views.summary(rows, now)
+    state = (
+        "cancelled"
+        if evaluation.get("cancel_requested")
+        else ("failed" if payload.get("error") else "completed")
+    )
+    store.update_evaluation(
+        eid, state=state, summary=json.dumps(result), finished_at=now.isoformat()
+    )
+    log.info(
+        "evaluation %s: %d/%d tasks completed, $%.2f",
+        state,
+        result["counts"]["completed"],
+        result["counts"]["total"],
+        result["cost_usd"],
+        **ids(evaluation_id=eid),
+    )
+    return result

@@ -1,0 +1,34 @@
+"""Structured logging: every record about a job carries its ids as fields.
+
+Usage: `log.info("job submitted", **ids(evaluation_id=e, shard=s, attempt=a, job_name=j))`.
+In Azure the fields become custom dimensions; the local host prints them as JSON. Never pass
+secrets (tokens, keys, connection strings) as fields or in messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+FIELDS = ("evaluation_id", "shard", "attempt", "job_name", "tier", "instance_id")
+
+
+def ids(**fields: Any) -> dict[str, Any]:
+    return {"extra": {k: v for k, v in fields.items() if v is not None}}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in FIELDS:
+            if hasattr(record, name):
+                out[name] = getattr(record, name)
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(out, default=str)

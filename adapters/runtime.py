@@ -1,0 +1,81 @@
+"""The app's shared services, built once per process from the settings, in one place.
+
+Activities and triggers call `services()`; the local host (devhost) and tests may install a
+virtual clock and reset the cache. The app itself never imports the devhost.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from adapters.compute.base import ComputeBackend
+from adapters.state.table_store import StateStore
+from domain.clock import Scheduler
+from domain.jobs import Tier
+from domain.settings import AppSettings, load_settings
+
+_clock: Scheduler | None = None
+
+
+def install_clock(clock: Scheduler | None) -> None:
+    """Let a host with its own (virtual) clock be the app's notion of now."""
+    global _clock
+    _clock = clock
+
+
+def now() -> datetime:
+    return _clock.now() if _clock is not None else datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    settings: AppSettings
+    store: StateStore
+    _backends: dict[Tier, ComputeBackend] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def backend(self, tier: Tier) -> ComputeBackend:
+        with self._lock:
+            if tier not in self._backends:
+                self._backends[tier] = _make_backend(self.settings, tier)
+            return self._backends[tier]
+
+
+def _make_backend(settings: AppSettings, tier: Tier) -> ComputeBackend:
+    """The one place that picks a compute implementation per environment."""
+    if settings.compute_backend == "simulated":
+        from adapters.compute.simulated import current_cloud
+
+        return current_cloud().backend(tier)
+    from azure.identity import DefaultAzureCredential
+
+    credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+    if tier is Tier.AZURE_ML:
+        from adapters.compute.azureml import AzureMLBackend
+
+        return AzureMLBackend.from_settings(settings, credential)
+    if tier is Tier.BATCH:
+        from adapters.compute.batch import BatchBackend
+
+        return BatchBackend.from_settings(settings, credential)
+    from adapters.compute.ssh_vm import SshVmBackend
+
+    return SshVmBackend.from_settings(settings)
+
+
+@functools.cache
+def services() -> Services:
+    settings = load_settings()
+    store = StateStore.from_connection_string(
+        settings.storage_connection.get_secret_value(), settings.state_table_prefix
+    )
+    return Services(settings=settings, store=store)
+
+
+def reset_services() -> None:
+    """Forget cached settings and clients (tests and the devhost, after changing settings)."""
+    services.cache_clear()
+    load_settings.cache_clear()

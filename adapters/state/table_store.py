@@ -1,0 +1,507 @@
+"""Evaluation state in Azure Table Storage (Azurite locally).
+
+Layout of the one table `{prefix}state`:
+
+- partition `eval-{evaluation_id}`: everything a status read needs, so it is ONE partition query:
+  `evaluation` (the request summary, money, state), `shard-NNN` (tier, attempt, job, counters),
+  `task-{task_id}` (exactly one outcome per task), `job-{job_name}` (one row per attempt's job:
+  state, heartbeats, cost), `breaker` (failures per tier in this evaluation).
+- partition `jobs`: job name -> evaluation, shard, attempt, orchestration instance (immutable
+  index, point-read by Event Grid and heartbeat handlers).
+- partition `active`: one row per job that has not reached a terminal state; the sweeper reads
+  only this partition, never scans the table.
+- partition `idem`: idempotency key hash -> evaluation id.
+- partition `evals`: newest-first listing of evaluations.
+
+Every read-modify-write carries the entity's ETag (`_mutate`), so concurrent writers (duplicate
+Event Grid deliveries, overlapping sweeps, heartbeats) never lose each other's updates. Azurite
+does not enforce every service limit, so sizes are checked here: a transaction touches one
+partition and at most 100 entities; a string property stays under 32K characters (64 KiB).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+from domain.jobs import FailureKind, JobState
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 100
+MAX_STRING_CHARS = 32_000
+_MUTATE_ATTEMPTS = 20
+
+TASK_PREFIX = "task-"
+SHARD_PREFIX = "shard-"
+JOB_PREFIX = "job-"
+
+FINAL_TASK_OUTCOMES = frozenset({"completed", "failed", "not_run"})
+
+
+class ConcurrencyError(RuntimeError):
+    """An ETag-guarded update kept losing to concurrent writers."""
+
+
+def utcnow_iso(at: datetime | None = None) -> str:
+    return (at or datetime.now(UTC)).astimezone(UTC).isoformat()
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def eval_partition(evaluation_id: str) -> str:
+    return f"eval-{evaluation_id}"
+
+
+def shard_key(index: int) -> str:
+    return f"{SHARD_PREFIX}{index:03d}"
+
+
+def _checked(entity: dict[str, Any]) -> dict[str, Any]:
+    for key, value in entity.items():
+        if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+            raise ValueError(
+                f"table property {key!r} is {len(value)} characters (max {MAX_STRING_CHARS})"
+            )
+    if len(entity) > 250:
+        raise ValueError(f"entity has {len(entity)} properties (max 252 incl. system properties)")
+    return entity
+
+
+def _plain(entity: Any) -> dict[str, Any]:
+    """A Table entity as a plain dict (drops the SDK's metadata wrapper)."""
+    return dict(entity)
+
+
+class StateStore:
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, prefix: str) -> StateStore:
+        service = TableServiceClient.from_connection_string(connection_string)
+        table = service.create_table_if_not_exists(f"{prefix}state")
+        return cls(table)
+
+    # ----------------------------------------------------------------------------- primitives
+    def _get(self, pk: str, rk: str) -> dict[str, Any] | None:
+        try:
+            return _plain(self._table.get_entity(pk, rk))
+        except ResourceNotFoundError:
+            return None
+
+    def _query(self, pk: str, prefix: str | None = None) -> list[dict[str, Any]]:
+        if prefix is None:
+            flt = "PartitionKey eq @pk"
+            params = {"pk": pk}
+        else:
+            # Row keys with a common prefix form one contiguous range.
+            flt = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+            params = {"pk": pk, "lo": prefix, "hi": prefix[:-1] + chr(ord(prefix[-1]) + 1)}
+        return [_plain(e) for e in self._table.query_entities(flt, parameters=params)]
+
+    def _mutate(
+        self,
+        pk: str,
+        rk: str,
+        change: Callable[[dict[str, Any]], dict[str, Any] | None],
+        *,
+        create: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Read-modify-write with the ETag. `change` returns the new entity, or None for "no
+        change". Returns (entity as stored, changed)."""
+        for _ in range(_MUTATE_ATTEMPTS):
+            try:
+                current = self._table.get_entity(pk, rk)
+            except ResourceNotFoundError:
+                if create is None:
+                    return None, False
+                fresh = change({**create, "PartitionKey": pk, "RowKey": rk})
+                if fresh is None:
+                    return None, False
+                try:
+                    self._table.create_entity(_checked(fresh))
+                except ResourceExistsError:
+                    continue
+                return fresh, True
+            updated = change(_plain(current))
+            if updated is None:
+                return _plain(current), False
+            try:
+                self._table.update_entity(
+                    _checked(updated),
+                    mode=UpdateMode.REPLACE,
+                    etag=current.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+            except HttpResponseError as err:
+                if err.status_code in (409, 412):
+                    continue
+                raise
+            return updated, True
+        raise ConcurrencyError(f"gave up updating {pk}/{rk} after {_MUTATE_ATTEMPTS} conflicts")
+
+    def _upsert_batch(self, entities: list[dict[str, Any]]) -> None:
+        """Upsert entities of ONE partition, in transactions of at most 100 operations."""
+        partitions = {e["PartitionKey"] for e in entities}
+        if len(partitions) > 1:
+            raise ValueError(f"a transaction spans one partition, got {sorted(partitions)}")
+        for start in range(0, len(entities), MAX_BATCH):
+            chunk = entities[start : start + MAX_BATCH]
+            self._table.submit_transaction(
+                [("upsert", _checked(e), {"mode": UpdateMode.REPLACE}) for e in chunk]
+            )
+
+    # ----------------------------------------------------------------------------- evaluations
+    def claim_idempotency_key(self, key: str, evaluation_id: str, at: datetime) -> str:
+        """Return the evaluation that owns `key`: `evaluation_id` if this call claimed it."""
+        rk = hashlib.sha256(key.encode()).hexdigest()
+        try:
+            self._table.create_entity(
+                {
+                    "PartitionKey": "idem",
+                    "RowKey": rk,
+                    "evaluation_id": evaluation_id,
+                    "created_at": utcnow_iso(at),
+                }
+            )
+            return evaluation_id
+        except ResourceExistsError:
+            existing = self._get("idem", rk)
+            assert existing is not None
+            return str(existing["evaluation_id"])
+
+    def create_evaluation(
+        self,
+        evaluation: dict[str, Any],
+        shards: list[dict[str, Any]],
+        tasks: list[dict[str, Any]],
+    ) -> None:
+        """Write the evaluation's rows (idempotent: a retried request writes the same rows)."""
+        eid = evaluation["evaluation_id"]
+        pk = eval_partition(eid)
+        rows = [{**evaluation, "PartitionKey": pk, "RowKey": "evaluation"}]
+        rows += [{**s, "PartitionKey": pk, "RowKey": shard_key(s["shard_index"])} for s in shards]
+        rows += [{**t, "PartitionKey": pk, "RowKey": TASK_PREFIX + t["task_id"]} for t in tasks]
+        self._upsert_batch(rows)
+        created = parse_time(evaluation["created_at"])
+        assert created is not None
+        inverted = 10**13 - int(created.timestamp() * 1000)
+        self._table.upsert_entity(
+            {"PartitionKey": "evals", "RowKey": f"{inverted:013d}-{eid}", "evaluation_id": eid},
+            mode=UpdateMode.REPLACE,
+        )
+
+    def get_evaluation_rows(self, evaluation_id: str) -> dict[str, Any] | None:
+        """The whole evaluation partition, grouped: evaluation, shards, tasks, jobs, breaker."""
+        rows = self._query(eval_partition(evaluation_id))
+        out: dict[str, Any] = {
+            "evaluation": None,
+            "shards": [],
+            "tasks": [],
+            "jobs": [],
+            "breaker": {},
+        }
+        for row in rows:
+            rk = row["RowKey"]
+            if rk == "evaluation":
+                out["evaluation"] = row
+            elif rk.startswith(SHARD_PREFIX):
+                out["shards"].append(row)
+            elif rk.startswith(TASK_PREFIX):
+                out["tasks"].append(row)
+            elif rk.startswith(JOB_PREFIX):
+                out["jobs"].append(row)
+            elif rk == "breaker":
+                out["breaker"] = json.loads(row.get("failures", "{}"))
+        return out if out["evaluation"] is not None else None
+
+    def get_evaluation(self, evaluation_id: str) -> dict[str, Any] | None:
+        return self._get(eval_partition(evaluation_id), "evaluation")
+
+    def list_evaluations(self, limit: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for row in self._table.query_entities("PartitionKey eq 'evals'", results_per_page=limit):
+            ev = self.get_evaluation(str(row["evaluation_id"]))
+            if ev is not None:
+                out.append(ev)
+            if len(out) >= limit:
+                break
+        return out
+
+    def update_evaluation(self, evaluation_id: str, **fields: Any) -> dict[str, Any] | None:
+        def change(row: dict[str, Any]) -> dict[str, Any] | None:
+            if all(row.get(k) == v for k, v in fields.items()):
+                return None
+            return {**row, **fields}
+
+        row, _ = self._mutate(eval_partition(evaluation_id), "evaluation", change)
+        return row
+
+    def update_evaluation_with(
+        self, evaluation_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        row, _ = self._mutate(eval_partition(evaluation_id), "evaluation", change)
+        return row
+
+    def update_shard(self, evaluation_id: str, shard_index: int, **fields: Any) -> None:
+        def change(row: dict[str, Any]) -> dict[str, Any] | None:
+            if all(row.get(k) == v for k, v in fields.items()):
+                return None
+            return {**row, **fields}
+
+        self._mutate(eval_partition(evaluation_id), shard_key(shard_index), change)
+
+    def reserve_budget(self, evaluation_id: str, amount_usd: float) -> bool:
+        """Atomically reserve `amount_usd` of the evaluation's budget; False if it would pass it."""
+        granted = False
+
+        def change(row: dict[str, Any]) -> dict[str, Any] | None:
+            nonlocal granted
+            budget = row.get("budget_usd")
+            committed = float(row.get("spent_usd", 0.0)) + float(row.get("reserved_usd", 0.0))
+            if budget is not None and committed + amount_usd > float(budget) + 1e-9:
+                granted = False
+                return None
+            granted = True
+            return {**row, "reserved_usd": float(row.get("reserved_usd", 0.0)) + amount_usd}
+
+        self._mutate(eval_partition(evaluation_id), "evaluation", change)
+        return granted
+
+    # ----------------------------------------------------------------------------- jobs
+    def register_job(self, job: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Record a job before it is submitted (index, active row, job row). Idempotent on the
+        job name: returns (job row, created)."""
+        name = job["job_name"]
+        index = {
+            "PartitionKey": "jobs",
+            "RowKey": name,
+            **{
+                k: job[k]
+                for k in ("evaluation_id", "shard_index", "attempt", "instance_id", "tier")
+            },
+        }
+        self._table.upsert_entity(index, mode=UpdateMode.REPLACE)
+        row, created = self._mutate(
+            eval_partition(job["evaluation_id"]),
+            JOB_PREFIX + name,
+            lambda r: r if "state" not in r else None,
+            create={**job, "state": JobState.SUBMITTED.value},
+        )
+        assert row is not None
+        if row["state"] not in _TERMINAL:
+            self._table.upsert_entity({**index, "PartitionKey": "active"}, mode=UpdateMode.REPLACE)
+        return row, created
+
+    def lookup_job(self, job_name: str) -> dict[str, Any] | None:
+        return self._get("jobs", job_name)
+
+    def get_job(self, evaluation_id: str, job_name: str) -> dict[str, Any] | None:
+        return self._get(eval_partition(evaluation_id), JOB_PREFIX + job_name)
+
+    def update_job(
+        self,
+        evaluation_id: str,
+        job_name: str,
+        change: Callable[[dict[str, Any]], dict[str, Any] | None],
+    ) -> tuple[dict[str, Any] | None, bool]:
+        row, changed = self._mutate(eval_partition(evaluation_id), JOB_PREFIX + job_name, change)
+        if changed and row is not None and row["state"] in _TERMINAL:
+            self.remove_active(job_name)
+        return row, changed
+
+    def advance_job(
+        self,
+        evaluation_id: str,
+        job_name: str,
+        state: JobState,
+        *,
+        at: datetime,
+        detail: str = "",
+        failure_kind: FailureKind | None = None,
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Move a job's state forward only (never backwards; terminal is final)."""
+
+        def change(row: dict[str, Any]) -> dict[str, Any] | None:
+            current = JobState(row["state"])
+            if current.is_terminal or state.rank <= current.rank:
+                return None
+            new = {**row, "state": state.value, "updated_at": utcnow_iso(at)}
+            if detail:
+                new["detail"] = detail[:2000]
+            if failure_kind is not None:
+                new["failure_kind"] = failure_kind.value
+            if state is JobState.RUNNING and not row.get("running_at"):
+                new["running_at"] = utcnow_iso(at)
+            if state.is_terminal:
+                new["ended_at"] = utcnow_iso(at)
+            return new
+
+        return self.update_job(evaluation_id, job_name, change)
+
+    def record_heartbeat(
+        self, evaluation_id: str, job_name: str, at: datetime
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Note a sign of life. Returns (job row, first): `first` is True when this heartbeat
+        is the one that marked the container as started."""
+        first = False
+
+        def change(row: dict[str, Any]) -> dict[str, Any] | None:
+            nonlocal first
+            if JobState(row["state"]).is_terminal:
+                return None
+            new = {
+                **row,
+                "last_heartbeat_at": utcnow_iso(at),
+                "heartbeats": int(row.get("heartbeats", 0)) + 1,
+            }
+            first = not row.get("started_at")
+            if first:
+                new["started_at"] = utcnow_iso(at)
+            if JobState(row["state"]).rank < JobState.RUNNING.rank:
+                new["state"] = JobState.RUNNING.value
+                new.setdefault("running_at", utcnow_iso(at))
+            return new
+
+        row, changed = self.update_job(evaluation_id, job_name, change)
+        return row, first and changed
+
+    def active_jobs(self) -> list[dict[str, Any]]:
+        return self._query("active")
+
+    def remove_active(self, job_name: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self._table.delete_entity("active", job_name)
+
+    # ----------------------------------------------------------------------------- tasks
+    def record_task_result(
+        self,
+        evaluation_id: str,
+        task_id: str,
+        *,
+        outcome: str,
+        reason: str,
+        score: float | None,
+        attempt: int,
+        job_name: str,
+        duration_seconds: float | None,
+        at: datetime,
+    ) -> bool:
+        """The first final result of a task wins; later ones (duplicates, an old attempt's
+        straggler) change nothing. Returns True when this call recorded it."""
+
+        def change(row: dict[str, Any]) -> dict[str, Any] | None:
+            if row.get("outcome") in FINAL_TASK_OUTCOMES:
+                return None
+            new = {
+                **row,
+                "outcome": outcome,
+                "reason": reason[:2000],
+                "attempt": attempt,
+                "job_name": job_name,
+                "finished_at": utcnow_iso(at),
+            }
+            if score is not None:
+                new["score"] = float(score)
+            if duration_seconds is not None:
+                new["duration_seconds"] = float(duration_seconds)
+            return new
+
+        _, changed = self._mutate(eval_partition(evaluation_id), TASK_PREFIX + task_id, change)
+        return changed
+
+    def tasks_without_outcome(self, evaluation_id: str, task_ids: Iterable[str]) -> list[str]:
+        wanted = list(task_ids)
+        rows = {r["task_id"]: r for r in self._query(eval_partition(evaluation_id), TASK_PREFIX)}
+        return [t for t in wanted if rows.get(t, {}).get("outcome") not in FINAL_TASK_OUTCOMES]
+
+    def close_tasks(
+        self,
+        evaluation_id: str,
+        task_ids: Iterable[str],
+        *,
+        outcome: str,
+        reason: str,
+        at: datetime,
+    ) -> int:
+        """Give every listed task still without an outcome this one. Returns how many."""
+        closed = 0
+        for task_id in self.tasks_without_outcome(evaluation_id, task_ids):
+            if self.record_task_result(
+                evaluation_id,
+                task_id,
+                outcome=outcome,
+                reason=reason,
+                score=None,
+                attempt=0,
+                job_name="",
+                duration_seconds=None,
+                at=at,
+            ):
+                closed += 1
+        return closed
+
+    def mark_tasks_running(
+        self, evaluation_id: str, task_ids: Iterable[str], *, attempt: int, job_name: str
+    ) -> None:
+        for task_id in task_ids:
+
+            def change(row: dict[str, Any]) -> dict[str, Any] | None:
+                if row.get("outcome") in FINAL_TASK_OUTCOMES:
+                    return None
+                if row.get("outcome") == "running" and row.get("job_name") == job_name:
+                    return None
+                return {**row, "outcome": "running", "attempt": attempt, "job_name": job_name}
+
+            self._mutate(eval_partition(evaluation_id), TASK_PREFIX + task_id, change)
+
+    # ----------------------------------------------------------------------------- breaker
+    def record_tier_failure(self, evaluation_id: str, tier: str, job_name: str) -> dict[str, int]:
+        """Count one failure of `tier` in this evaluation, once per job (idempotent)."""
+        counted: dict[str, int] = {}
+
+        def change(row: dict[str, Any]) -> dict[str, Any] | None:
+            nonlocal counted
+            failures = json.loads(row.get("failures", "{}"))
+            jobs = json.loads(row.get("jobs", "[]"))
+            counted = failures
+            if job_name in jobs:
+                return None
+            failures[tier] = int(failures.get(tier, 0)) + 1
+            jobs.append(job_name)
+            counted = failures
+            return {**row, "failures": json.dumps(failures), "jobs": json.dumps(jobs[-200:])}
+
+        self._mutate(
+            eval_partition(evaluation_id),
+            "breaker",
+            change,
+            create={"failures": "{}", "jobs": "[]"},
+        )
+        return counted
+
+    def breaker(self, evaluation_id: str) -> dict[str, int]:
+        row = self._get(eval_partition(evaluation_id), "breaker")
+        return json.loads(row["failures"]) if row else {}
+
+
+_TERMINAL = frozenset(s.value for s in JobState if s.is_terminal)

@@ -1,0 +1,244 @@
+"""The shard orchestration: run one shard's tasks to a recorded outcome, whatever fails.
+
+Per attempt: pick a tier (domain policy), submit through an activity with a retry policy for
+transient errors, race the container-started event against a durable-timer deadline, then race
+job-ended against the run deadline. On failure: cancel the job (a timer firing stops nothing by
+itself), back off with a durable timer, and resubmit only the tasks without a result, failing
+over Azure ML -> Batch -> VM as the policy decides.
+
+Replay rules: no I/O, no environment, no wall clock, no randomness here. Time is
+`context.current_utc_datetime`; configuration arrives in the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from datetime import timedelta
+from itertools import pairwise
+from typing import Any
+
+import azure.durable_functions as df
+from azure.durable_functions.models.Task import TaskBase
+
+from domain import names
+from domain.jobs import FailureKind, Tier
+from domain.naming import job_name
+from domain.policy import AttemptOutcome, AttemptRecord, BreakerState, PolicyConfig, next_step
+
+bp = df.Blueprint()
+
+# Transient submission errors (429/503, network) are retried by the Durable retry policy;
+# the attempt-level exponential backoff is built with durable timers below, since Python's
+# RetryOptions only has a first interval and a maximum attempt count.
+SUBMIT_RETRY = df.RetryOptions(
+    first_retry_interval_in_milliseconds=15_000, max_number_of_attempts=4
+)
+
+# The run deadline is the job's own cloud-side timeout plus this grace, so the orchestration
+# notices a job that outlives its kill switch (an event lost, a backend that ignored it).
+RUN_DEADLINE_GRACE = timedelta(minutes=15)
+
+Orchestration = Generator[TaskBase, Any, Any]
+
+
+def _status(shard: int, attempt: int, tier: str | None, phase: str) -> dict[str, Any]:
+    return {"shard": shard, "attempt": attempt, "tier": tier, "phase": phase}
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=names.SHARD_ORCHESTRATOR)
+def shard(context: df.DurableOrchestrationContext) -> Orchestration:
+    inp: dict[str, Any] = context.get_input()
+    evaluation_id: str = inp["evaluation_id"]
+    index: int = inp["shard_index"]
+    task_ids: list[str] = inp["task_ids"]
+    tiers = [Tier(t) for t in inp["tiers"]]
+    config = PolicyConfig.model_validate(inp["policy"])
+    attempts: list[AttemptRecord] = []
+    close_reason = ""
+
+    state = yield context.call_activity(
+        names.PREPARE_ATTEMPT,
+        {"evaluation_id": evaluation_id, "shard_index": index, "task_ids": task_ids},
+    )
+    while True:
+        if state["cancel_requested"]:
+            close_reason = "cancelled by user"
+            break
+        decision = next_step(
+            config,
+            attempts=attempts,
+            tiers=tiers,
+            breaker=BreakerState(failures={Tier(k): v for k, v in state["breaker"].items()}),
+            remaining_tasks=len(state["remaining"]),
+        )
+        if decision.action == "give_up":
+            close_reason = decision.reason
+            break
+        attempt = len(attempts) + 1
+        tier = decision.tier
+        assert tier is not None
+        if decision.delay_seconds > 0:
+            context.set_custom_status(_status(index, attempt, tier.value, "backing_off"))
+            if (yield from _sleep_unless_cancelled(context, decision.delay_seconds)):
+                close_reason = "cancelled by user"
+                break
+
+        name = job_name(evaluation_id, index, attempt)
+        context.set_custom_status(_status(index, attempt, tier.value, "submitting"))
+        submit_input = {
+            **inp["job"],
+            "evaluation_id": evaluation_id,
+            "shard_index": index,
+            "attempt": attempt,
+            "tier": tier.value,
+            "job_name": name,
+            "task_ids": state["remaining"],
+            "instance_id": context.instance_id,
+            "failover": bool(attempts) and attempts[-1].tier is not tier,
+        }
+        try:
+            submitted = yield context.call_activity_with_retry(
+                names.SUBMIT_JOB, SUBMIT_RETRY, submit_input
+            )
+        except Exception as err:  # the retry policy gave up on a transient error
+            submitted = {
+                "status": "failed",
+                "reason": f"submission failed: {_first_line(err)}",
+                "failure_kind": FailureKind.TRANSIENT.value,
+            }
+
+        if submitted["status"] == "budget":
+            close_reason = submitted["reason"]
+            break
+        if submitted["status"] == "submitted":
+            context.set_custom_status(_status(index, attempt, tier.value, "waiting_for_container"))
+            outcome, reason, kind = yield from _await_job(context, config, attempt)
+        else:
+            outcome, reason, kind = (
+                AttemptOutcome.SUBMIT_FAILED,
+                submitted["reason"],
+                submitted["failure_kind"],
+            )
+
+        attempts.append(
+            AttemptRecord(
+                attempt=attempt,
+                tier=tier,
+                outcome=outcome,
+                reason=reason,
+                failure_kind=FailureKind(kind) if kind else None,
+            )
+        )
+        state = yield context.call_activity(
+            names.FINISH_ATTEMPT,
+            {
+                "evaluation_id": evaluation_id,
+                "shard_index": index,
+                "task_ids": task_ids,
+                "attempt": attempt,
+                "tier": tier.value,
+                "job_name": name,
+                "submitted": submitted["status"] == "submitted",
+                "outcome": outcome.value,
+                "reason": reason,
+                "failure_kind": kind,
+            },
+        )
+        if outcome is AttemptOutcome.CANCELLED:
+            close_reason = "cancelled by user"
+            break
+
+    context.set_custom_status(_status(index, len(attempts), None, "closing"))
+    summary = yield context.call_activity(
+        names.CLOSE_SHARD,
+        {
+            "evaluation_id": evaluation_id,
+            "shard_index": index,
+            "task_ids": task_ids,
+            "reason": close_reason or "attempts exhausted",
+            "attempts": len(attempts),
+            "failovers": sum(1 for a, b in pairwise(attempts) if a.tier is not b.tier),
+        },
+    )
+    return summary
+
+
+def _sleep_unless_cancelled(
+    context: df.DurableOrchestrationContext, seconds: float
+) -> Generator[TaskBase, Any, bool]:
+    timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=seconds))
+    cancel = context.wait_for_external_event(names.CANCEL_EVENT)
+    winner = yield context.task_any([timer, cancel])
+    if winner is cancel:
+        timer.cancel()
+        return True
+    return False
+
+
+def _await_job(
+    context: df.DurableOrchestrationContext, config: PolicyConfig, attempt: int
+) -> Generator[TaskBase, Any, tuple[AttemptOutcome, str, str | None]]:
+    """Wait for one attempt's job: started within the start deadline, then ended within the
+    run deadline. Returns (outcome, reason, failure kind)."""
+    now = context.current_utc_datetime
+    run_deadline = context.create_timer(
+        now + timedelta(seconds=config.job_timeout_seconds) + RUN_DEADLINE_GRACE
+    )
+    started = context.wait_for_external_event(names.started_event(attempt))
+    ended = context.wait_for_external_event(names.ended_event(attempt))
+    cancel = context.wait_for_external_event(names.CANCEL_EVENT)
+    waits = [started, ended, cancel, run_deadline]
+    start_deadline = None
+    if config.start_deadline_enabled:
+        start_deadline = context.create_timer(
+            now + timedelta(seconds=config.container_start_timeout_seconds)
+        )
+        waits.append(start_deadline)
+
+    winner = yield context.task_any(waits)
+    if (
+        start_deadline is not None
+        and winner is not start_deadline
+        and not start_deadline.is_completed
+    ):
+        start_deadline.cancel()
+    if winner is started:
+        winner = yield context.task_any([ended, cancel, run_deadline])
+
+    result: tuple[AttemptOutcome, str, str | None]
+    if winner is ended:
+        result = _ended_outcome(ended.result)
+    elif winner is cancel:
+        result = (AttemptOutcome.CANCELLED, "cancelled by user", None)
+    elif winner is start_deadline:
+        minutes = config.container_start_timeout_seconds / 60
+        result = (
+            AttemptOutcome.START_TIMEOUT,
+            f"container did not start within {minutes:g} min (no heartbeat)",
+            FailureKind.TRANSIENT.value,
+        )
+    else:
+        hours = config.job_timeout_seconds / 3600
+        result = (
+            AttemptOutcome.STUCK,
+            f"job still running past its {hours:g} h deadline",
+            FailureKind.TRANSIENT.value,
+        )
+    if not run_deadline.is_completed:
+        run_deadline.cancel()
+    return result
+
+
+def _ended_outcome(payload: dict[str, Any]) -> tuple[AttemptOutcome, str, str | None]:
+    state = payload.get("state")
+    reason = payload.get("reason", "")
+    kind = payload.get("failure_kind")
+    if state == "completed":
+        return AttemptOutcome.COMPLETED, reason or "job completed", None
+    if payload.get("stuck"):
+        return AttemptOutcome.STUCK, reason, kind or FailureKind.TRANSIENT.value
+    return AttemptOutcome.JOB_FAILED, reason or f"job {state}", kind or FailureKind.JOB_FAILED.value
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0][:500] if str(err).strip() else type(err).__name__

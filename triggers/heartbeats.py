@@ -1,0 +1,114 @@
+"""POST /api/heartbeats: messages from the shard runner inside a job.
+
+Authenticated with a per-attempt token (HMAC of the job name under HEARTBEAT_SECRET) in
+`Authorization: Bearer ...`: missing -> 401, forged or for another job -> 403, a job that has
+already ended (a stale attempt) -> 403. The first message of an attempt is the authoritative
+"container started" signal; a task result is stored at once, so a later attempt skips it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.durable_functions as df
+import azure.functions as func
+from pydantic import ValidationError
+
+from adapters import runtime
+from adapters.logs import ids
+from domain.jobs import FailureKind, JobState
+from domain.messages import JobMessage, MessageKind, token_matches
+from domain.policy import classify_runner_report
+from triggers.http_api import error, json_response
+from triggers.signals import signal_ended, signal_started
+
+bp = df.Blueprint()
+log = logging.getLogger(__name__)
+
+
+def _parse(body: bytes) -> JobMessage | func.HttpResponse:
+    try:
+        return JobMessage.model_validate_json(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        if first["type"] == "json_invalid":
+            return error(400, "body: must be a JSON object", "body")
+        return error(400, f"{field}: {first['msg']}", field)
+
+
+@bp.route(route="heartbeats", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.durable_client_input(client_name="client")
+async def heartbeat(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient
+) -> func.HttpResponse:
+    auth = req.headers.get("Authorization", "")
+    if not auth.startswith("Bearer ") or not auth[7:].strip():
+        return error(401, "Authorization: a bearer token is required", "Authorization")
+    parsed = _parse(req.get_body())
+    if isinstance(parsed, func.HttpResponse):
+        return parsed
+    message = parsed
+    svc = runtime.services()
+    if not token_matches(
+        svc.settings.heartbeat_secret.get_secret_value(), message.job_name, auth[7:].strip()
+    ):
+        return error(403, "Authorization: the token is not valid for this job", "Authorization")
+
+    store = svc.store
+    index = store.lookup_job(message.job_name)
+    if index is None:
+        return error(404, f"job_name: no job {message.job_name!r}", "job_name")
+    eid = index["evaluation_id"]
+    fields = ids(
+        evaluation_id=eid,
+        shard=index["shard_index"],
+        attempt=index["attempt"],
+        job_name=message.job_name,
+    )
+    now = runtime.now()
+
+    job, _first = store.record_heartbeat(eid, message.job_name, now)
+    if job is None or JobState(job["state"]).is_terminal:
+        return error(
+            403, f"job {message.job_name} has ended; its token is no longer accepted", "job_name"
+        )
+    await signal_started(client, store, job)
+
+    if message.kind is MessageKind.TASK_RESULT and message.task_result is not None:
+        r = message.task_result
+        recorded = store.record_task_result(
+            eid,
+            r.task_id,
+            outcome=r.status.value,
+            reason=r.reason,
+            score=r.score,
+            attempt=int(index["attempt"]),
+            job_name=message.job_name,
+            duration_seconds=r.duration_seconds,
+            at=now,
+        )
+        log.info("task %s %s (recorded=%s)", r.task_id, r.status.value, recorded, **fields)
+    elif message.kind is MessageKind.FAILURE and message.failure is not None:
+        kind = classify_runner_report(message.failure)
+        detail = f"{message.failure.code.value}: {message.failure.message}"
+        job, _ = store.advance_job(
+            eid, message.job_name, JobState.FAILED, at=now, detail=detail, failure_kind=kind
+        )
+        log.warning("runner reported failure: %s", detail, **fields)
+    elif message.kind is MessageKind.FINISHED:
+        ok = message.exit_code == 0
+        job, _ = store.advance_job(
+            eid,
+            message.job_name,
+            JobState.COMPLETED if ok else JobState.FAILED,
+            at=now,
+            detail="shard runner finished"
+            if ok
+            else f"shard runner exited with {message.exit_code}",
+            failure_kind=None if ok else FailureKind.JOB_FAILED,
+        )
+    if job is not None:
+        job = store.get_job(eid, message.job_name) or job
+        await signal_ended(client, store, job)
+    return json_response({"accepted": True, "kind": message.kind.value}, 202)

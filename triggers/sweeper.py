@@ -1,0 +1,144 @@
+"""Timer-triggered stuck-job sweeper.
+
+Reads only the `active` partition (never scans the table) and, per job:
+- a job whose orchestration is gone or finished is an orphan: cancel it;
+- a started job with no heartbeat past its threshold is stuck: cancel it and tell its shard;
+- otherwise ask the backend, and record a terminal state that no event reported.
+Every write is forward-only with ETags and every cancel is idempotent, so two overlapping
+sweeps do no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from adapters import runtime
+from adapters.logs import ids
+from adapters.state.table_store import parse_time
+from domain import names
+from domain.jobs import BackendError, FailureKind, JobNotFoundError, JobState, Tier
+from triggers.signals import signal_ended
+
+bp = df.Blueprint()
+log = logging.getLogger(__name__)
+
+LIVE = {"Running", "Pending", "ContinuedAsNew"}
+
+
+@bp.function_name(names.SWEEPER_FUNCTION)
+@bp.timer_trigger(
+    schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=False
+)
+@bp.durable_client_input(client_name="client")
+async def stuck_job_sweeper(
+    timer: func.TimerRequest, client: df.DurableOrchestrationClient
+) -> None:
+    report = await sweep(client)
+    if any(report.values()):
+        log.info("sweep: %s", report)
+
+
+async def sweep(client: df.DurableOrchestrationClient) -> dict[str, int]:
+    svc = runtime.services()
+    store = svc.store
+    report = {"orphans": 0, "stuck": 0, "reconciled": 0, "cleaned": 0}
+    for active in store.active_jobs():
+        name, eid = active["RowKey"], active["evaluation_id"]
+        fields = ids(
+            evaluation_id=eid, shard=active["shard_index"], attempt=active["attempt"], job_name=name
+        )
+        job = store.get_job(eid, name)
+        if job is None or JobState(job["state"]).is_terminal:
+            if job is not None:
+                await signal_ended(client, store, job)
+            store.remove_active(name)
+            report["cleaned"] += 1
+            continue
+        try:
+            outcome = await _sweep_job(client, svc, job, runtime.now())
+        except BackendError as err:  # the next sweep tries again
+            log.warning("sweep of job failed: %s", err, **fields)
+            continue
+        if outcome:
+            report[outcome] += 1
+            log.info("sweeper: %s", outcome, **fields)
+    return report
+
+
+async def _sweep_job(
+    client: df.DurableOrchestrationClient, svc: runtime.Services, job: dict[str, Any], now: datetime
+) -> str | None:
+    store = svc.store
+    eid, name = job["evaluation_id"], job["job_name"]
+    backend = svc.backend(Tier(job["tier"]))
+
+    status = await client.get_status(job["instance_id"])
+    orchestration_live = (
+        status is not None
+        and status.runtime_status is not None
+        and status.runtime_status.value in LIVE
+    )
+    if not orchestration_live or job.get("cancel_pending"):
+        backend.cancel(name)
+        store.advance_job(
+            eid,
+            name,
+            JobState.CANCELLED,
+            at=now,
+            detail="orphan: its orchestration is no longer waiting for it",
+        )
+        return "orphans"
+
+    last = parse_time(job.get("last_heartbeat_at"))
+    limit = float(job.get("heartbeat_timeout_seconds", 600))
+    if (
+        job.get("stuck_detection")
+        and job.get("started_at")
+        and last
+        and (now - last).total_seconds() > limit
+    ):
+        silent = (now - last).total_seconds() / 60
+        detail = f"stuck: no heartbeat for {silent:.0f} min (limit {limit / 60:g} min); cancelled"
+        backend.cancel(name)
+        row, changed = store.update_job(
+            eid,
+            name,
+            lambda r: (
+                None
+                if JobState(r["state"]).is_terminal
+                else {
+                    **r,
+                    "state": JobState.FAILED.value,
+                    "stuck": True,
+                    "ended_at": now.isoformat(),
+                    "detail": detail,
+                    "failure_kind": FailureKind.TRANSIENT.value,
+                }
+            ),
+        )
+        if row is not None:
+            await signal_ended(client, store, row)
+        return "stuck" if changed else None
+
+    try:
+        seen = backend.status(name)
+    except JobNotFoundError:
+        return None  # submitted moments ago, or the backend forgot it: the deadlines cover it
+    if seen.state.is_terminal:
+        row, changed = store.advance_job(
+            eid,
+            name,
+            seen.state,
+            at=now,
+            detail=seen.detail or f"backend reported {seen.raw_status}",
+            failure_kind=seen.failure_kind,
+        )
+        if row is not None:
+            await signal_ended(client, store, row)
+        return "reconciled" if changed else None
+    return None
