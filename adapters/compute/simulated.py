@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from domain.clock import CallHandle, Scheduler
+from domain.cost import PRICED_VM_SIZES, job_cost
 from domain.jobs import (
     CapacityReport,
     CapacitySpec,
@@ -53,6 +54,8 @@ from domain.messages import (
     TaskResult,
     TaskRunStatus,
 )
+from domain.planning import expected_minutes
+from domain.tasksets import TaskRef, domain_of
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +322,6 @@ PROVISION_SECONDS = (180.0, 300.0)
 DOCKER_HUB_PULL_SECONDS = (300.0, 600.0)
 REGIONAL_PULL_SECONDS = (30.0, 110.0)
 BOOT_SECONDS = (60.0, 120.0)
-TASK_SECONDS = (300.0, 600.0)
 # How long an invalid image takes to be rejected (manifest lookup).
 INVALID_IMAGE_SECONDS = (10.0, 40.0)
 # From the runner's last message (finished / failure) to the tier reporting the job ended.
@@ -331,22 +333,9 @@ MESSAGE_RETRY_DELAYS = (2.0, 5.0, 15.0)
 EVENT_RETRY_DELAYS = (10.0, 30.0, 60.0)
 DEFAULT_IDLE_SECONDS = 600.0
 
-# Expected task minutes per WAA domain (means; every task is 5-10 minutes).
-_DOMAIN_MINUTES = {
-    "notepad": 6.0,
-    "settings": 6.0,
-    "clock": 6.5,
-    "calculator": 6.5,
-    "microsoft_paint": 7.0,
-    "chrome": 8.0,
-    "msedge": 8.0,
-    "file_explorer": 8.0,
-    "vlc": 8.0,
-    "vs_code": 9.0,
-    "libreoffice_calc": 9.5,
-    "libreoffice_writer": 9.0,
-}
-_DEFAULT_MINUTES = 8.0
+# Actual task durations spread +-20% around the planner's per-domain expectation, so the
+# planner's estimates are right on average but not exact.
+TASK_SPREAD = 0.2
 
 _TASK_FAILURE_REASONS = (
     "agent crashed: model endpoint returned HTTP 500 three times",
@@ -378,16 +367,7 @@ def _regional_registry(registry: str | None) -> bool:
 
 
 def _task_mean_seconds(task_id: str) -> float:
-    domain = _domain_guess(task_id)
-    return 60.0 * _DOMAIN_MINUTES.get(domain, _DEFAULT_MINUTES)
-
-
-def _domain_guess(task_id: str) -> str:
-    lowered = task_id.lower()
-    for domain in sorted(_DOMAIN_MINUTES, key=len, reverse=True):
-        if lowered.startswith(domain) or domain in lowered:
-            return domain
-    return ""
+    return 60.0 * expected_minutes(TaskRef(task_id=task_id, domain=domain_of(task_id)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,22 +399,6 @@ class LedgerEntry:
     messages_lost: int
     events_sent: int
     events_lost: int
-
-
-# Price per hour (USD) of the sizes the simulator knows; spot is 80% cheaper.
-_PRICES_PER_HOUR = {
-    "Standard_D2_v3": 0.096,
-    "Standard_D4_v3": 0.192,
-    "Standard_D8_v3": 0.384,
-    "Standard_E2s_v3": 0.126,
-    "Standard_D4s_v5": 0.208,
-}
-_SPOT_FACTOR = 0.2
-
-
-def _cost(vm_size: str, spot: bool, seconds: float) -> float:
-    price = _PRICES_PER_HOUR.get(vm_size, 0.0)
-    return price * (_SPOT_FACTOR if spot else 1.0) * seconds / 3600.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,9 +447,11 @@ class _Job:
     raw: str = ""
     detail: str = ""
     failure_kind: FailureKind | None = None
-    # Set when something outside the runner stops it (cancel, timeout, eviction, hang):
-    # from then on the runner sends nothing, not even retries of earlier messages.
+    # Set when something outside the runner stops it (cancel, timeout, eviction): from then
+    # on the runner sends nothing, not even retries of earlier messages.
     silenced: bool = False
+    # The runner hangs: it sends no new message (earlier ones may still be in flight).
+    hung: bool = False
     timers: dict[str, CallHandle] = field(default_factory=dict)
     node: _Node | None = None
     node_allocated_at: datetime | None = None
@@ -520,6 +486,14 @@ class _Script:
     target: str | JobPredicate
     fault: Fault
     remaining: int | None
+
+
+def _check_vm_size(vm_size: str) -> None:
+    # The simulated cloud offers exactly the priced sizes, so every job has a true cost.
+    if vm_size not in PRICED_VM_SIZES:
+        raise PermanentTierError(
+            f"the VM size {vm_size!r} is not available in this region", code="InvalidVmSize"
+        )
 
 
 def _default_post(url: str, headers: dict[str, str], body: bytes) -> int:
@@ -628,6 +602,7 @@ class SimulatedCloud:
 
     def _ensure_capacity(self, tier: Tier, spec: CapacitySpec) -> CapacityReport:
         with self._lock:
+            _check_vm_size(spec.vm_size)
             name = f"waa-{tier.value}-{spec.vm_size.lower().replace('_', '-')}"
             if self._quota_exhausted(tier, spec.evaluation_id):
                 raise PermanentTierError(
@@ -683,6 +658,7 @@ class SimulatedCloud:
                 return SubmitResult(
                     job_name=spec.job_name, backend_job_id=self._job_id(existing), created=False
                 )
+            _check_vm_size(spec.vm_size)
             prepared = self._prepare(tier, spec)
             if prepared.quota or self._quota_exhausted(tier, spec.evaluation_id):
                 raise PermanentTierError(
@@ -753,8 +729,7 @@ class SimulatedCloud:
         outcomes = []
         for task_id in spec.task_ids:
             mean = _task_mean_seconds(task_id)
-            half = min(mean - TASK_SECONDS[0], TASK_SECONDS[1] - mean)
-            task_seconds.append(rng.uniform(mean - half, mean + half))
+            task_seconds.append(rng.uniform(1 - TASK_SPREAD, 1 + TASK_SPREAD) * mean)
             if rng.random() < tf.task_failure:
                 outcomes.append((TaskRunStatus.FAILED, 0.0, rng.choice(_TASK_FAILURE_REASONS)))
             else:
@@ -909,7 +884,7 @@ class SimulatedCloud:
             return []
         fault = plan.run_fault
         if isinstance(fault, HangAfter) and i >= fault.tasks:
-            job.silenced = True
+            job.hung = True
             self._cancel_timer(job, "heartbeat")
             return []
         if isinstance(fault, SpotEviction) and i == fault.tasks:
@@ -1064,7 +1039,7 @@ class SimulatedCloud:
         failure: RunnerFailure | None = None,
         exit_code: int | None = None,
     ) -> list[_Delivery]:
-        if job.silenced:
+        if job.silenced or job.hung:
             return []
         msg = JobMessage(
             job_name=job.spec.job_name,
@@ -1171,7 +1146,7 @@ class SimulatedCloud:
             ended_at=job.ended_at,
             state=job.state,
             billed_seconds=billed,
-            cost_usd=_cost(spec.vm_size, spec.spot, billed),
+            cost_usd=job_cost(spec.vm_size, spec.spot, billed),
             tasks_total=len(spec.task_ids),
             tasks_run=job.tasks_run,
             tasks_completed=job.tasks_completed,

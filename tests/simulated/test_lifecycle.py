@@ -14,11 +14,13 @@ from adapters.compute.simulated import (
     PROVISION_SECONDS,
     QUEUE_SECONDS,
     REGIONAL_PULL_SECONDS,
-    TASK_SECONDS,
+    TASK_SPREAD,
     image_registry,
 )
-from domain.jobs import JobNotFoundError, JobState, Tier
+from domain.jobs import JobNotFoundError, JobState, PermanentTierError, Tier
 from domain.messages import AML_RUN_COMPLETED, AML_RUN_STATUS_CHANGED, JobMessage
+from domain.planning import DOMAIN_MINUTES, UNKNOWN_DOMAIN_MINUTES
+from domain.tasksets import FULL_SET, load_task_set
 from tests.simulated.support import HEARTBEAT_URL, make_cloud, spec
 
 
@@ -54,10 +56,12 @@ def test_azure_ml_happy_path_messages_events_and_timing() -> None:
     low = QUEUE_SECONDS[0] + PROVISION_SECONDS[0] + DOCKER_HUB_PULL_SECONDS[0] + BOOT_SECONDS[0]
     high = QUEUE_SECONDS[1] + PROVISION_SECONDS[1] + DOCKER_HUB_PULL_SECONDS[1] + BOOT_SECONDS[1]
     assert low <= first <= high
-    # Tasks take 5-10 minutes each and run one after another.
+    # Tasks run one after another, each around the planner's expectation for its domain.
     task_times = [msgs[0].at] + [m.at for m in msgs if m.body["kind"] == "task_result"]
-    for a, b in itertools.pairwise(task_times):
-        assert TASK_SECONDS[0] <= _secs(a, b) <= TASK_SECONDS[1]
+    for (a, b), result in zip(itertools.pairwise(task_times), results, strict=True):
+        expected = 60 * UNKNOWN_DOMAIN_MINUTES  # the test's task ids are not WAA ids
+        assert (1 - TASK_SPREAD) * expected <= _secs(a, b) <= (1 + TASK_SPREAD) * expected
+        assert result["duration_seconds"] == pytest.approx(_secs(a, b), abs=0.01)
     # Heartbeats every 30 s from the first one until the tasks are done.
     beats = [m.at for m in msgs if m.body["kind"] == "heartbeat"]
     assert all(_secs(a, b) == pytest.approx(30.0) for a, b in itertools.pairwise(beats))
@@ -124,6 +128,25 @@ def test_regional_registry_pulls_fast() -> None:
 )
 def test_image_registry(image: str, registry: str | None) -> None:
     assert image_registry(image) == registry
+
+
+def test_task_durations_follow_the_planners_domain_profile() -> None:
+    cloud, sched, rec = make_cloud()
+    calc = load_task_set(FULL_SET)["libreoffice_calc"][:4]
+    s = spec().model_copy(update={"task_ids": calc})
+    cloud.backend(Tier.VM).submit(s)
+    sched.run_all()
+    results = [m.body["task_result"] for m in rec.messages() if m.body["kind"] == "task_result"]
+    assert [r["task_id"] for r in results] == calc
+    expected = 60 * DOMAIN_MINUTES["libreoffice_calc"]
+    for r in results:
+        assert (1 - TASK_SPREAD) * expected <= r["duration_seconds"] <= (1 + TASK_SPREAD) * expected
+
+
+def test_unpriced_vm_size_is_refused() -> None:
+    cloud, _, _ = make_cloud()
+    with pytest.raises(PermanentTierError):
+        cloud.backend(Tier.AZURE_ML).submit(spec().model_copy(update={"vm_size": "Standard_X1"}))
 
 
 def test_image_registry_rejects_invalid_reference() -> None:
@@ -204,7 +227,7 @@ def test_cancel_stops_every_message_and_is_idempotent() -> None:
     backend = cloud.backend(Tier.AZURE_ML)
     s = spec(tasks=5)
     backend.submit(s)
-    sched.advance(1500)  # running by now (at most ~1050 s to the first heartbeat)
+    sched.advance(2000)  # first heartbeat within ~1050 s, a task takes at most ~580 s
     assert any(m.body["kind"] == "task_result" for m in rec.messages(s.job_name))
     cancelled_at = sched.now()
     backend.cancel(s.job_name)
