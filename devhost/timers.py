@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
@@ -77,9 +77,16 @@ class Schedule:
 class TimerTrigger:
     """Keeps one timer-triggered function scheduled on a `Scheduler` until stopped."""
 
-    def __init__(self, function: UserFunction, scheduler: Scheduler) -> None:
+    def __init__(
+        self,
+        function: UserFunction,
+        scheduler: Scheduler,
+        *,
+        durable_client: Callable[[], str] | None = None,
+    ) -> None:
         self.function = function
         self.scheduler = scheduler
+        self._durable_client = durable_client
         props = function.trigger.properties
         self.schedule = Schedule(resolve_schedule(str(props["schedule"])))
         self.run_on_startup = bool(props.get("runOnStartup"))
@@ -114,7 +121,9 @@ class TimerTrigger:
         nxt = self.schedule.next_after(max(now, due))
         past_due = now - due > ON_TIME_SLACK
         try:
-            self.function.invoke(timer_request(past_due=past_due, last=self._last, next_=nxt))
+            client = self._durable_client() if self._durable_client is not None else None
+            request = timer_request(past_due=past_due, last=self._last, next_=nxt)
+            self.function.invoke(request, durable_client=client)
         except Exception:
             # As in Azure: the failure is logged and the schedule goes on.
             log.exception("timer function %s failed", self.function.name)

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+import json
+from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
 import pytest
 
 from devhost.clock import VirtualClock
+from devhost.host import DevHost
 from devhost.invoke import UserFunction
 from devhost.timers import Schedule, ScheduleError, TimerTrigger, resolve_schedule
 
@@ -109,3 +113,38 @@ def test_schedule_errors_name_the_problem() -> None:
     with pytest.raises(ScheduleError, match="not a valid"):
         Schedule("0 */5 * * * nonsense")
     assert resolve_schedule("%S%", {"S": " 0 * * * * * "}) == "0 * * * * *"
+
+
+def test_timer_trigger_on_the_devhost_starts_orchestrations_in_virtual_time(
+    start_host: Callable[..., DevHost],
+) -> None:
+    fired: list[datetime] = []
+    app = df.DFApp()
+
+    @app.timer_trigger(schedule="0 */5 * * * *", arg_name="timer")
+    @app.durable_client_input(client_name="client")
+    async def sweeper(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+        fired.append(host.clock.now())
+        await client.start_new("sweep", f"sweep-{len(fired)}", {"round": len(fired)})
+
+    @app.orchestration_trigger(context_name="context")
+    def sweep(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
+        result: int = yield context.call_activity("count", context.get_input()["round"])
+        return result
+
+    @app.activity_trigger(input_name="n")
+    def count(n: int) -> int:
+        return n * 10
+
+    host = start_host(app)
+    start = host.clock.now()
+    host.clock.advance(timedelta(hours=1), settle=host.engine.wait_idle)
+    host.engine.wait_idle()
+
+    assert len(fired) == 12
+    assert fired[0] - start <= timedelta(minutes=5)
+    assert all(b - a == timedelta(minutes=5) for a, b in itertools.pairwise(fired))
+    done = host.engine.query(runtime_status=["Completed"])
+    assert sorted(json.loads(s.output_json or "null") for s in done) == [
+        10 * i for i in range(1, 13)
+    ]

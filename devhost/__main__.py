@@ -1,0 +1,81 @@
+"""`python -m devhost serve`: serve `function_app.app` on 127.0.0.1 the way `func start` does."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from devhost.host import DEFAULT_SETTINGS_FILE, DevHost
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the app until Ctrl-C")
+    serve.add_argument("--port", type=int, default=7071, help="TCP port on 127.0.0.1 (0: any free)")
+    serve.add_argument(
+        "--time-mode",
+        choices=("real", "skip"),
+        default="real",
+        help="real: wall-clock time; skip: virtual time that jumps ahead when nothing is runnable",
+    )
+    serve.add_argument("--store", choices=("memory", "table"), default="memory")
+    serve.add_argument(
+        "--connection-string",
+        default=None,
+        help="Table Storage connection string for --store table (default: AzureWebJobsStorage)",
+    )
+    serve.add_argument(
+        "--settings",
+        default=None,
+        help=f"local.settings.json to load (default: ./{DEFAULT_SETTINGS_FILE} when present)",
+    )
+    serve.add_argument("--task-hub", default="waaeval")
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    if args.settings is not None and not Path(args.settings).is_file():
+        print(f"settings file not found: {args.settings}", file=sys.stderr)
+        return 2
+    host = DevHost(
+        port=args.port,
+        time_mode=args.time_mode,
+        store=args.store,
+        connection_string=args.connection_string,
+        task_hub=args.task_hub,
+        settings_file=args.settings,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with host:
+        print("\nFunctions:\n")
+        for served in host.served_functions():
+            print(f"        {served}\n")
+        print(f"Durable HTTP API: {host.durable_api.webhook_url}/")
+        print(
+            f"Time mode: {args.time_mode}; store: {args.store}. Press Ctrl-C to stop.", flush=True
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
