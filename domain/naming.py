@@ -34,7 +34,7 @@ def new_evaluation_id(seed_bytes: bytes) -> str:
 
 
 def _check_evaluation_id(evaluation_id: str) -> None:
-    if not _EVALUATION_ID.match(evaluation_id):
+    if not _EVALUATION_ID.fullmatch(evaluation_id):
         raise ValueError(f"invalid evaluation id {evaluation_id!r}")
 
 
@@ -47,7 +47,7 @@ def shard_instance_id(evaluation_id: str, shard_index: int) -> str:
 
 
 def parse_shard_instance_id(instance_id: str) -> tuple[str, int] | None:
-    match = _SHARD_INSTANCE.match(instance_id)
+    match = _SHARD_INSTANCE.fullmatch(instance_id)
     if match is None:
         return None
     return match.group(1), int(match.group(2))
@@ -60,14 +60,14 @@ def job_name(evaluation_id: str, shard_index: int, attempt: int) -> str:
         raise ValueError("shard_index and attempt must be between 0 and 999999")
     name = f"{JOB_NAME_PREFIX}-{evaluation_id}-s{shard_index}-a{attempt}"
     # Holds by construction; checked because three services reject anything else.
-    if len(name) > MAX_JOB_NAME_LENGTH or not _JOB_NAME.match(name):
+    if len(name) > MAX_JOB_NAME_LENGTH or not _JOB_NAME.fullmatch(name):
         raise ValueError(f"job name {name!r} would be invalid")
     return name
 
 
 def parse_job_name(name: str) -> tuple[str, int, int] | None:
     """(evaluation_id, shard_index, attempt) of a name made by `job_name`, else None."""
-    match = _PARSE.match(name)
+    match = _PARSE.fullmatch(name)
     if match is None:
         return None
     return match.group(1), int(match.group(2)), int(match.group(3))

@@ -67,7 +67,7 @@ def _check_ids(ids: object, where: str, seen: set[str]) -> list[str]:
             raise _fail(
                 "task_id_type", "item {i} of {where} must be a string", where=where, i=position
             )
-        if not _TASK_ID.match(task_id):
+        if not _TASK_ID.fullmatch(task_id):
             raise _fail(
                 "task_id_pattern",
                 "invalid task id {id} (allowed: letters, digits, '-', '_', '.'; "
@@ -111,7 +111,7 @@ class EvaluationRequest(BaseModel):
             _check_ids(value, "the list", seen)
         elif isinstance(value, dict):
             for label, ids in value.items():
-                if not _DOMAIN_LABEL.match(label):
+                if not _DOMAIN_LABEL.fullmatch(label):
                     raise _fail("domain_label", "invalid domain name {d}", d=_shown(label))
                 _check_ids(ids, f"domain {_shown(label)}", seen)
         else:

@@ -44,7 +44,7 @@ class _TaskFile(BaseModel):
             seen: set[str] = set()
             for ids in domains.values():
                 for task_id in ids:
-                    if not _TASK_ID.match(task_id):
+                    if not _TASK_ID.fullmatch(task_id):
                         raise ValueError(f"task set {name!r}: invalid task id {task_id!r}")
                     if task_id in seen:
                         raise ValueError(f"task set {name!r}: duplicate task id {task_id!r}")

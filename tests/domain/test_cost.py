@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from domain.cost import (
+    PRICED_VM_SIZES,
+    RECOMMENDED_VM_SIZE,
+    SPOT_DISCOUNT,
+    PriceTable,
+    UnknownVmSizeError,
+    estimate_evaluation,
+    hourly_price,
+    job_cost,
+)
+from domain.planning import ShardPlan
+
+PRICES = {
+    "Standard_D2_v3": 0.096,
+    "Standard_D4_v3": 0.192,
+    "Standard_D8_v3": 0.384,
+    "Standard_E2s_v3": 0.126,
+    "Standard_D4s_v5": 0.208,
+}
+
+
+def test_price_table() -> None:
+    assert set(PRICED_VM_SIZES) == set(PRICES)
+    assert RECOMMENDED_VM_SIZE == "Standard_D4s_v5"
+    for size, price in PRICES.items():
+        assert hourly_price(size, spot=False) == pytest.approx(price)
+
+
+def test_spot_discount_is_in_documented_range() -> None:
+    assert 0.6 <= SPOT_DISCOUNT <= 0.9
+    for size, price in PRICES.items():
+        assert hourly_price(size, spot=True) == pytest.approx(price * (1 - SPOT_DISCOUNT))
+
+
+def test_unknown_size() -> None:
+    with pytest.raises(UnknownVmSizeError, match="Standard_NC24"):
+        hourly_price("Standard_NC24", spot=False)
+
+
+def test_job_cost() -> None:
+    assert job_cost("Standard_D4s_v5", False, 3600) == pytest.approx(0.208)
+    assert job_cost("Standard_D4s_v5", False, 1800) == pytest.approx(0.104)
+    assert job_cost("Standard_D2_v3", True, 7200) == pytest.approx(2 * 0.096 * (1 - SPOT_DISCOUNT))
+    assert job_cost("Standard_D2_v3", False, 0) == 0.0
+    assert job_cost("Standard_D2_v3", False, -10) == 0.0
+
+
+def _shard(index: int, minutes: float, n: int, size: str = "Standard_D4s_v5") -> ShardPlan:
+    return ShardPlan(
+        index=index,
+        task_ids=[f"t{index}-{i}" for i in range(n)],
+        expected_minutes=minutes,
+        vm_size=size,
+    )
+
+
+def test_estimate_evaluation_arithmetic() -> None:
+    plan = [_shard(0, 45, 5), _shard(1, 105, 5, "Standard_D2_v3")]
+    est = estimate_evaluation(plan, "Standard_D4s_v5", spot=False, provisioning_minutes=15)
+    # Shard 0: 60 min on D4s_v5; shard 1: 120 min on D2_v3 (its own, right-sized size).
+    expected = 1 * 0.208 + 2 * 0.096
+    assert est.total_usd == pytest.approx(expected)
+    assert est.per_task_usd == pytest.approx(expected / 10)
+    assert est.makespan_minutes == pytest.approx(120)
+
+
+def test_estimate_evaluation_spot_and_empty() -> None:
+    plan = [_shard(0, 45, 3)]
+    on_demand = estimate_evaluation(plan, "Standard_D4s_v5", spot=False)
+    spot = estimate_evaluation(plan, "Standard_D4s_v5", spot=True)
+    assert spot.total_usd == pytest.approx(on_demand.total_usd * (1 - SPOT_DISCOUNT))
+    empty = estimate_evaluation([], "Standard_D4s_v5", spot=False)
+    assert (empty.total_usd, empty.per_task_usd, empty.makespan_minutes) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError):
+        estimate_evaluation(plan, "Standard_D4s_v5", spot=False, provisioning_minutes=-1)
+
+
+def test_shipped_price_file_validates_and_bad_tables_are_rejected() -> None:
+    path = Path(__file__).resolve().parents[2] / "domain" / "data" / "vm_prices.json"
+    data = json.loads(path.read_text())
+    assert PriceTable.model_validate(data).sizes.keys() == PRICES.keys()
+    broken = {**data, "recommended": "Standard_Missing"}
+    with pytest.raises(ValueError, match="recommended"):
+        PriceTable.model_validate(broken)
+    with pytest.raises(ValueError):
+        PriceTable.model_validate({**data, "spot_discount": 1.5})

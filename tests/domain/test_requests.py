@@ -1,0 +1,216 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from domain.jobs import Tier
+from domain.requests import (
+    EvaluationRequest,
+    RequestError,
+    parse_evaluation_request,
+    resolve_tasks,
+)
+from domain.tasksets import TaskRef, load_task_set
+
+MAX_WORKERS = 10
+
+
+def parse(body: object) -> EvaluationRequest:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return parse_evaluation_request(raw, MAX_WORKERS)
+
+
+ONE = {"tasks": ["notepad-1"]}
+
+BAD_BODIES = [
+    # (body, field the error must name)
+    (b"", "body"),
+    (b"{not json", "body"),
+    (b"\xff\xfe\x00", "body"),
+    (b"[]", "body"),
+    (b'"tasks"', "body"),
+    (b"null", "body"),
+    ({}, "tasks"),
+    ({"tasks": ["a"], "task_set": "waa-full"}, "tasks"),
+    ({"tasks": None, "task_set": None}, "tasks"),
+    ({"tasks": []}, "tasks"),
+    ({"tasks": {}}, "tasks"),
+    ({"tasks": {"chrome": []}}, "tasks"),
+    ({"tasks": "notepad-1"}, "tasks"),
+    ({"tasks": 5}, "tasks"),
+    ({"tasks": [1]}, "tasks"),
+    ({"tasks": ["a b"]}, "tasks"),
+    ({"tasks": ["abc\n"]}, "tasks"),
+    ({"tasks": {"chrome\n": ["a"]}}, "tasks"),
+    ({"tasks": ["../etc/passwd"]}, "tasks"),
+    ({"tasks": ["a;rm -rf /"]}, "tasks"),
+    ({"tasks": ["-leading-dash"]}, "tasks"),
+    ({"tasks": ["x" * 129]}, "tasks"),
+    ({"tasks": ["a", "a"]}, "tasks"),
+    ({"tasks": {"chrome": ["a"], "vlc": ["a"]}}, "tasks"),
+    ({"tasks": {"chrome": "a"}}, "tasks"),
+    ({"tasks": {"bad domain": ["a"]}}, "tasks"),
+    ({"task_set": "no-such-set"}, "task_set"),
+    ({"task_set": 3}, "task_set"),
+    ({**ONE, "workers": 0}, "workers"),
+    ({**ONE, "workers": MAX_WORKERS + 1}, "workers"),
+    ({**ONE, "workers": -1}, "workers"),
+    ({**ONE, "workers": "3"}, "workers"),
+    ({**ONE, "workers": 2.5}, "workers"),
+    ({**ONE, "workers": True}, "workers"),
+    ({**ONE, "vm_size": "Standard_NC24"}, "vm_size"),
+    ({**ONE, "tiers": []}, "tiers"),
+    ({**ONE, "tiers": ["aws"]}, "tiers"),
+    ({**ONE, "tiers": ["batch", "batch"]}, "tiers"),
+    ({**ONE, "tiers": "batch"}, "tiers"),
+    ({**ONE, "spot": "yes"}, "spot"),
+    ({**ONE, "spot": 1}, "spot"),
+    ({**ONE, "budget_usd": 0}, "budget_usd"),
+    ({**ONE, "budget_usd": -5}, "budget_usd"),
+    ({**ONE, "budget_usd": "5"}, "budget_usd"),
+    (b'{"tasks": ["a"], "budget_usd": NaN}', "budget_usd"),
+    (b'{"tasks": ["a"], "budget_usd": Infinity}', "budget_usd"),
+    ({**ONE, "container_start_timeout_minutes": 0}, "container_start_timeout_minutes"),
+    ({**ONE, "heartbeat_timeout_minutes": -1}, "heartbeat_timeout_minutes"),
+    ({**ONE, "heartbeat_timeout_minutes": 100000}, "heartbeat_timeout_minutes"),
+    ({**ONE, "job_timeout_hours": 0}, "job_timeout_hours"),
+    ({**ONE, "job_timeout_hours": 1000}, "job_timeout_hours"),
+    (
+        {**ONE, "job_timeout_hours": 0.25, "container_start_timeout_minutes": 30},
+        "job_timeout_hours",
+    ),
+    ({**ONE, "agent": ""}, "agent"),
+    ({**ONE, "agent": "navi; curl x"}, "agent"),
+    ({**ONE, "model": "gpt 4o"}, "model"),
+    ({**ONE, "max_steps": 0}, "max_steps"),
+    ({**ONE, "max_steps": 101}, "max_steps"),
+    ({**ONE, "idempotency_key": ""}, "idempotency_key"),
+    ({**ONE, "idempotency_key": "has space"}, "idempotency_key"),
+    ({**ONE, "idempotency_key": "key\n"}, "idempotency_key"),
+    ({**ONE, "idempotency_key": "k" * 129}, "idempotency_key"),
+    ({**ONE, "policy": "yolo"}, "policy"),
+    ({**ONE, "right_size": "true"}, "right_size"),
+    ({**ONE, "unexpected": 1}, "unexpected"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_BODIES, ids=lambda v: str(v)[:40])
+def test_bad_bodies_are_rejected_naming_the_field(body: object, field: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        parse(body)
+    assert caught.value.field == field
+    assert str(caught.value).startswith(field)
+    assert caught.value.message == str(caught.value)
+
+
+def test_workers_message_names_the_configured_maximum() -> None:
+    with pytest.raises(RequestError) as caught:
+        parse({**ONE, "workers": 11})
+    assert str(caught.value) == "workers: must be between 1 and 10"
+
+
+def test_max_workers_comes_from_the_caller() -> None:
+    assert parse_evaluation_request(b'{"tasks": ["a"], "workers": 50}', 64).workers == 50
+    with pytest.raises(RequestError):
+        parse_evaluation_request(b'{"tasks": ["a"], "workers": 3}', 2)
+
+
+def test_defaults() -> None:
+    req = parse(ONE)
+    assert req.workers == 10
+    assert req.vm_size == "Standard_D4s_v5"
+    assert req.tiers == [Tier.AZURE_ML, Tier.BATCH, Tier.VM]
+    assert req.spot is False
+    assert req.budget_usd is None
+    assert req.container_start_timeout_minutes == 10
+    assert req.heartbeat_timeout_minutes == 10
+    assert req.job_timeout_hours == 4
+    assert (req.agent, req.model, req.max_steps) == ("navi", "gpt-4o", 15)
+    assert req.idempotency_key is None
+    assert req.policy == "resilient"
+    assert req.right_size is False
+
+
+def test_full_body_round_trips() -> None:
+    body = {
+        "tasks": ["366de66e-cbae-4d72-b042-26390db2b145-WOS", "custom_task.v2"],
+        "workers": 4,
+        "vm_size": "Standard_D8_v3",
+        "tiers": ["batch", "vm"],
+        "spot": True,
+        "budget_usd": 4.5,
+        "container_start_timeout_minutes": 15,
+        "heartbeat_timeout_minutes": 5,
+        "job_timeout_hours": 2,
+        "agent": "navi",
+        "model": "azure/gpt-4o-2024-05-13",
+        "max_steps": 30,
+        "idempotency_key": "nightly:2026-11-28",
+        "policy": "naive",
+        "right_size": True,
+    }
+    req = parse(body)
+    assert req.tiers == [Tier.BATCH, Tier.VM]
+    assert json.loads(req.model_dump_json()) == {**body, "task_set": None}
+    # What the orchestration snapshots parses back to the same request.
+    assert parse(req.model_dump_json().encode()) == req
+
+
+def test_flat_list_resolves_domains_from_the_shipped_set() -> None:
+    req = parse({"tasks": ["366de66e-cbae-4d72-b042-26390db2b145-WOS", "my-own-task"]})
+    assert resolve_tasks(req) == [
+        TaskRef(task_id="366de66e-cbae-4d72-b042-26390db2b145-WOS", domain="notepad"),
+        TaskRef(task_id="my-own-task", domain="unknown"),
+    ]
+
+
+def test_test_all_json_shape_is_accepted() -> None:
+    body = {
+        "notepad": ["366de66e-cbae-4d72-b042-26390db2b145-WOS"],
+        "clock": ["02F10F89-7171-4D37-8550-A00BA8930CDF-WOS", "extra-clock-task"],
+        "my_group": ["a96b564e-dbe9-42c3-9ccf-b4498073438a-wos"],
+    }
+    refs = resolve_tasks(parse({"tasks": body}))
+    assert [(r.task_id, r.domain) for r in refs] == [
+        ("366de66e-cbae-4d72-b042-26390db2b145-WOS", "notepad"),
+        ("02F10F89-7171-4D37-8550-A00BA8930CDF-WOS", "clock"),
+        # A known domain label is taken as given, even for an id the project does not ship.
+        ("extra-clock-task", "clock"),
+        # An unknown label falls back to the shipped domain of the id.
+        ("a96b564e-dbe9-42c3-9ccf-b4498073438a-wos", "chrome"),
+    ]
+
+
+def test_task_set_resolves_every_task_in_order() -> None:
+    refs = resolve_tasks(parse({"task_set": "waa-full"}))
+    assert len(refs) == 154
+    full = load_task_set("waa-full")
+    assert [r.task_id for r in refs] == [t for ids in full.values() for t in ids]
+    assert resolve_tasks(parse({"task_set": "waa-full"})) == refs
+
+
+def test_whole_test_all_file_as_tasks() -> None:
+    refs = resolve_tasks(parse({"tasks": load_task_set("waa-full")}))
+    assert len(refs) == 154
+    assert {r.domain for r in refs} == set(load_task_set("waa-full"))
+
+
+def test_all_errors_are_reported_first_field_named() -> None:
+    with pytest.raises(RequestError) as caught:
+        parse({"tasks": ["a"], "workers": 0, "max_steps": 0})
+    assert caught.value.field == "workers"
+    assert "workers:" in str(caught.value)
+    assert "max_steps:" in str(caught.value)
+
+
+def test_long_values_are_not_echoed_whole() -> None:
+    with pytest.raises(RequestError) as caught:
+        parse({"tasks": ["bad id " + "x" * 500]})
+    assert len(str(caught.value)) < 300
+
+
+def test_request_is_immutable() -> None:
+    req = parse(ONE)
+    with pytest.raises(ValueError):
+        req.workers = 3  # type: ignore[misc]
