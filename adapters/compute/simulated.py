@@ -115,6 +115,15 @@ class SpotEviction:
 
 
 @dataclass(frozen=True)
+class RunnerCrash:
+    """The runner fails and exits non-zero before task number `tasks` (0: the WAA server never
+    became ready). Not permanent: the tier is fine, the attempt is lost."""
+
+    tasks: int = 0
+    code: RunnerFailureCode = RunnerFailureCode.WAA_NOT_READY
+
+
+@dataclass(frozen=True)
 class TransientSubmitErrors:
     """The first `count` submissions of the job raise a transient error (HTTP 429 or 503)."""
 
@@ -153,7 +162,9 @@ class LostMessages:
     kinds: frozenset[MessageKind] = frozenset({MessageKind.HEARTBEAT})
 
 
-RunFault = NeverStarts | NoNestedVirtualization | ImagePullFailure | HangAfter | SpotEviction
+RunFault = (
+    NeverStarts | NoNestedVirtualization | ImagePullFailure | HangAfter | SpotEviction | RunnerCrash
+)
 Fault = (
     RunFault
     | TransientSubmitErrors
@@ -163,7 +174,14 @@ Fault = (
     | LateEvents
     | LostMessages
 )
-_RUN_FAULTS = (NeverStarts, NoNestedVirtualization, ImagePullFailure, HangAfter, SpotEviction)
+_RUN_FAULTS = (
+    NeverStarts,
+    NoNestedVirtualization,
+    ImagePullFailure,
+    HangAfter,
+    SpotEviction,
+    RunnerCrash,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +200,7 @@ class TierFaults:
     hang: float = 0.0
     # Only spot / low-priority jobs can be evicted.
     spot_eviction: float = 0.0
+    runner_crash: float = 0.0
     transient_submit: float = 0.0
     max_transient_submit_errors: int = 2
     # Per (evaluation, tier): the subscription has no quota left for the VM family.
@@ -203,6 +222,7 @@ class TierFaults:
             + self.image_pull_failure
             + self.hang
             + self.spot_eviction
+            + self.runner_crash
         )
         if run > 1.0:
             raise ValueError(f"run-fault probabilities add up to {run:.2f} > 1")
@@ -212,6 +232,7 @@ class TierFaults:
             "image_pull_failure",
             "hang",
             "spot_eviction",
+            "runner_crash",
             "transient_submit",
             "quota_exhausted",
             "task_failure",
@@ -280,9 +301,11 @@ PROFILES: dict[str, FaultProfile] = {
             event_loss=0.1,
             event_duplicate=0.1,
             event_late=0.1,
+            runner_crash=0.03,
         ),
         batch=TierFaults(
             never_starts=0.1,
+            runner_crash=0.03,
             image_pull_failure=0.05,
             hang=0.1,
             spot_eviction=0.2,
@@ -294,6 +317,7 @@ PROFILES: dict[str, FaultProfile] = {
         ),
         vm=TierFaults(
             never_starts=0.08,
+            runner_crash=0.03,
             hang=0.08,
             spot_eviction=0.1,
             transient_submit=0.1,
@@ -574,6 +598,30 @@ class SimulatedCloud:
         with self._lock:
             self._scripts.append(_Script(target, fault, times))
 
+    def inject(self, job_name: str, fault: RunnerCrash | SpotEviction | HangAfter) -> None:
+        """Make `fault` happen to a submitted job now, whatever it was doing: the runner
+        crashes (RunnerCrash), the node is evicted (SpotEviction), or the runner hangs
+        (HangAfter; its task count is ignored). A job that already ended is left alone."""
+        if not isinstance(fault, RunnerCrash | SpotEviction | HangAfter):
+            raise TypeError(f"cannot inject {fault!r} into a running job")
+        with self._lock:
+            jobs = [j for (_, name), j in self._jobs.items() if name == job_name]
+            if not jobs:
+                raise JobNotFoundError(job_name)
+            job = jobs[-1]
+            if job.ended:
+                return
+            self._cancel_timer(job, "step")
+            if isinstance(fault, RunnerCrash):
+                deliveries = self._crash(job, fault.code)
+            elif isinstance(fault, SpotEviction):
+                deliveries = self._on_evicted(job)
+            else:
+                job.hung = True
+                self._cancel_timer(job, "heartbeat")
+                deliveries = []
+        self._send(job, deliveries)
+
     def exhaust_quota(self, tier: Tier) -> None:
         """From now on `ensure_capacity` and `submit` on `tier` fail for lack of quota."""
         with self._lock:
@@ -740,6 +788,10 @@ class SimulatedCloud:
         hang_after = rng.randrange(n) if n else 0
         evict_at = rng.randrange(n) if n else 0
         eviction_fraction = rng.uniform(0.1, 0.9)
+        crash_at = rng.randrange(n) if n else 0
+        crash_code = (
+            RunnerFailureCode.WAA_NOT_READY if crash_at == 0 else RunnerFailureCode.TASK_CRASHED
+        )
 
         run_fault: RunFault | None = None
         if invalid:
@@ -755,6 +807,7 @@ class SimulatedCloud:
                 (tf.image_pull_failure, ImagePullFailure()),
                 (tf.hang, HangAfter(hang_after)),
                 (eviction, SpotEviction(evict_at)),
+                (tf.runner_crash, RunnerCrash(crash_at, crash_code)),
             ):
                 if u < p:
                     run_fault = fault
@@ -867,6 +920,9 @@ class SimulatedCloud:
 
     def _on_booted(self, job: _Job) -> list[_Delivery]:
         job.started_at = self.now()
+        fault = job.plan.run_fault
+        if isinstance(fault, RunnerCrash) and fault.tasks == 0:
+            return self._crash(job, fault.code)
         out = self._message(job, MessageKind.HEARTBEAT)
         job.timers["heartbeat"] = self._at(self.heartbeat_interval_seconds, job, self._on_heartbeat)
         out += self._start_task(job)
@@ -887,6 +943,8 @@ class SimulatedCloud:
             job.hung = True
             self._cancel_timer(job, "heartbeat")
             return []
+        if isinstance(fault, RunnerCrash) and i == fault.tasks:
+            return self._crash(job, fault.code)
         if isinstance(fault, SpotEviction) and i == fault.tasks:
             delay = plan.task_seconds[i] * plan.eviction_fraction
             job.timers["step"] = self._at(delay, job, self._on_evicted)
@@ -919,6 +977,22 @@ class SimulatedCloud:
 
     def _on_exit(self, job: _Job) -> list[_Delivery]:
         return self._end(job, JobState.COMPLETED, "")
+
+    def _crash(self, job: _Job, code: RunnerFailureCode) -> list[_Delivery]:
+        out: list[_Delivery] = []
+        if job.started_at is not None:  # a runner that never started cannot report anything
+            failure = RunnerFailure(code=code, message=f"shard runner failed: {code.value}")
+            out = self._message(job, MessageKind.FAILURE, failure=failure)
+        # The runner exits: no heartbeat, no message any more.
+        job.hung = True
+        self._cancel_timer(job, "heartbeat")
+        job.timers["step"] = self._at(EXIT_SECONDS, job, self._on_crash_exit)
+        return out
+
+    def _on_crash_exit(self, job: _Job) -> list[_Delivery]:
+        return self._end(
+            job, JobState.FAILED, "container exited with code 1", FailureKind.JOB_FAILED
+        )
 
     def _on_evicted(self, job: _Job) -> list[_Delivery]:
         job.node = None
