@@ -11,7 +11,6 @@ import functools
 from typing import Literal
 
 from pydantic import (
-    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -48,8 +47,12 @@ class AppSettings(BaseSettings):
 
     # --- Storage and Durable Functions -------------------------------------------------------
     storage_connection: SecretStr = Field(alias="AzureWebJobsStorage")
-    task_hub_name: str = Field(default="waaeval", alias="TASK_HUB_NAME", pattern=r"^[A-Za-z][A-Za-z0-9]{2,44}$")
-    state_table_prefix: str = Field(default="waa", alias="STATE_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{0,30}$")
+    task_hub_name: str = Field(
+        default="waaeval", alias="TASK_HUB_NAME", pattern=r"^[A-Za-z][A-Za-z0-9]{2,44}$"
+    )
+    state_table_prefix: str = Field(
+        default="waa", alias="STATE_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{0,30}$"
+    )
 
     # --- The evaluation API -------------------------------------------------------------------
     max_workers: int = Field(default=20, alias="MAX_WORKERS", ge=1, le=200)
@@ -59,8 +62,14 @@ class AppSettings(BaseSettings):
 
     # --- Compute ------------------------------------------------------------------------------
     # `simulated` runs every tier on the in-process simulator; `azure` uses the real tiers.
-    compute_backend: Literal["simulated", "azure"] = Field(default="simulated", alias="COMPUTE_BACKEND")
-    waa_image: str = Field(default="windowsarena/winarena:latest", alias="WAA_IMAGE")
+    compute_backend: Literal["simulated", "azure"] = Field(
+        default="simulated", alias="COMPUTE_BACKEND"
+    )
+    # A registry in the same region as the compute pulls the ~5 GB image in under 2 minutes;
+    # from Docker Hub it takes 5-10 and eats most of the container-start deadline.
+    waa_image: str = Field(
+        default="waaregistry.azurecr.io/windowsarena/winarena:latest", alias="WAA_IMAGE"
+    )
 
     # --- Azure ML and Azure Batch tiers (COMPUTE_BACKEND=azure; see docs/azure-setup.md) -----
     azure_subscription_id: str | None = Field(default=None, alias="AZURE_SUBSCRIPTION_ID")

@@ -301,13 +301,15 @@ class StateStore:
             },
         }
         self._table.upsert_entity(index, mode=UpdateMode.REPLACE)
-        row, created = self._mutate(
-            eval_partition(job["evaluation_id"]),
-            JOB_PREFIX + name,
-            lambda r: r if "state" not in r else None,
-            create={**job, "state": JobState.SUBMITTED.value},
-        )
-        assert row is not None
+        pk, rk = eval_partition(job["evaluation_id"]), JOB_PREFIX + name
+        try:
+            row = {**job, "state": JobState.SUBMITTED.value, "PartitionKey": pk, "RowKey": rk}
+            self._table.create_entity(_checked(row))
+            created = True
+        except ResourceExistsError:
+            existing = self._get(pk, rk)
+            assert existing is not None
+            row, created = existing, False
         if row["state"] not in _TERMINAL:
             self._table.upsert_entity({**index, "PartitionKey": "active"}, mode=UpdateMode.REPLACE)
         return row, created

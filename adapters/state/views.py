@@ -59,7 +59,9 @@ def evaluation_view(
                 "job_name": s.get("job_name"),
                 "status": s.get("status", "waiting"),
                 "job_state": job_state,
-                "seconds_since_heartbeat": round((now - last).total_seconds(), 1) if last else None,
+                "seconds_since_heartbeat": round((now - last).total_seconds(), 1)
+                if last and job and not JobState(job_state).is_terminal
+                else None,
                 "retries": max(0, int(s.get("attempt", 0)) - 1),
                 "failovers": int(s.get("failovers", 0))
                 or _failovers(rows["jobs"], s["shard_index"]),

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from devhost.simulation import Simulation
+
+
+@pytest.fixture
+def make_simulation(azurite_connection_string: str) -> Iterator[Callable[..., Simulation]]:
+    """Start a whole simulated deployment (devhost + Azurite state + simulated Azure)."""
+    started: list[Simulation] = []
+
+    def make(**kwargs: Any) -> Simulation:
+        kwargs.setdefault("profile", "none")
+        sim = Simulation(connection_string=azurite_connection_string, **kwargs).start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
