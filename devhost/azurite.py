@@ -1,4 +1,4 @@
-"""Start Azurite (the project's pinned npm install) on free loopback ports, for tests and the demo."""
+"""Start Azurite (the pinned npm install) on free loopback ports, for tests and the demo."""
 
 from __future__ import annotations
 
