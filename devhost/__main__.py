@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"local.settings.json to load (default: ./{DEFAULT_SETTINGS_FILE} when present)",
     )
     serve.add_argument("--task-hub", default="waaeval")
+    serve.add_argument(
+        "--app",
+        default=None,
+        metavar="MODULE:ATTR",
+        help="the DFApp to serve (default: function_app:app, as func start loads it)",
+    )
     return parser
 
 
@@ -45,6 +51,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"settings file not found: {args.settings}", file=sys.stderr)
         return 2
     host = DevHost(
+        args.app,
         port=args.port,
         time_mode=args.time_mode,
         store=args.store,

@@ -9,9 +9,9 @@ reach the heartbeat endpoint.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
-import logging
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +41,7 @@ from devhost.server import (
 from devhost.store import InstanceStore, MemoryInstanceStore, TableInstanceStore
 from devhost.timers import TimerTrigger
 
-log = logging.getLogger(__name__)
+SERVED_TRIGGERS = ENGINE_TRIGGERS | {HTTP_TRIGGER, EVENT_GRID_TRIGGER, TIMER_TRIGGER}
 
 TimeMode = Literal["skip", "real"]
 StoreKind = Literal["memory", "table"]
@@ -63,6 +63,14 @@ def load_settings_file(path: str | Path) -> list[str]:
             os.environ[name] = str(value)
             applied.append(name)
     return applied
+
+
+def _load_app(app: Any) -> Any:
+    """`app` itself, or the object a "module:attr" string names (default: function_app:app)."""
+    if app is not None and not isinstance(app, str):
+        return app
+    module, _, attr = (app or "function_app:app").partition(":")
+    return getattr(importlib.import_module(module), attr or "app")
 
 
 def _route_prefix(host_json: Path) -> str:
@@ -105,47 +113,50 @@ class DevHost:
             load_settings_file(DEFAULT_SETTINGS_FILE)
         if time_mode not in ("skip", "real"):
             raise ValueError(f"time_mode must be 'skip' or 'real', not {time_mode!r}")
-        # Bound first, so the app (imported below, after the settings are in the environment, as
-        # the worker does) already sees PUBLIC_BASE_URL pointing here.
-        self._server = DevHostServer(port=port)
-        self._own_public_url = "PUBLIC_BASE_URL" not in os.environ
-        if self._own_public_url:
-            os.environ["PUBLIC_BASE_URL"] = self._server.base_url
-        if app is None:
-            app = importlib.import_module("function_app").app
-        self.app = app
-        self.task_hub = task_hub
+        with contextlib.ExitStack() as undo:
+            # Bound first, so the app (imported below, after the settings are in the environment,
+            # as the worker does) already sees PUBLIC_BASE_URL pointing here.
+            self._server = DevHostServer(port=port)
+            undo.callback(self._server.stop)
+            self._own_public_url = "PUBLIC_BASE_URL" not in os.environ
+            if self._own_public_url:
+                os.environ["PUBLIC_BASE_URL"] = self._server.base_url
+            undo.callback(self._restore_public_url)
 
-        self.index = FunctionIndex.from_app(app)
-        self.functions = [UserFunction.from_function(f) for f in self.index.functions]
-        self.clock: VirtualClock | RealClock = (
-            VirtualClock(VIRTUAL_EPOCH) if time_mode == "skip" else RealClock()
-        )
-        self.engine = Engine(
-            self.index,
-            self._make_store(store, connection_string, task_hub),
-            self.clock,
-            task_hub=task_hub,
-            crash_injector=crash_injector,
-        )
-        self.durable_api = DurableHttpApi(self.engine, lambda: self.base_url, task_hub=task_hub)
-        prefix = _route_prefix(Path(host_json) if host_json else Path("host.json"))
-        self.router = FunctionRouter(
-            self.engine, self.functions, self.durable_api, route_prefix=prefix
-        )
-        self.timers = [
-            TimerTrigger(fn, self.clock, durable_client=self.durable_api.client_binding)
-            for fn in self.functions
-            if fn.trigger.type == TIMER_TRIGGER
-        ]
-        for fn in self.functions:
-            if fn.trigger.type == TIMER_TRIGGER:
-                fn.check_bindable()
-            elif fn.trigger.type not in ENGINE_TRIGGERS | {HTTP_TRIGGER, EVENT_GRID_TRIGGER}:
-                raise BindingError(
-                    f"function {fn.name!r} has a {fn.trigger.type} trigger, which the devhost "
-                    "does not serve"
-                )
+            self.app = _load_app(app)
+            self.task_hub = task_hub
+            self.index = FunctionIndex.from_app(self.app)
+            self.functions = [UserFunction.from_function(f) for f in self.index.functions]
+            for fn in self.functions:
+                if fn.trigger.type not in SERVED_TRIGGERS:
+                    raise BindingError(
+                        f"function {fn.name!r} has a {fn.trigger.type} trigger, which the devhost "
+                        "does not serve"
+                    )
+            self.clock: VirtualClock | RealClock = (
+                VirtualClock(VIRTUAL_EPOCH) if time_mode == "skip" else RealClock()
+            )
+            undo.callback(self.clock.close)
+            self.engine = Engine(
+                self.index,
+                self._make_store(store, connection_string, task_hub),
+                self.clock,
+                task_hub=task_hub,
+                crash_injector=crash_injector,
+            )
+            self.durable_api = DurableHttpApi(self.engine, lambda: self.base_url, task_hub=task_hub)
+            prefix = _route_prefix(Path(host_json) if host_json else Path("host.json"))
+            self.router = FunctionRouter(
+                self.engine, self.functions, self.durable_api, route_prefix=prefix
+            )
+            self.timers = []
+            for fn in self.functions:
+                if fn.trigger.type == TIMER_TRIGGER:
+                    fn.check_bindable()
+                    client = self.durable_api.client_binding
+                    self.timers.append(TimerTrigger(fn, self.clock, durable_client=client))
+            # Constructed: from here on `stop()` releases the server, clock and environment.
+            undo.pop_all()
         self._started = False
 
     @staticmethod
@@ -153,7 +164,7 @@ class DevHost:
         if kind == "memory":
             return MemoryInstanceStore()
         if kind == "table":
-            conn = connection_string or os.environ.get("AzureWebJobsStorage")  # noqa: SIM112 (the Functions setting name)
+            conn = connection_string or os.environ.get("AzureWebJobsStorage")  # noqa: SIM112
             if not conn:
                 raise ValueError(
                     "the table store needs a connection string (--connection-string or the "
@@ -184,6 +195,9 @@ class DevHost:
         else:
             self._server.stop()
         self.clock.close()
+        self._restore_public_url()
+
+    def _restore_public_url(self) -> None:
         # A later host in the same process must not inherit a URL pointing at this stopped one.
         if self._own_public_url and os.environ.get("PUBLIC_BASE_URL") == self.base_url:
             del os.environ["PUBLIC_BASE_URL"]
