@@ -520,7 +520,10 @@ def _check_vm_size(vm_size: str) -> None:
         )
 
 
-def _default_post(url: str, headers: dict[str, str], body: bytes) -> int:
+def http_post(url: str, headers: dict[str, str], body: bytes) -> int:
+    """POST over HTTP; the answer's status code. Connection errors raise (the caller retries)."""
+    # requests comes with azure-core, a runtime dependency; imported late so that importing
+    # this module stays cheap for the orchestrations that never post.
     import requests
 
     return requests.post(url, headers=headers, data=body, timeout=10).status_code
@@ -572,7 +575,7 @@ class SimulatedCloud:
         self.seed = seed
         self.eventgrid_url = eventgrid_url
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
-        self._post = post or _default_post
+        self._post = post or http_post
         self._lock = threading.RLock()
         self._jobs: dict[tuple[Tier, str], _Job] = {}
         self._prepared: dict[tuple[Tier, str], _Prepared] = {}
