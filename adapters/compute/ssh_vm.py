@@ -1,0 +1,526 @@
+"""The VM tier: plain VMs with Docker and nested virtualization, driven over SSH (paramiko).
+
+Each VM runs at most one WAA container at a time. A job is a container named after the job,
+started with `docker run -d`, whose command is the shard runner wrapped in `timeout`: the kill
+switch that stops the job even if the control plane is gone. The runner is a single stdlib file
+(`shard_runner/runner.py`) uploaded to the VM over SFTP and mounted read-only, so the stock
+`windowsarena/winarena` image works unchanged.
+
+Safety rules this module keeps:
+- Host keys come from configuration and are never learned: paramiko's `RejectPolicy` refuses an
+  unknown key, and a different key raises `BadHostKeyException`; that VM leaves the pool.
+- Every remote command is an argv list joined with `shlex.join`, so no argument (task ids,
+  environment values) is ever interpreted by the remote shell.
+- The heartbeat token is passed to the container but never logged or put in an error message.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import shlex
+import threading
+from base64 import b64decode
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import paramiko
+
+from domain.job_state import from_docker
+from domain.jobs import (
+    CapacityReport,
+    CapacitySpec,
+    FailureKind,
+    JobNotFoundError,
+    JobSpec,
+    JobState,
+    JobStatus,
+    PermanentTierError,
+    SubmitResult,
+    Tier,
+    TransientBackendError,
+)
+from domain.settings import AppSettings, VmHost
+
+__all__ = ["SshVmBackend", "VmHost", "load_private_key", "parse_host_key"]
+
+log = logging.getLogger(__name__)
+
+RUNNER_FILE = Path(__file__).resolve().parents[2] / "shard_runner" / "runner.py"
+# Relative to the SSH user's home directory on the VM.
+REMOTE_RUNNER_DIR = ".waa-shard-runner"
+CONTAINER_RUNNER_DIR = "/opt/waa-shard-runner"
+MANAGED_LABEL = "waa.managed=1"
+# What the windowsarena/winarena image needs besides /dev/kvm: QEMU's tap networking and a
+# graceful Windows shutdown on stop (see the WAA repository's run scripts).
+DEFAULT_DOCKER_ARGS: tuple[str, ...] = ("--cap-add", "NET_ADMIN", "--stop-timeout", "120")
+# The prepared Windows golden image lives here on each VM (WAA's `/storage` volume).
+DEFAULT_STORAGE_DIR = "/var/lib/waa/storage"
+# Docker container names: the job names of the control plane always fit.
+_CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+# Exit code of GNU `timeout` when it stopped the command (137 when it had to SIGKILL).
+_TIMEOUT_EXIT_CODES = {124, 137}
+# Exit code of the shard runner when /dev/kvm is missing inside the container.
+_RUNNER_EXIT_NO_KVM = 3
+
+_INVALID_IMAGE = re.compile(
+    r"pull access denied|manifest unknown|not found: manifest|invalid reference format|"
+    r"repository does not exist|unauthorized",
+    re.IGNORECASE,
+)
+_NAME_CONFLICT = re.compile(r"Conflict\. The container name", re.IGNORECASE)
+_NO_SUCH = re.compile(r"no such (container|object)", re.IGNORECASE)
+
+
+def parse_host_key(text: str) -> paramiko.PKey:
+    """A public key in known_hosts / `.pub` form ("ssh-ed25519 AAAA... comment")."""
+    parts = text.split()
+    if len(parts) < 2:
+        raise ValueError("host key must look like 'ssh-ed25519 AAAA...'")
+    try:
+        return paramiko.PKey.from_type_string(parts[0], b64decode(parts[1]))
+    except (paramiko.SSHException, ValueError) as err:
+        raise ValueError(f"unreadable host key of type {parts[0]!r}: {err}") from None
+
+
+def load_private_key(text: str) -> paramiko.PKey:
+    """A private key from its text (OpenSSH or PEM; Ed25519, ECDSA or RSA)."""
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key(io.StringIO(text))
+        except (paramiko.SSHException, ValueError):
+            continue
+    # Deliberately no detail: the parser's messages could quote key material.
+    raise ValueError("VM_SSH_PRIVATE_KEY is not a readable unencrypted Ed25519, ECDSA or RSA key")
+
+
+class _VmDown(Exception):
+    """The VM cannot be used right now (unreachable, wrong host key, no Docker, no KVM)."""
+
+
+@dataclass(frozen=True)
+class _Result:
+    code: int
+    out: str
+    err: str
+
+
+class _Remote:
+    def __init__(self, vm: VmHost, client: paramiko.SSHClient, timeout: float) -> None:
+        self.vm = vm
+        self._client = client
+        self._timeout = timeout
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = None) -> _Result:
+        command = shlex.join(argv)
+        try:
+            _, stdout, stderr = self._client.exec_command(command, timeout=timeout or self._timeout)
+            out = stdout.read().decode(errors="replace")
+            err = stderr.read().decode(errors="replace")
+            code = stdout.channel.recv_exit_status()
+        except (TimeoutError, paramiko.SSHException, OSError) as exc:
+            raise _VmDown(f"{self.vm.label}: `{argv[0]}` did not answer ({exc})") from None
+        return _Result(code, out, err)
+
+    def upload(self, local: Path, remote_dir: str) -> str:
+        """Copy `local` into `remote_dir` (relative to the home directory unless absolute);
+        returns the absolute directory."""
+        try:
+            with self._client.open_sftp() as sftp:
+                home = sftp.normalize(".")
+                target = str(PurePosixPath(home) / remote_dir)
+                try:
+                    sftp.stat(target)
+                except FileNotFoundError:
+                    sftp.mkdir(target, mode=0o755)
+                sftp.put(str(local), f"{target}/{local.name}")
+                sftp.chmod(f"{target}/{local.name}", 0o644)
+        except (paramiko.SSHException, OSError) as exc:
+            raise _VmDown(f"{self.vm.label}: upload of the shard runner failed ({exc})") from None
+        return target
+
+
+class SshVmBackend:
+    """`ComputeBackend` for a fixed pool of VMs reached over SSH."""
+
+    tier = Tier.VM
+
+    def __init__(
+        self,
+        pool: Sequence[VmHost],
+        *,
+        key: paramiko.PKey,
+        docker_args: Sequence[str] = DEFAULT_DOCKER_ARGS,
+        storage_dir: str | None = DEFAULT_STORAGE_DIR,
+        kvm_device: str = "/dev/kvm",
+        runner_file: Path = RUNNER_FILE,
+        runner_remote_dir: str = REMOTE_RUNNER_DIR,
+        container_python: str = "python",
+        kill_after_seconds: int = 60,
+        connect_timeout: float = 15.0,
+        command_timeout: float = 60.0,
+        run_timeout: float = 900.0,
+    ) -> None:
+        if not pool:
+            raise ValueError("the VM pool is empty (app setting VM_POOL)")
+        labels = [vm.label for vm in pool]
+        if len(set(labels)) != len(labels):
+            raise ValueError("the VM pool lists a VM twice")
+        self._pool = list(pool)
+        self._host_keys = {vm.label: parse_host_key(vm.host_key) for vm in pool}
+        self._key = key
+        self._docker_args = tuple(docker_args)
+        self._storage_dir = storage_dir
+        self._kvm_device = kvm_device
+        self._runner_file = runner_file
+        self._runner_remote_dir = runner_remote_dir
+        self._container_python = container_python
+        self._kill_after = kill_after_seconds
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        # `docker run -d` pulls a missing image before it returns; allow for that.
+        self._run_timeout = run_timeout
+        self._lock = threading.Lock()
+        self._submit_lock = threading.Lock()
+        self._down: dict[str, str] = {}  # VM label -> why it left the pool
+        self._where: dict[str, VmHost] = {}  # job name -> VM, a cache only
+
+    @classmethod
+    def from_settings(cls, settings: AppSettings, **kwargs: Any) -> SshVmBackend:
+        if not settings.vm_pool:
+            raise PermanentTierError("the VM tier is not configured: app setting VM_POOL is empty")
+        if settings.vm_ssh_private_key is None:
+            raise PermanentTierError(
+                "the VM tier is not configured: app setting VM_SSH_PRIVATE_KEY is missing"
+            )
+        try:
+            key = load_private_key(settings.vm_ssh_private_key.get_secret_value())
+        except ValueError as err:
+            raise PermanentTierError(str(err)) from None
+        return cls(settings.vm_pool, key=key, **kwargs)
+
+    # --- pool state -------------------------------------------------------------------------
+
+    def down_vms(self) -> dict[str, str]:
+        """VMs currently out of the pool, with the reason."""
+        with self._lock:
+            return dict(self._down)
+
+    def _mark_down(self, vm: VmHost, reason: str) -> None:
+        with self._lock:
+            if self._down.get(vm.label) != reason:
+                log.warning("VM %s leaves the pool: %s", vm.label, reason)
+            self._down[vm.label] = reason
+
+    def _mark_up(self, vm: VmHost) -> None:
+        with self._lock:
+            if self._down.pop(vm.label, None) is not None:
+                log.info("VM %s is back in the pool", vm.label)
+
+    # --- SSH --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _connect(self, vm: VmHost) -> Iterator[_Remote]:
+        client = paramiko.SSHClient()
+        expected = self._host_keys[vm.label]
+        known_name = vm.host if vm.port == 22 else f"[{vm.host}]:{vm.port}"
+        client.get_host_keys().add(known_name, expected.get_name(), expected)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(
+                vm.host,
+                port=vm.port,
+                username=vm.user,
+                pkey=self._key,
+                timeout=self._connect_timeout,
+                banner_timeout=self._connect_timeout,
+                auth_timeout=self._connect_timeout,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise _VmDown(
+                f"{vm.label}: host key mismatch, refusing to connect (expected "
+                f"{expected.get_name()} {expected.fingerprint}, the VM offered "
+                f"{exc.key.get_name()} {exc.key.fingerprint})"
+            ) from None
+        except paramiko.AuthenticationException:
+            client.close()
+            raise _VmDown(f"{vm.label}: SSH authentication failed for user {vm.user}") from None
+        except (TimeoutError, paramiko.SSHException, OSError) as exc:
+            client.close()
+            raise _VmDown(f"{vm.label}: SSH connection failed ({exc})") from None
+        try:
+            yield _Remote(vm, client, self._command_timeout)
+        finally:
+            client.close()
+
+    def _check(self, remote: _Remote) -> str:
+        """Full health check of a VM; returns the Docker server version."""
+        version = remote.run(["docker", "version", "--format", "{{.Server.Version}}"])
+        if version.code != 0:
+            raise _VmDown(f"{remote.vm.label}: docker does not answer ({_tail(version.err)})")
+        kvm = remote.run(["test", "-c", self._kvm_device])
+        if kvm.code != 0:
+            raise _VmDown(
+                f"{remote.vm.label}: {self._kvm_device} is missing (no nested virtualization)"
+            )
+        return version.out.strip()
+
+    def _inspect(self, remote: _Remote, job_name: str) -> dict[str, Any] | None:
+        res = remote.run(
+            ["docker", "inspect", "--type", "container", "--format", "{{json .State}}", job_name]
+        )
+        if res.code != 0:
+            if _NO_SUCH.search(res.err):
+                return None
+            raise _VmDown(f"{remote.vm.label}: docker inspect failed ({_tail(res.err)})")
+        try:
+            state = json.loads(res.out)
+        except json.JSONDecodeError:
+            raise _VmDown(f"{remote.vm.label}: docker inspect answered no JSON") from None
+        return state if isinstance(state, dict) else None
+
+    def _ordered(self, job_name: str) -> list[VmHost]:
+        with self._lock:
+            first = self._where.get(job_name)
+        return sorted(self._pool, key=lambda vm: vm is not first)
+
+    # --- ComputeBackend ---------------------------------------------------------------------
+
+    def ensure_capacity(self, spec: CapacitySpec) -> CapacityReport:
+        usable: list[str] = []
+        notes: list[str] = []
+        for vm in self._pool:
+            try:
+                with self._connect(vm) as remote:
+                    version = self._check(remote)
+                    remote.upload(self._runner_file, self._runner_remote_dir)
+                    image_note = self._prefetch(remote, spec.image) if spec.image else ""
+            except _VmDown as exc:
+                self._mark_down(vm, str(exc))
+                notes.append(str(exc))
+                continue
+            self._mark_up(vm)
+            usable.append(vm.label)
+            notes.append(f"{vm.label}: usable (docker {version}){image_note}")
+        if not usable:
+            raise PermanentTierError(
+                f"no usable VM in the pool of {len(self._pool)}: " + "; ".join(notes),
+                code="NoUsableVm",
+            )
+        summary = f"{len(usable)} of {len(self._pool)} VMs usable"
+        if spec.max_nodes > len(usable):
+            summary += f" (fewer than the {spec.max_nodes} requested: shards will wait for a VM)"
+        return CapacityReport(
+            tier=Tier.VM, resource_name="vm-pool", detail=summary + ". " + "; ".join(notes)
+        )
+
+    def _prefetch(self, remote: _Remote, image: str) -> str:
+        present = remote.run(["docker", "image", "inspect", "--format", "{{.Id}}", image])
+        if present.code == 0:
+            return f", image {image} present"
+        # Pull in the background so the 5 GB download overlaps with the rest of the set-up;
+        # only the constant redirection is shell syntax, the argv is quoted.
+        started = remote.run(
+            ["sh", "-c", shlex.join(["nohup", "docker", "pull", image]) + " >/dev/null 2>&1 &"]
+        )
+        if started.code != 0:
+            return f", image pull of {image} could not start ({_tail(started.err)})"
+        return f", pulling image {image}"
+
+    def submit(self, spec: JobSpec) -> SubmitResult:
+        name = spec.job_name
+        if not _CONTAINER_NAME.match(name):
+            raise ValueError(f"job name {name!r} is not a valid container name")
+        token = spec.heartbeat_token
+        busy = 0
+        # Picking a free VM and starting the container must not interleave with another submit
+        # of this backend. (Two app instances can still race for one VM; the loser's container
+        # then shares the VM until the orchestration's deadlines catch the slow shard.)
+        with self._submit_lock:
+            reachable: list[VmHost] = []
+            problems: list[str] = []
+            # Idempotency first: the job may already run on any VM (a re-delivered activity).
+            for vm in self._ordered(name):
+                try:
+                    with self._connect(vm) as remote:
+                        state = self._inspect(remote, name)
+                except _VmDown as exc:
+                    self._mark_down(vm, str(exc))
+                    problems.append(str(exc))
+                    continue
+                reachable.append(vm)
+                if state is not None:
+                    with self._lock:
+                        self._where[name] = vm
+                    return SubmitResult(
+                        job_name=name, backend_job_id=_job_id(vm, name), created=False
+                    )
+            for vm in reachable:
+                try:
+                    with self._connect(vm) as remote:
+                        self._check(remote)
+                        self._mark_up(vm)
+                        running = remote.run(
+                            [
+                                "docker",
+                                "ps",
+                                "--filter",
+                                f"label={MANAGED_LABEL}",
+                                "--format",
+                                "{{.Names}}",
+                            ]
+                        )
+                        if running.code != 0:
+                            raise _VmDown(f"{vm.label}: docker ps failed ({_tail(running.err)})")
+                        if running.out.strip():
+                            busy += 1
+                            continue
+                        runner_dir = remote.upload(self._runner_file, self._runner_remote_dir)
+                        created = self._run(remote, spec, runner_dir, token)
+                except _VmDown as exc:
+                    self._mark_down(vm, _redact(str(exc), token))
+                    problems.append(_redact(str(exc), token))
+                    continue
+                with self._lock:
+                    self._where[name] = vm
+                log.info("job %s %s on VM %s", name, "started" if created else "found", vm.label)
+                return SubmitResult(
+                    job_name=name, backend_job_id=_job_id(vm, name), created=created
+                )
+        if busy:
+            raise TransientBackendError(
+                f"all {busy} usable VMs are busy with other jobs", code="NoFreeVm"
+            )
+        raise PermanentTierError(
+            f"no usable VM in the pool of {len(self._pool)}: " + "; ".join(problems),
+            code="NoUsableVm",
+        )
+
+    def _docker_run_argv(self, spec: JobSpec, runner_dir: str, token: str) -> list[str]:
+        env = dict(spec.environment)
+        env.setdefault("WAA_JOB_NAME", spec.job_name)
+        env.setdefault("WAA_TASK_IDS", ",".join(spec.task_ids))
+        env.setdefault("WAA_HEARTBEAT_URL", spec.heartbeat_url)
+        env["WAA_HEARTBEAT_TOKEN"] = token
+        device = "/dev/kvm" if self._kvm_device == "/dev/kvm" else f"{self._kvm_device}:/dev/kvm"
+        argv = ["docker", "run", "-d", "--name", spec.job_name]
+        argv += ["--label", MANAGED_LABEL, "--label", f"waa.job={spec.job_name}"]
+        argv += ["--label", f"waa.evaluation={spec.evaluation_id}"]
+        argv += [
+            "--label",
+            f"waa.shard={spec.shard_index}",
+            "--label",
+            f"waa.attempt={spec.attempt}",
+        ]
+        argv += ["--device", device, *self._docker_args]
+        if self._storage_dir:
+            argv += ["-v", f"{self._storage_dir}:/storage"]
+        argv += ["-v", f"{runner_dir}:{CONTAINER_RUNNER_DIR}:ro"]
+        for key, value in env.items():
+            argv += ["-e", f"{key}={value}"]
+        # The image's entrypoint is `bash -c`; replacing it with `timeout` keeps the command an
+        # argv (nothing re-parsed by a shell) and makes the kill switch the container's PID 1.
+        argv += ["--entrypoint", "timeout", spec.image]
+        argv += [f"--kill-after={self._kill_after}", str(spec.timeout_seconds)]
+        argv += [self._container_python, f"{CONTAINER_RUNNER_DIR}/{self._runner_file.name}"]
+        return argv
+
+    def _run(self, remote: _Remote, spec: JobSpec, runner_dir: str, token: str) -> bool:
+        argv = self._docker_run_argv(spec, runner_dir, token)
+        res = remote.run(argv, timeout=self._run_timeout)
+        if res.code == 0:
+            return True
+        err = _redact(_tail(res.err), token)
+        if _NAME_CONFLICT.search(res.err):
+            return False
+        if _INVALID_IMAGE.search(res.err):
+            raise PermanentTierError(
+                f"{remote.vm.label}: image {spec.image} cannot be pulled ({err})",
+                code="InvalidImage",
+            )
+        raise TransientBackendError(f"{remote.vm.label}: docker run failed ({err})")
+
+    def status(self, job_name: str) -> JobStatus:
+        unreachable: list[str] = []
+        for vm in self._ordered(job_name):
+            try:
+                with self._connect(vm) as remote:
+                    state = self._inspect(remote, job_name)
+            except _VmDown as exc:
+                unreachable.append(str(exc))
+                continue
+            if state is not None:
+                with self._lock:
+                    self._where[job_name] = vm
+                return _status_from_docker(job_name, state)
+        if unreachable:
+            raise TransientBackendError(
+                f"job {job_name} not found on the reachable VMs and some are unreachable: "
+                + "; ".join(unreachable)
+            )
+        raise JobNotFoundError(job_name)
+
+    def cancel(self, job_name: str) -> None:
+        for vm in self._ordered(job_name):
+            try:
+                with self._connect(vm) as remote:
+                    res = remote.run(["docker", "rm", "-f", job_name])
+            except _VmDown as exc:
+                # A container on an unreachable VM still dies by its own `timeout`.
+                log.warning("cancel %s: skipped %s", job_name, exc)
+                continue
+            if res.code != 0 and not _NO_SUCH.search(res.err):
+                raise TransientBackendError(
+                    f"{vm.label}: docker rm -f {job_name} failed ({_tail(res.err)})"
+                )
+        with self._lock:
+            self._where.pop(job_name, None)
+
+
+def _status_from_docker(job_name: str, state: dict[str, Any]) -> JobStatus:
+    normalized = from_docker(state)
+    raw = str(state.get("Status", "")).lower()
+    exit_code = state.get("ExitCode")
+    raw_status = f"{raw} (exit {exit_code})" if raw in ("exited", "dead") else raw
+    if normalized is not JobState.FAILED:
+        return JobStatus(job_name=job_name, state=normalized, raw_status=raw_status)
+    kind = FailureKind.JOB_FAILED
+    if exit_code in _TIMEOUT_EXIT_CODES:
+        detail = f"the container hit its timeout (kill switch), exit code {exit_code}"
+    elif exit_code == _RUNNER_EXIT_NO_KVM:
+        detail = "no nested virtualization in the container (/dev/kvm missing)"
+        kind = FailureKind.PERMANENT_FOR_TIER
+    else:
+        detail = f"the container exited with code {exit_code}"
+    if state.get("OOMKilled"):
+        detail += "; killed for lack of memory"
+    if state.get("Error"):
+        detail += f"; docker: {state['Error']}"
+    return JobStatus(
+        job_name=job_name,
+        state=JobState.FAILED,
+        raw_status=raw_status,
+        detail=detail,
+        failure_kind=kind,
+    )
+
+
+def _job_id(vm: VmHost, job_name: str) -> str:
+    return f"{vm.label}/{job_name}"
+
+
+def _tail(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text[-limit:] if text else "no error output"
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text

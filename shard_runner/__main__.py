@@ -1,0 +1,5 @@
+import sys
+
+from shard_runner.runner import main
+
+sys.exit(main())
