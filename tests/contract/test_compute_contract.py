@@ -21,6 +21,7 @@ from domain.jobs import (
     PermanentTierError,
     TransientBackendError,
 )
+from domain.naming import job_name
 from tests.contract.harnesses import ContractHarness
 
 HARNESSES = sorted(
@@ -41,37 +42,37 @@ def test_backend_implements_the_protocol(h: ContractHarness) -> None:
 
 
 def test_submit_progresses_to_completed(h: ContractHarness) -> None:
-    result = h.backend.submit(h.job_spec("ev1-s0-a1"))
+    result = h.backend.submit(h.job_spec(job_name("ev1", 0, 1)))
     assert result.created is True
-    assert result.job_name == "ev1-s0-a1"
-    assert h.backend.status("ev1-s0-a1").state in (
+    assert result.job_name == job_name("ev1", 0, 1)
+    assert h.backend.status(job_name("ev1", 0, 1)).state in (
         JobState.SUBMITTED,
         JobState.QUEUED,
         JobState.PREPARING,
     )
-    h.start("ev1-s0-a1")
-    assert h.backend.status("ev1-s0-a1").state is JobState.RUNNING
-    h.finish("ev1-s0-a1", JobState.COMPLETED)
-    final = h.backend.status("ev1-s0-a1")
+    h.start(job_name("ev1", 0, 1))
+    assert h.backend.status(job_name("ev1", 0, 1)).state is JobState.RUNNING
+    h.finish(job_name("ev1", 0, 1), JobState.COMPLETED)
+    final = h.backend.status(job_name("ev1", 0, 1))
     assert final.state is JobState.COMPLETED
     assert final.failure_kind is None
 
 
 def test_failed_job_is_reported_as_job_failure(h: ContractHarness) -> None:
-    h.backend.submit(h.job_spec("ev1-s0-a2"))
-    h.start("ev1-s0-a2")
-    h.finish("ev1-s0-a2", JobState.FAILED)
-    status = h.backend.status("ev1-s0-a2")
+    h.backend.submit(h.job_spec(job_name("ev1", 0, 2)))
+    h.start(job_name("ev1", 0, 2))
+    h.finish(job_name("ev1", 0, 2), JobState.FAILED)
+    status = h.backend.status(job_name("ev1", 0, 2))
     assert status.state is JobState.FAILED
     assert status.failure_kind is FailureKind.JOB_FAILED
 
 
 def test_submit_twice_creates_one_job(h: ContractHarness) -> None:
-    first = h.backend.submit(h.job_spec("ev1-s1-a1"))
-    second = h.backend.submit(h.job_spec("ev1-s1-a1"))
+    first = h.backend.submit(h.job_spec(job_name("ev1", 1, 1)))
+    second = h.backend.submit(h.job_spec(job_name("ev1", 1, 1)))
     assert (first.created, second.created) == (True, False)
     assert second.backend_job_id == first.backend_job_id
-    assert h.jobs_named("ev1-s1-a1") == 1
+    assert h.jobs_named(job_name("ev1", 1, 1)) == 1
 
 
 def test_status_of_unknown_job_raises_not_found(h: ContractHarness) -> None:
@@ -80,38 +81,38 @@ def test_status_of_unknown_job_raises_not_found(h: ContractHarness) -> None:
 
 
 def test_cancel_running_job(h: ContractHarness) -> None:
-    h.backend.submit(h.job_spec("ev1-s2-a1"))
-    h.start("ev1-s2-a1")
-    h.backend.cancel("ev1-s2-a1")
-    assert h.backend.status("ev1-s2-a1").state is JobState.CANCELLED
+    h.backend.submit(h.job_spec(job_name("ev1", 2, 1)))
+    h.start(job_name("ev1", 2, 1))
+    h.backend.cancel(job_name("ev1", 2, 1))
+    assert h.backend.status(job_name("ev1", 2, 1)).state is JobState.CANCELLED
 
 
 def test_cancel_unknown_or_finished_job_is_not_an_error(h: ContractHarness) -> None:
     h.backend.cancel("no-such-job")
-    h.backend.submit(h.job_spec("ev1-s3-a1"))
-    h.start("ev1-s3-a1")
-    h.finish("ev1-s3-a1", JobState.COMPLETED)
-    h.backend.cancel("ev1-s3-a1")
-    assert h.backend.status("ev1-s3-a1").state is JobState.COMPLETED
+    h.backend.submit(h.job_spec(job_name("ev1", 3, 1)))
+    h.start(job_name("ev1", 3, 1))
+    h.finish(job_name("ev1", 3, 1), JobState.COMPLETED)
+    h.backend.cancel(job_name("ev1", 3, 1))
+    assert h.backend.status(job_name("ev1", 3, 1)).state is JobState.COMPLETED
 
 
 def test_transient_errors_are_retried_then_surface_as_transient(h: ContractHarness) -> None:
     if h.sdk_retries:
         h.fail_next("transient", count=h.sdk_retries)
-        assert h.backend.submit(h.job_spec("ev1-s4-a1")).created is True
+        assert h.backend.submit(h.job_spec(job_name("ev1", 4, 1))).created is True
     h.fail_next("transient", count=h.sdk_retries + 1)
     with pytest.raises(TransientBackendError) as caught:
-        h.backend.submit(h.job_spec("ev1-s4-a2"))
+        h.backend.submit(h.job_spec(job_name("ev1", 4, 2)))
     assert caught.value.kind is FailureKind.TRANSIENT
     # The service recovered: the same submission now goes through, exactly once.
-    assert h.backend.submit(h.job_spec("ev1-s4-a2")).created is True
-    assert h.jobs_named("ev1-s4-a2") == 1
+    assert h.backend.submit(h.job_spec(job_name("ev1", 4, 2))).created is True
+    assert h.jobs_named(job_name("ev1", 4, 2)) == 1
 
 
 def test_permanent_error_surfaces_as_permanent_for_tier(h: ContractHarness) -> None:
     h.fail_next("permanent")
     with pytest.raises(PermanentTierError) as caught:
-        h.backend.submit(h.job_spec("ev1-s5-a1"))
+        h.backend.submit(h.job_spec(job_name("ev1", 5, 1)))
     assert caught.value.kind is FailureKind.PERMANENT_FOR_TIER
     assert str(caught.value)
 

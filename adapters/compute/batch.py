@@ -1,0 +1,460 @@
+"""The Azure Batch tier: a container pool, one Batch job per evaluation, one task per attempt.
+
+Everything goes through `azure-batch` 15.x's BatchClient; its retry policy retries throttling
+(honouring Retry-After) and 5xx before an error reaches this module. The pool prefetches the WAA
+image onto every node and runs a start task that fails on nodes without /dev/kvm, so a node
+that cannot run WAA shows up as `starttaskfailed` instead of hanging a shard. Tasks carry the
+kill switch (`max_wall_clock_time`) and never retry on their own: the control plane retries.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from azure.batch import BatchClient
+from azure.batch import models as bm
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from adapters.compute._azure_errors import (
+    is_auth_error,
+    is_network_error,
+    is_transient,
+    redact,
+    service_code,
+    service_message,
+    status_code,
+)
+from domain.job_state import batch_node_failure, from_batch_task
+from domain.jobs import (
+    BackendError,
+    CapacityReport,
+    CapacitySpec,
+    FailureKind,
+    JobNotFoundError,
+    JobSpec,
+    JobState,
+    JobStatus,
+    PermanentTierError,
+    SubmitResult,
+    Tier,
+    TransientBackendError,
+)
+from domain.naming import parse_job_name
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+    from domain.settings import AppSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COMMAND = "python -m shard_runner"
+# WAA runs Windows under QEMU inside the container: it needs the node's KVM device.
+DEFAULT_RUN_OPTIONS = "--device=/dev/kvm"
+# A Batch-supported Ubuntu image with a container runtime (Moby) preinstalled.
+DEFAULT_VM_IMAGE = bm.BatchVmImageReference(
+    publisher="microsoft-dsvm", offer="ubuntu-hpc", sku="2204", version="latest"
+)
+DEFAULT_NODE_AGENT = "batch.node.ubuntu 22.04"
+# Fails the node (state starttaskfailed) when the VM size or security type gives no nested
+# virtualization: WAA could never boot there.
+KVM_CHECK_COMMAND = "/bin/sh -c 'test -c /dev/kvm'"
+# Failure code Batch records on a task ended by a terminate request (our cancel).
+TERMINATED_CODE = "taskended"
+# Batch error codes that mean "already there" on create.
+EXISTS_CODES = frozenset({"taskexists", "jobexists", "poolexists"})
+QUOTA_HINT = re.compile(r"quota", re.IGNORECASE)
+_BATCH_ID = re.compile(r"[^A-Za-z0-9_-]")
+FALLBACK_BATCH_JOB = "waa-jobs"
+
+
+def _text(value: Any) -> str:
+    """Enum members come back as Enum objects; their wire value is what the mappings know."""
+    return str(getattr(value, "value", value) or "")
+
+
+def batch_job_id(job_name: str) -> str:
+    """The Batch job (one per evaluation) that holds the task `job_name`, derived from the name
+    alone so that status and cancel find it without any stored mapping."""
+    parsed = parse_job_name(job_name)
+    if parsed is None:
+        return FALLBACK_BATCH_JOB
+    return _BATCH_ID.sub("-", f"waa-{parsed[0]}")[:64]
+
+
+class BatchBackend:
+    tier = Tier.BATCH
+
+    def __init__(
+        self,
+        client: BatchClient,
+        *,
+        pool_id: str,
+        command: str = DEFAULT_COMMAND,
+        container_run_options: str = DEFAULT_RUN_OPTIONS,
+        vm_image: bm.BatchVmImageReference = DEFAULT_VM_IMAGE,
+        node_agent_sku_id: str = DEFAULT_NODE_AGENT,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self._client = client
+        self._pool_id = pool_id
+        self._command = command
+        self._run_options = container_run_options
+        self._vm_image = vm_image
+        self._node_agent = node_agent_sku_id
+        # Values (e.g. the account key) that must never appear in an error message.
+        self._secrets = secrets
+
+    @classmethod
+    def from_settings(
+        cls, settings: AppSettings, credential: TokenCredential | None = None
+    ) -> BatchBackend:
+        if not settings.batch_account_url:
+            raise PermanentTierError(
+                "the Azure Batch tier needs the app setting BATCH_ACCOUNT_URL",
+                code="MissingSettings",
+            )
+        key = settings.batch_account_key.get_secret_value() if settings.batch_account_key else ""
+        batch_credential: Any
+        if settings.batch_account_name and key:
+            batch_credential = AzureNamedKeyCredential(settings.batch_account_name, key)
+        elif credential is not None:
+            batch_credential = credential
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            batch_credential = DefaultAzureCredential(
+                managed_identity_client_id=settings.azure_client_id
+            )
+        client = BatchClient(
+            settings.batch_account_url,
+            batch_credential,
+            # Bounded so an activity gives up in time and the orchestration's backoff takes over;
+            # the policy honours Retry-After on 429/503.
+            retry_total=4,
+            retry_backoff_factor=1.0,
+            retry_backoff_max=30,
+        )
+        return cls(client, pool_id=settings.batch_pool_id, secrets=(key,) if key else ())
+
+    # --- capacity ----------------------------------------------------------------------------
+    def ensure_capacity(self, spec: CapacitySpec) -> CapacityReport:
+        try:
+            pool = self._client.get_pool(self._pool_id)
+        except ResourceNotFoundError:
+            pool = None
+        except Exception as err:
+            raise self._classify(err, f"reading pool {self._pool_id!r}") from None
+
+        if pool is None:
+            self._create_pool(spec)
+            return CapacityReport(
+                tier=self.tier,
+                resource_name=self._pool_id,
+                created=True,
+                detail=f"created {spec.vm_size} pool with {spec.max_nodes} "
+                f"{'low-priority' if spec.spot else 'dedicated'} nodes, image prefetched",
+            )
+
+        if (pool.vm_size or "").lower() != spec.vm_size.lower():
+            raise PermanentTierError(
+                f"Batch pool {self._pool_id!r} has VM size {pool.vm_size}, the evaluation needs "
+                f"{spec.vm_size}; a pool's VM size cannot change: delete the pool or set "
+                "BATCH_POOL_ID to a new name",
+                code="PoolSizeMismatch",
+            )
+        notes = []
+        prefetched = []
+        vm_config = pool.virtual_machine_configuration
+        if vm_config is not None and vm_config.container_configuration is not None:
+            prefetched = vm_config.container_configuration.container_image_names or []
+        if spec.image and spec.image not in prefetched:
+            # The container configuration of an existing pool is immutable; tasks still pull.
+            notes.append(f"image {spec.image} is not prefetched by this pool")
+        current = (
+            pool.target_low_priority_nodes if spec.spot else pool.target_dedicated_nodes
+        ) or 0
+        if current >= spec.max_nodes:
+            return CapacityReport(
+                tier=self.tier,
+                resource_name=self._pool_id,
+                detail="; ".join([f"pool ready with {current} target nodes", *notes]),
+            )
+        if _text(pool.allocation_state).lower() != "steady":
+            # A resize is already under way; the next ensure_capacity retries.
+            raise TransientBackendError(
+                f"Batch pool {self._pool_id!r} is {_text(pool.allocation_state)}; "
+                "cannot resize now",
+                code="PoolNotSteady",
+            )
+        resize = (
+            bm.BatchPoolResizeOptions(target_low_priority_nodes=spec.max_nodes)
+            if spec.spot
+            else bm.BatchPoolResizeOptions(target_dedicated_nodes=spec.max_nodes)
+        )
+        # Node allocation takes minutes; the LRO poller only watches for the pool to become
+        # steady, so don't block the activity on it.
+        self._call(
+            lambda: self._client.begin_resize_pool(self._pool_id, resize, polling_interval=30),
+            f"resizing pool {self._pool_id!r}",
+        )
+        log.info("batch pool resized from %d to %d nodes", current, spec.max_nodes)
+        return CapacityReport(
+            tier=self.tier,
+            resource_name=self._pool_id,
+            updated=True,
+            detail="; ".join([f"resizing from {current} to {spec.max_nodes} nodes", *notes]),
+        )
+
+    def _create_pool(self, spec: CapacitySpec) -> None:
+        nodes = {
+            ("target_low_priority_nodes" if spec.spot else "target_dedicated_nodes"): spec.max_nodes
+        }
+        options = bm.BatchPoolCreateOptions(
+            id=self._pool_id,
+            vm_size=spec.vm_size,
+            virtual_machine_configuration=bm.VirtualMachineConfiguration(
+                image_reference=self._vm_image,
+                node_agent_sku_id=self._node_agent,
+                container_configuration=bm.BatchContainerConfiguration(
+                    type=bm.ContainerType.DOCKER_COMPATIBLE,
+                    container_image_names=[spec.image] if spec.image else None,
+                ),
+            ),
+            start_task=bm.BatchStartTask(command_line=KVM_CHECK_COMMAND, wait_for_success=True),
+            task_slots_per_node=1,
+            resize_timeout=datetime.timedelta(minutes=30),
+            **nodes,
+        )
+        try:
+            self._client.create_pool(options)
+        except HttpResponseError as err:
+            if _exists(err):
+                return
+            raise self._classify(err, f"creating pool {self._pool_id!r}") from None
+        except Exception as err:
+            raise self._classify(err, f"creating pool {self._pool_id!r}") from None
+        log.info("batch pool created", extra={"tier": self.tier.value})
+
+    # --- jobs --------------------------------------------------------------------------------
+    def submit(self, spec: JobSpec) -> SubmitResult:
+        secrets = (spec.heartbeat_token, *self._secrets)
+        job_id = batch_job_id(spec.job_name)
+        environment = {**spec.environment, "WAA_HEARTBEAT_TOKEN": spec.heartbeat_token}
+        task = bm.BatchTaskCreateOptions(
+            id=spec.job_name,
+            display_name=f"{spec.evaluation_id} shard {spec.shard_index} attempt {spec.attempt}",
+            command_line=self._command,
+            container_settings=bm.BatchTaskContainerSettings(
+                image_name=spec.image,
+                container_run_options=self._run_options or None,
+            ),
+            environment_settings=[
+                bm.EnvironmentSetting(name=k, value=v) for k, v in sorted(environment.items())
+            ],
+            constraints=bm.BatchTaskConstraints(
+                max_wall_clock_time=datetime.timedelta(seconds=spec.timeout_seconds),
+                max_task_retry_count=0,
+            ),
+        )
+        action = f"submitting task {spec.job_name!r}"
+        for first_try in (True, False):
+            try:
+                self._client.create_task(job_id, task)
+                break
+            except HttpResponseError as err:
+                if _exists(err):
+                    return SubmitResult(
+                        job_name=spec.job_name,
+                        backend_job_id=f"{job_id}/{spec.job_name}",
+                        created=False,
+                    )
+                if first_try and service_code(err).lower() == "jobnotfound":
+                    self._ensure_job(job_id, spec.evaluation_id, secrets)
+                    continue
+                raise self._classify(err, action, secrets) from None
+            except Exception as err:
+                raise self._classify(err, action, secrets) from None
+        log.info(
+            "batch task submitted",
+            extra={"job_name": spec.job_name, "tier": self.tier.value, "attempt": spec.attempt},
+        )
+        return SubmitResult(
+            job_name=spec.job_name, backend_job_id=f"{job_id}/{spec.job_name}", created=True
+        )
+
+    def _ensure_job(self, job_id: str, evaluation_id: str, secrets: tuple[str, ...]) -> None:
+        job = bm.BatchJobCreateOptions(
+            id=job_id,
+            display_name=f"WAA evaluation {evaluation_id}",
+            pool_info=bm.BatchPoolInfo(pool_id=self._pool_id),
+            metadata=[bm.BatchMetadataItem(name="waa_evaluation", value=evaluation_id)],
+        )
+        try:
+            self._client.create_job(job)
+        except HttpResponseError as err:
+            if not _exists(err):
+                raise self._classify(err, f"creating job {job_id!r}", secrets) from None
+        except Exception as err:
+            raise self._classify(err, f"creating job {job_id!r}", secrets) from None
+
+    def status(self, job_name: str) -> JobStatus:
+        job_id = batch_job_id(job_name)
+        try:
+            task = self._client.get_task(job_id, job_name)
+        except ResourceNotFoundError:
+            raise JobNotFoundError(job_name) from None
+        except Exception as err:
+            raise self._classify(err, f"reading task {job_name!r}") from None
+        raw = _text(task.state)
+        info = task.execution_info
+        failure = info.failure_info if info is not None else None
+        code = (failure.code or "") if failure is not None else ""
+        if raw.lower() == "completed" and code.lower() == TERMINATED_CODE:
+            return JobStatus(
+                job_name=job_name,
+                state=JobState.CANCELLED,
+                raw_status=f"{raw}/{code}",
+                detail=failure.message or "" if failure is not None else "",
+            )
+        state, kind = from_batch_task(
+            raw,
+            info.exit_code if info is not None else None,
+            _text(failure.category) if failure is not None else None,
+            code or None,
+        )
+        detail = ""
+        if failure is not None:
+            detail = f"{code}: {failure.message or ''}".strip()
+            if info is not None and info.exit_code is not None:
+                detail += f" (exit code {info.exit_code})"
+        if raw.lower() == "active":
+            blocked = self._pool_blocker()
+            if blocked is not None:
+                return JobStatus(
+                    job_name=job_name,
+                    state=JobState.FAILED,
+                    raw_status=raw,
+                    detail=blocked,
+                    failure_kind=FailureKind.PERMANENT_FOR_TIER,
+                )
+        return JobStatus(
+            job_name=job_name,
+            state=state,
+            raw_status=f"{raw}/{code}" if code else raw,
+            detail=redact(detail, self._secrets),
+            failure_kind=kind,
+        )
+
+    def _pool_blocker(self) -> str | None:
+        """Why a waiting task can never start on this pool, if that is the case: allocation
+        failed (quota) and left no nodes, or every node is unusable / failed its start task."""
+        try:
+            pool = self._client.get_pool(self._pool_id)
+            nodes = list(self._client.list_nodes(self._pool_id))
+        except ResourceNotFoundError:
+            return f"Batch pool {self._pool_id!r} does not exist: run ensure_capacity"
+        except Exception as err:
+            raise self._classify(err, f"reading pool {self._pool_id!r}") from None
+        if not nodes and pool.resize_errors:
+            errors = "; ".join(f"{e.code}: {e.message}" for e in pool.resize_errors)
+            hint = (
+                " Request a core quota increase for the Batch account."
+                if QUOTA_HINT.search(errors)
+                else ""
+            )
+            return f"Batch pool {self._pool_id!r} could not allocate nodes: {errors}.{hint}"
+        failing = [
+            n for n in nodes if batch_node_failure(_text(n.state)) is FailureKind.PERMANENT_FOR_TIER
+        ]
+        if nodes and len(failing) == len(nodes):
+            errors = "; ".join(
+                f"{n.id} {_text(n.state)}"
+                + "".join(f" ({e.code}: {e.message})" for e in n.errors or [])
+                for n in failing
+            )
+            return (
+                f"every node of Batch pool {self._pool_id!r} is unusable: {errors}. The start "
+                "task checks /dev/kvm: use a VM size with nested virtualization"
+            )
+        return None
+
+    def cancel(self, job_name: str) -> None:
+        job_id = batch_job_id(job_name)
+        try:
+            self._client.terminate_task(job_id, job_name)
+        except ResourceNotFoundError:
+            return
+        except HttpResponseError as err:
+            # Terminating a task that already completed is fine.
+            if status_code(err) == 409:
+                try:
+                    if self.status(job_name).state.is_terminal:
+                        return
+                except (JobNotFoundError, BackendError):
+                    pass
+            raise self._classify(err, f"terminating task {job_name!r}") from None
+        except Exception as err:
+            raise self._classify(err, f"terminating task {job_name!r}") from None
+        log.info("batch task terminated", extra={"job_name": job_name})
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _call(self, fn: Any, action: str) -> Any:
+        try:
+            return fn()
+        except Exception as err:
+            raise self._classify(err, action) from None
+
+    def _classify(
+        self, err: BaseException, action: str, secrets: tuple[str, ...] = ()
+    ) -> BackendError:
+        secrets = (*secrets, *self._secrets)
+        if is_network_error(err):
+            return TransientBackendError(
+                f"Azure Batch unreachable while {action}: {type(err).__name__}", code="Network"
+            )
+        if isinstance(err, HttpResponseError):
+            status = status_code(err)
+            code = service_code(err)
+            text = redact(service_message(err), secrets)
+            if is_auth_error(err):
+                return PermanentTierError(
+                    f"Azure Batch refused {action} (HTTP {status} {code}): {text}. Check "
+                    "BATCH_ACCOUNT_NAME/BATCH_ACCOUNT_KEY, or grant the function app's managed "
+                    "identity the 'Azure Batch Data Contributor' role on the Batch account",
+                    code=code or "AuthorizationFailed",
+                )
+            if is_transient(err):
+                return TransientBackendError(
+                    f"Azure Batch busy while {action} (HTTP {status} {code}), the SDK's "
+                    f"retries are used up: {text}",
+                    code=code or str(status),
+                )
+            if QUOTA_HINT.search(code) or QUOTA_HINT.search(text):
+                return PermanentTierError(
+                    f"Azure Batch quota reached while {action} ({code}): {text}. Raise the "
+                    "Batch account's quota (cores, pools, active jobs) or delete finished jobs",
+                    code=code or "QuotaExceeded",
+                )
+            if code.lower().startswith("container"):
+                return PermanentTierError(
+                    f"Azure Batch cannot run the container while {action} ({code}): {text}. "
+                    "Check WAA_IMAGE and the pool's container configuration",
+                    code=code,
+                )
+            return PermanentTierError(
+                f"Azure Batch rejected {action} (HTTP {status} {code}): {text}",
+                code=code or str(status),
+            )
+        return PermanentTierError(
+            f"unexpected error while {action}: {type(err).__name__}: {redact(str(err), secrets)}",
+            code="Unexpected",
+        )
+
+
+def _exists(err: HttpResponseError) -> bool:
+    return status_code(err) == 409 and service_code(err).lower() in EXISTS_CODES
