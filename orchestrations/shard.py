@@ -23,6 +23,7 @@ from azure.durable_functions.models.Task import TaskBase
 from domain import names
 from domain.jobs import FailureKind, Tier
 from domain.naming import job_name
+from domain.outcomes import CANCELLED_BY_USER
 from domain.policy import AttemptOutcome, AttemptRecord, BreakerState, PolicyConfig, next_step
 
 bp = df.Blueprint()
@@ -62,7 +63,7 @@ def shard(context: df.DurableOrchestrationContext) -> Orchestration:
     )
     while True:
         if state["cancel_requested"]:
-            close_reason = "cancelled by user"
+            close_reason = CANCELLED_BY_USER
             break
         decision = next_step(
             config,
@@ -70,6 +71,8 @@ def shard(context: df.DurableOrchestrationContext) -> Orchestration:
             tiers=tiers,
             breaker=BreakerState(failures={Tier(k): v for k, v in state["breaker"].items()}),
             remaining_tasks=len(state["remaining"]),
+            evaluation_id=evaluation_id,
+            shard_index=index,
         )
         if decision.action == "give_up":
             close_reason = decision.reason
@@ -80,7 +83,7 @@ def shard(context: df.DurableOrchestrationContext) -> Orchestration:
         if decision.delay_seconds > 0:
             context.set_custom_status(_status(index, attempt, tier.value, "backing_off"))
             if (yield from _sleep_unless_cancelled(context, decision.delay_seconds)):
-                close_reason = "cancelled by user"
+                close_reason = CANCELLED_BY_USER
                 break
 
         name = job_name(evaluation_id, index, attempt)
@@ -145,7 +148,7 @@ def shard(context: df.DurableOrchestrationContext) -> Orchestration:
             },
         )
         if outcome is AttemptOutcome.CANCELLED:
-            close_reason = "cancelled by user"
+            close_reason = CANCELLED_BY_USER
             break
 
     context.set_custom_status(_status(index, len(attempts), None, "closing"))
@@ -209,7 +212,7 @@ def _await_job(
     if winner is ended:
         result = _ended_outcome(ended.result)
     elif winner is cancel:
-        result = (AttemptOutcome.CANCELLED, "cancelled by user", None)
+        result = (AttemptOutcome.CANCELLED, CANCELLED_BY_USER, None)
     elif winner is start_deadline:
         minutes = config.container_start_timeout_seconds / 60
         result = (
