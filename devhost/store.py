@@ -180,13 +180,16 @@ class TableInstanceStore:
                 {
                     "PartitionKey": pk,
                     "RowKey": f"h:{gen:06d}:{i:08d}",
-                    **_chunks(json.dumps(ev), f"history event {i} of {state.instance_id!r}"),
+                    **_chunks(
+                        json.dumps(ev, ensure_ascii=False),
+                        f"history event {i} of {state.instance_id!r}",
+                    ),
                 },
                 {"mode": UpdateMode.REPLACE},
             )
             for i, ev in enumerate(state.history[start:], start)
         ]
-        record = json.dumps(state.to_record())
+        record = json.dumps(state.to_record(), ensure_ascii=False)
         per_row = CHUNK_CHARS * MAX_CHUNKS_PER_ENTITY
         rows = [record[i : i + per_row] for i in range(0, len(record), per_row)] or [""]
         if len(rows) > MAX_STATE_ROWS:

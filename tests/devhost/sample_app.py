@@ -195,9 +195,8 @@ def restartable(context: df.DurableOrchestrationContext):
     n = context.get_input()
     first = yield context.call_activity("echo", n)
     retried = yield context.call_activity_with_retry(
-        "flaky", df.RetryOptions(60_000, 3), {"key": context.instance_id, "fail_times": 1}
+        "flaky", df.RetryOptions(60_000, 3), {"key": f"restart-{n}", "fail_times": 1}
     )
-    gate = yield context.call_activity("gated", f"restart-{n}")
     yield context.create_timer(context.current_utc_datetime + timedelta(minutes=30))
     kids = yield context.task_all(
         [
@@ -207,4 +206,10 @@ def restartable(context: df.DurableOrchestrationContext):
     )
     signal = yield context.wait_for_external_event("resume")
     context.set_custom_status({"n": n})
-    return {"first": first, "retried": retried, "gate": gate, "kids": kids, "signal": signal}
+    return {
+        "first": first,
+        "retried": retried,
+        "kids": kids,
+        "signal": signal,
+        "finished_at": context.current_utc_datetime.isoformat(),
+    }
