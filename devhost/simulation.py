@@ -78,6 +78,8 @@ class Simulation:
             heartbeat_interval_seconds=self.heartbeat_interval_seconds,
         )
         install_cloud(cloud)
+        # The app caches its backends per process: drop them so it talks to the new cloud.
+        runtime.reset_services()
         self.cloud = cloud
         return cloud
 
