@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from datetime import timedelta
+from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -82,3 +84,37 @@ def test_unknown_route_wrong_method_and_constraint_are_404(
 def test_function_exception_is_500(start_host: Callable[..., DevHost]) -> None:
     host = start_host(_app())
     assert requests.post(f"{host.base_url}/api/boom", timeout=10).status_code == 500
+
+
+def test_virtual_time_stands_still_while_a_request_is_served(
+    start_host: Callable[..., DevHost],
+) -> None:
+    app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+    hosts: list[DevHost] = []
+
+    @app.orchestration_trigger(context_name="context")
+    def sleeper(context: df.DurableOrchestrationContext) -> Generator[Any, Any, str]:
+        yield context.create_timer(context.current_utc_datetime + timedelta(hours=1))
+        return "woke"
+
+    @app.route(route="hold/{instance_id}", methods=["POST"])
+    def hold(req: func.HttpRequest) -> func.HttpResponse:
+        host = hosts[0]
+        before = host.clock.now()
+        host.engine.start_orchestration("sleeper", None, req.route_params["instance_id"])
+        # Outside a request the engine would skip the hour at once and finish the instance.
+        try:
+            host.engine.wait_for(req.route_params["instance_id"], timeout=1.0)
+            finished = True
+        except TimeoutError:
+            finished = False
+        moved = host.clock.now() != before
+        return func.HttpResponse(json.dumps({"finished": finished, "moved": moved}))
+
+    hosts.append(start_host(app))
+    host = hosts[0]
+    start = host.clock.now()
+    resp = requests.post(f"{host.base_url}/api/hold/s-1", timeout=30)
+    assert resp.json() == {"finished": False, "moved": False}
+    assert host.engine.wait_for("s-1").runtime_status == "Completed"
+    assert host.clock.now() - start >= timedelta(hours=1)
