@@ -269,12 +269,10 @@ class Sender:
                     self._cond.wait(0.5)
                 if self._abandon.is_set():
                     return
-                message = self._queue[0]
+                message = self._queue.popleft()
                 self._busy = True
             ok = self._deliver(message)
             with self._cond:
-                if self._queue and self._queue[0] is message:
-                    self._queue.popleft()
                 self._busy = False
                 if ok:
                     self.delivered += 1
@@ -378,7 +376,8 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -535,6 +534,10 @@ def run_task(cfg: Config, task_id: str, domain: str, tasks_dir: str) -> Dict[str
         except subprocess.TimeoutExpired:
             _stop_group(proc)
             reason = f"timed out after {cfg.task_timeout:g} s"
+        except BaseException:
+            # Terminated while the task runs: the task (its own session) must not outlive us.
+            _stop_group(proc, grace=2.0)
+            raise
         else:
             if code != 0:
                 reason = f"the task command exited with code {code}: {_tail(log_path)}"
