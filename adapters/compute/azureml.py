@@ -25,6 +25,7 @@ from adapters.compute._azure_errors import (
     service_message,
     status_code,
 )
+from domain.job_state import from_azureml
 from domain.jobs import (
     BackendError,
     CapacityReport,
@@ -32,7 +33,6 @@ from domain.jobs import (
     FailureKind,
     JobNotFoundError,
     JobSpec,
-    JobState,
     JobStatus,
     PermanentTierError,
     SubmitResult,
@@ -53,26 +53,9 @@ DEFAULT_COMMAND = "python -m shard_runner"
 # WAA runs Windows under QEMU inside the container: it needs the host's KVM device.
 DEFAULT_DOCKER_ARGS = "--device=/dev/kvm"
 
-# Azure ML job status → normalized state. Starting precedes provisioning in Azure ML's lifecycle;
-# Queued means waiting for nodes; Finalizing still holds the node (outputs upload);
-# CancelRequested counts as cancelled because the outcome is decided and nothing further runs;
-# NotResponding is the service losing the job, so it failed for an infrastructure reason.
-AZUREML_STATES: dict[str, JobState] = {
-    "notstarted": JobState.SUBMITTED,
-    "starting": JobState.SUBMITTED,
-    "queued": JobState.QUEUED,
-    "paused": JobState.QUEUED,
-    "provisioning": JobState.PREPARING,
-    "preparing": JobState.PREPARING,
-    "running": JobState.RUNNING,
-    "finalizing": JobState.RUNNING,
-    "completed": JobState.COMPLETED,
-    "failed": JobState.FAILED,
-    "notresponding": JobState.FAILED,
-    "cancelrequested": JobState.CANCELLED,
-    "canceled": JobState.CANCELLED,
-}
-_FAILURE_KINDS = {"failed": FailureKind.JOB_FAILED, "notresponding": FailureKind.TRANSIENT}
+# Azure ML reports no failure category; a failed job is the job's own failure until the
+# shard runner's messages or the policy say otherwise.
+_FAILURE_KINDS = {"failed": FailureKind.JOB_FAILED}
 
 QUOTA_CODES = frozenset(
     {
@@ -87,10 +70,16 @@ QUOTA_CODES = frozenset(
 IMAGE_CODES = frozenset({"invalidimage", "imagenotfound", "imagepullfailed", "invalidimagename"})
 
 
-def map_status(raw: str) -> JobState:
-    """Normalize an Azure ML job status (case-insensitive). Unknown statuses map to SUBMITTED,
-    the lowest state, so they can never move a job forward by mistake."""
-    return AZUREML_STATES.get(raw.replace(" ", "").lower(), JobState.SUBMITTED)
+def _quiet_sdk_activity_logs() -> None:
+    """azure-ai-ml logs every operation's outcome through per-module loggers under
+    `azure.ai.ml._telemetry` (an expected 404, such as the idempotency lookup before each
+    submit, as ERROR) with the service's error text verbatim, and attaches the root's handlers
+    to them itself, so propagation settings don't contain them. This module classifies, redacts
+    and logs those outcomes itself; the SDK's copies are switched off."""
+    prefix = "azure.ai.ml._telemetry."
+    for name, sdk_logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith(prefix) and isinstance(sdk_logger, logging.Logger):
+            sdk_logger.disabled = True
 
 
 class AzureMLBackend:
@@ -104,6 +93,7 @@ class AzureMLBackend:
         command: str = DEFAULT_COMMAND,
         docker_args: str = DEFAULT_DOCKER_ARGS,
     ) -> None:
+        _quiet_sdk_activity_logs()
         self._ml = ml_client
         self._compute_name = compute_name
         self._command = command
@@ -281,7 +271,7 @@ class AzureMLBackend:
             detail = f"Azure ML job {raw}; details: {job.studio_url}" if job.studio_url else ""
         return JobStatus(
             job_name=job_name,
-            state=map_status(raw),
+            state=from_azureml(raw),
             raw_status=raw,
             detail=detail,
             failure_kind=_FAILURE_KINDS.get(key),

@@ -89,6 +89,18 @@ class FakeAzureML(FakeServer):
             reply.headers["Retry-After"] = retry_after
         self._faults.append(Fault(reply, count, when or (lambda _r: True)))
 
+    def fail_next_with(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        count: int = 1,
+        when: Callable[[Request], bool] | None = None,
+    ) -> None:
+        """Answer the next matching requests with this error (e.g. one echoing the request)."""
+        self._faults.append(Fault(_error(status, code, message), count, when or (lambda _r: True)))
+
     def set_job_status(self, name: str, status: str) -> None:
         with self.lock:
             self.jobs[name]["properties"]["status"] = status

@@ -123,6 +123,18 @@ class FakeBatch(FakeServer):
             reply.headers["Retry-After"] = retry_after
         self._faults.append(Fault(reply, count, when or (lambda _r: True)))
 
+    def fail_next_with(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        count: int = 1,
+        when: Callable[[Request], bool] | None = None,
+    ) -> None:
+        """Answer the next matching requests with this error (e.g. one echoing the request)."""
+        self._faults.append(Fault(_error(status, code, message), count, when or (lambda _r: True)))
+
     def task(self, task_id: str) -> dict[str, Any]:
         matches = [t for (_, tid), t in self.tasks.items() if tid == task_id]
         assert len(matches) == 1, f"{len(matches)} tasks named {task_id}"

@@ -1,0 +1,271 @@
+"""BatchBackend through the real azure-batch client against the fake Batch endpoint: pool,
+job and task request bodies, state and failure classification, shared-key auth, secrets."""
+
+from __future__ import annotations
+
+import logging
+
+import isodate
+import pytest
+
+from adapters.compute.batch import BatchBackend, batch_job_id
+from domain.jobs import (
+    FailureKind,
+    JobNotFoundError,
+    JobState,
+    PermanentTierError,
+    TransientBackendError,
+)
+from domain.naming import job_name
+from domain.settings import AppSettings
+from tests.contract.harnesses.batch import TOKEN, capacity_spec, job_spec, make_client
+from tests.fakes.batch_server import FakeBatch
+
+POOL = "waa-pool"
+NAME = job_name("ev1", 2, 1)
+
+
+def backend(fake: FakeBatch, *, retries: int = 2, key: str | None = None) -> BatchBackend:
+    return BatchBackend(make_client(fake, retries=retries, key=key), pool_id=POOL)
+
+
+def ready(fake: FakeBatch, **overrides: object) -> BatchBackend:
+    b = backend(fake)
+    b.ensure_capacity(capacity_spec(**overrides))
+    return b
+
+
+# --- ensure_capacity ---------------------------------------------------------------------------
+def test_pool_prefetches_the_image_on_a_container_capable_vm(batch: FakeBatch) -> None:
+    report = backend(batch).ensure_capacity(capacity_spec(max_nodes=4))
+    assert report.created
+    pool = batch.pools[POOL]
+    assert pool["vmSize"] == "Standard_D4s_v5"
+    vm = pool["virtualMachineConfiguration"]
+    assert vm["containerConfiguration"]["type"] == "dockerCompatible"
+    assert vm["containerConfiguration"]["containerImageNames"] == [
+        "waaregistry.azurecr.io/winarena:1"
+    ]
+    assert vm["nodeAgentSKUId"].startswith("batch.node.ubuntu")
+    assert vm["imageReference"]["offer"] == "ubuntu-hpc"
+    assert "/dev/kvm" in pool["startTask"]["commandLine"]
+    assert pool["startTask"]["waitForSuccess"] is True
+    assert (pool["targetDedicatedNodes"], pool["targetLowPriorityNodes"]) == (4, 0)
+
+
+def test_spot_pool_uses_low_priority_nodes(batch: FakeBatch) -> None:
+    backend(batch).ensure_capacity(capacity_spec(spot=True, max_nodes=2))
+    pool = batch.pools[POOL]
+    assert (pool["targetDedicatedNodes"], pool["targetLowPriorityNodes"]) == (0, 2)
+
+
+def test_existing_pool_with_another_vm_size_is_a_permanent_error(batch: FakeBatch) -> None:
+    ready(batch, vm_size="Standard_D2_v3")
+    with pytest.raises(PermanentTierError) as caught:
+        backend(batch).ensure_capacity(capacity_spec(vm_size="Standard_D4s_v5"))
+    assert "Standard_D2_v3" in str(caught.value) and "BATCH_POOL_ID" in str(caught.value)
+
+
+def test_too_few_nodes_resizes_the_pool(batch: FakeBatch) -> None:
+    ready(batch, max_nodes=1)
+    report = backend(batch).ensure_capacity(capacity_spec(max_nodes=5))
+    assert report.updated and not report.created
+    assert batch.pools[POOL]["targetDedicatedNodes"] == 5
+    resizes = [r for r in batch.requests if r.path == f"/pools/{POOL}/resize"]
+    assert [r.json() for r in resizes] == [{"targetDedicatedNodes": 5}]
+
+
+def test_pool_that_does_not_prefetch_the_image_is_reported(batch: FakeBatch) -> None:
+    ready(batch, image="docker.io/windowsarena/winarena:latest")
+    report = backend(batch).ensure_capacity(capacity_spec())
+    assert "not prefetched" in report.detail
+
+
+# --- submit ------------------------------------------------------------------------------------
+def test_task_carries_container_env_and_constraints(batch: FakeBatch) -> None:
+    b = ready(batch)
+    spec = job_spec(NAME, shard_index=2, environment={"WAA_TASK_IDS": "a,b", "WAA_AGENT": "navi"})
+    result = b.submit(spec)
+    assert result.created
+    task = batch.task(NAME)
+    container = task["containerSettings"]
+    assert container["imageName"] == "waaregistry.azurecr.io/winarena:1"
+    assert "--device=/dev/kvm" in container["containerRunOptions"]
+    env = {e["name"]: e["value"] for e in task["environmentSettings"]}
+    assert env == {"WAA_TASK_IDS": "a,b", "WAA_AGENT": "navi", "WAA_HEARTBEAT_TOKEN": TOKEN}
+    limits = task["constraints"]
+    assert isodate.parse_duration(limits["maxWallClockTime"]).total_seconds() == 7200
+    assert limits["maxTaskRetryCount"] == 0
+
+
+def test_one_batch_job_per_evaluation(batch: FakeBatch) -> None:
+    b = ready(batch)
+    for shard in range(3):
+        b.submit(job_spec(job_name("ev1", shard, 1), shard_index=shard))
+    b.submit(job_spec(job_name("ev2", 0, 1), evaluation_id="ev2"))
+    assert sorted(batch.jobs) == ["waa-ev1", "waa-ev2"]
+    assert batch.jobs["waa-ev1"]["poolInfo"] == {"poolId": POOL}
+    job_creates = [r for r in batch.requests if r.method == "POST" and r.path == "/jobs"]
+    assert len(job_creates) == 2
+    assert batch_job_id(job_name("ev1", 7, 3)) == "waa-ev1"
+
+
+def test_quota_on_job_creation_is_permanent_not_existing(batch: FakeBatch) -> None:
+    b = ready(batch)
+    batch.fail_next("quota", when=lambda r: r.path == "/jobs")
+    with pytest.raises(PermanentTierError) as caught:
+        b.submit(job_spec(NAME))
+    assert caught.value.code == "ActiveJobAndScheduleQuotaReached"
+    assert "quota" in str(caught.value)
+    assert batch.task_creates == []
+
+
+def test_retry_after_of_a_429_is_honoured_by_the_sdk(
+    batch: FakeBatch, sdk_sleeps: list[float]
+) -> None:
+    b = ready(batch)
+    batch.fail_next("throttle", retry_after="11")
+    assert b.submit(job_spec(NAME)).created
+    assert sdk_sleeps == [11]
+
+
+def test_server_errors_beyond_the_sdk_retries_are_transient(batch: FakeBatch) -> None:
+    b = ready(batch)
+    batch.fail_next("server_error", count=3)
+    with pytest.raises(TransientBackendError, match="503"):
+        b.submit(job_spec(NAME))
+
+
+def test_wrong_account_key_is_refused_and_permanent(batch: FakeBatch) -> None:
+    wrong = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktISE="
+    b = BatchBackend(make_client(batch, key=wrong), pool_id=POOL, secrets=(wrong,))
+    with pytest.raises(PermanentTierError) as caught:
+        b.ensure_capacity(capacity_spec())
+    assert batch.auth_failures == 1
+    assert caught.value.code == "AuthenticationFailed"
+    assert "BATCH_ACCOUNT_KEY" in str(caught.value)
+    assert wrong not in str(caught.value)
+    assert POOL not in batch.pools
+
+
+def test_secrets_never_appear_in_logs_or_errors(
+    batch: FakeBatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    b = BatchBackend(make_client(batch), pool_id=POOL, secrets=(batch.account_key,))
+    b.ensure_capacity(capacity_spec())
+    b.submit(job_spec(NAME))
+    batch.fail_next_with(
+        400,
+        "InvalidPropertyValue",
+        f"environmentSettings WAA_HEARTBEAT_TOKEN={TOKEN} key={batch.account_key}",
+        when=lambda r: r.path.endswith("/tasks"),
+    )
+    with pytest.raises(PermanentTierError) as caught:
+        b.submit(job_spec(job_name("ev1", 5, 1)))
+    for secret in (TOKEN, batch.account_key):
+        assert secret not in str(caught.value) and secret not in repr(caught.value)
+    b.status(NAME)
+    b.cancel(NAME)
+    assert caplog.records
+    assert TOKEN not in caplog.text and batch.account_key not in caplog.text
+
+
+# --- status ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("code", ["ContainerInvalidImage", "ContainerInvalidRegistry"])
+def test_container_failures_are_permanent_for_the_tier(batch: FakeBatch, code: str) -> None:
+    b = ready(batch)
+    b.submit(job_spec(NAME))
+    batch.fail_task(NAME, code, "The specified container image could not be pulled")
+    status = b.status(NAME)
+    assert status.state is JobState.FAILED
+    assert status.failure_kind is FailureKind.PERMANENT_FOR_TIER
+    assert code in status.detail and "could not be pulled" in status.detail
+
+
+def test_non_zero_exit_is_a_job_failure_with_the_exit_code(batch: FakeBatch) -> None:
+    b = ready(batch)
+    b.submit(job_spec(NAME))
+    batch.start_task(NAME)
+    batch.complete_task(NAME, 3)
+    status = b.status(NAME)
+    assert (status.state, status.failure_kind) == (JobState.FAILED, FailureKind.JOB_FAILED)
+    assert "exit code 3" in status.detail
+
+
+@pytest.mark.parametrize("node_state", ["unusable", "starttaskfailed"])
+def test_waiting_task_on_a_pool_of_broken_nodes_is_permanent(
+    batch: FakeBatch, node_state: str
+) -> None:
+    b = ready(batch)
+    b.submit(job_spec(NAME))
+    assert b.status(NAME).state is JobState.QUEUED
+    batch.set_node_states(POOL, node_state, error="/dev/kvm missing")
+    status = b.status(NAME)
+    assert (status.state, status.failure_kind) == (
+        JobState.FAILED,
+        FailureKind.PERMANENT_FOR_TIER,
+    )
+    assert node_state in status.detail and "nested virtualization" in status.detail
+
+
+def test_one_healthy_node_keeps_the_task_waiting(batch: FakeBatch) -> None:
+    b = ready(batch, max_nodes=2)
+    b.submit(job_spec(NAME))
+    batch.nodes[POOL][0]["state"] = "unusable"
+    assert b.status(NAME).state is JobState.QUEUED
+
+
+def test_pool_allocation_failure_is_permanent_with_a_quota_hint(batch: FakeBatch) -> None:
+    b = ready(batch)
+    b.submit(job_spec(NAME))
+    batch.set_resize_error(POOL, "AccountCoreQuotaReached", "Core quota reached: 0 of 0 cores")
+    status = b.status(NAME)
+    assert status.failure_kind is FailureKind.PERMANENT_FOR_TIER
+    assert "AccountCoreQuotaReached" in status.detail and "quota increase" in status.detail
+
+
+def test_status_of_unknown_task_and_unknown_evaluation(batch: FakeBatch) -> None:
+    b = ready(batch)
+    b.submit(job_spec(NAME))
+    with pytest.raises(JobNotFoundError):
+        b.status(job_name("ev1", 9, 9))
+    with pytest.raises(JobNotFoundError):
+        b.status(job_name("other", 0, 1))
+
+
+def test_cancel_terminates_once_and_tolerates_repeats(batch: FakeBatch) -> None:
+    b = ready(batch)
+    b.submit(job_spec(NAME))
+    batch.start_task(NAME)
+    b.cancel(NAME)
+    b.cancel(NAME)
+    assert b.status(NAME).state is JobState.CANCELLED
+    terminates = [r for r in batch.requests if r.path.endswith("/terminate")]
+    assert len(terminates) == 2  # the second is a no-op on a completed task
+
+
+# --- from_settings -----------------------------------------------------------------------------
+def settings(**values: str) -> AppSettings:
+    base = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "HEARTBEAT_SECRET": "s" * 32}
+    return AppSettings.model_validate({**base, **values})
+
+
+def test_from_settings_needs_the_account_url() -> None:
+    with pytest.raises(PermanentTierError, match="BATCH_ACCOUNT_URL"):
+        BatchBackend.from_settings(settings())
+
+
+def test_from_settings_with_shared_key(batch: FakeBatch) -> None:
+    b = BatchBackend.from_settings(
+        settings(
+            BATCH_ACCOUNT_URL=batch.url,
+            BATCH_POOL_ID="pool-from-settings",
+            BATCH_ACCOUNT_NAME=batch.account_name,
+            BATCH_ACCOUNT_KEY=batch.account_key,
+        )
+    )
+    b.ensure_capacity(capacity_spec())
+    assert b.submit(job_spec(NAME)).created
+    assert "pool-from-settings" in batch.pools
+    assert batch.auth_failures == 0
