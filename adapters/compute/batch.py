@@ -44,6 +44,7 @@ from domain.jobs import (
     TransientBackendError,
 )
 from domain.naming import parse_job_name
+from shard_runner.runner import EXIT_NO_KVM
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -327,6 +328,10 @@ class BatchBackend:
             _text(failure.category) if failure is not None else None,
             code or None,
         )
+        exit_code = info.exit_code if info is not None else None
+        if state is JobState.FAILED and exit_code == EXIT_NO_KVM:
+            # The shard runner's own verdict: this node gives the container no /dev/kvm.
+            kind = FailureKind.PERMANENT_FOR_TIER
         detail = ""
         if failure is not None:
             detail = f"{code}: {failure.message or ''}".strip()

@@ -18,6 +18,7 @@ from domain.jobs import (
 )
 from domain.naming import job_name
 from domain.settings import AppSettings
+from shard_runner.runner import EXIT_NO_KVM
 from tests.contract.harnesses.batch import TOKEN, capacity_spec, job_spec, make_client
 from tests.fakes.batch_server import FakeBatch
 
@@ -187,10 +188,22 @@ def test_non_zero_exit_is_a_job_failure_with_the_exit_code(batch: FakeBatch) -> 
     b = ready(batch)
     b.submit(job_spec(NAME))
     batch.start_task(NAME)
-    batch.complete_task(NAME, 3)
+    batch.complete_task(NAME, 1)
     status = b.status(NAME)
     assert (status.state, status.failure_kind) == (JobState.FAILED, FailureKind.JOB_FAILED)
-    assert "exit code 3" in status.detail
+    assert "exit code 1" in status.detail
+
+
+def test_runner_exit_for_missing_kvm_is_permanent_for_the_tier(batch: FakeBatch) -> None:
+    b = ready(batch)
+    b.submit(job_spec(NAME))
+    batch.start_task(NAME)
+    batch.complete_task(NAME, EXIT_NO_KVM)
+    status = b.status(NAME)
+    assert (status.state, status.failure_kind) == (
+        JobState.FAILED,
+        FailureKind.PERMANENT_FOR_TIER,
+    )
 
 
 @pytest.mark.parametrize("node_state", ["unusable", "starttaskfailed"])
