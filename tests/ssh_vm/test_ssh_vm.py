@@ -206,11 +206,43 @@ def test_cancel_removes_and_is_idempotent(vm_sshd: Sshd, tmp_path: Path) -> None
     backend.cancel("eval1-s0-a1")
     backend.cancel("never-submitted")
 
-    assert ["rm", "-f", "eval1-s0-a1"] in vm_sshd.docker_calls()
+    assert vm_sshd.docker_calls().count(["rm", "-f", "eval1-s0-a1"]) == 1
+    assert not (vm_sshd.docker_state / "containers" / "eval1-s0-a1.json").exists()
+    # Any app instance sees the cancellation (a tombstone on the VM), not a vanished job.
+    cancelled = _backend(vm_sshd, tmp_path).status("eval1-s0-a1")
+    assert cancelled.state is JobState.CANCELLED
     with pytest.raises(JobNotFoundError):
-        backend.status("eval1-s0-a1")
+        backend.status("never-submitted")
     # The VM is free again.
     assert backend.submit(_spec("eval1-s0-a2", attempt=2)).created is True
+
+
+def test_cancel_leaves_an_ended_job_readable(vm_sshd: Sshd, tmp_path: Path) -> None:
+    backend = _backend(vm_sshd, tmp_path)
+    backend.submit(_spec())
+    vm_sshd.set_container_state("eval1-s0-a1", Status="exited", ExitCode=0)
+
+    backend.cancel("eval1-s0-a1")
+
+    assert backend.status("eval1-s0-a1").state is JobState.COMPLETED
+    assert not any(c[:1] == ["rm"] for c in vm_sshd.docker_calls())
+
+
+def test_a_created_container_keeps_its_vm_busy(vm_sshd: Sshd, tmp_path: Path) -> None:
+    vm_sshd.hold_new_containers_created()
+    backend = _backend(vm_sshd, tmp_path)
+    backend.submit(_spec())
+    assert backend.status("eval1-s0-a1").state is JobState.PREPARING
+    with pytest.raises(TransientBackendError):
+        backend.submit(_spec("eval1-s1-a1", shard_index=1))
+
+
+def test_registry_rate_limit_is_transient(vm_sshd: Sshd, tmp_path: Path) -> None:
+    vm_sshd.fail_next_runs("transient")
+    backend = _backend(vm_sshd, tmp_path)
+    with pytest.raises(TransientBackendError, match="toomanyrequests"):
+        backend.submit(_spec())
+    assert backend.submit(_spec()).created is True
 
 
 def test_wrong_host_key_is_refused_and_the_vm_leaves_the_pool(

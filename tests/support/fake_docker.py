@@ -29,6 +29,19 @@ def load(name: str) -> dict:
     return json.loads(path.read_text())
 
 
+def take_fault() -> str:
+    """The next injected `docker run` failure, if any: $STATE/faults holds {"kind", "count"}."""
+    path = STATE / "faults"
+    if not path.exists():
+        return ""
+    fault = json.loads(path.read_text())
+    if fault["count"] <= 0:
+        return ""
+    fault["count"] -= 1
+    path.write_text(json.dumps(fault))
+    return fault["kind"]
+
+
 def option(args: list, flag: str) -> str:
     return args[args.index(flag) + 1] if flag in args else ""
 
@@ -44,10 +57,17 @@ def main(args: list) -> None:
     if cmd == "version":
         print("27.0.0-fake")
     elif cmd == "ps":
-        label = option(args, "--filter").removeprefix("label=")
+        filters = [args[i + 1] for i, a in enumerate(args) if a == "--filter"]
+        labels = [f.removeprefix("label=") for f in filters if f.startswith("label=")]
+        # Like Docker: several status filters are alternatives; without -a only running ones.
+        statuses = [f.removeprefix("status=") for f in filters if f.startswith("status=")]
+        if not statuses:
+            statuses = ["created", "running", "restarting", "paused", "exited", "dead"]
+            if "-a" not in args:
+                statuses = ["running"]
         for path in sorted(CONTAINERS.glob("*.json")):
             c = json.loads(path.read_text())
-            if c["State"]["Status"] == "running" and label in c["Labels"]:
+            if c["State"]["Status"] in statuses and all(lb in c["Labels"] for lb in labels):
                 print(c["Name"])
     elif cmd == "inspect":
         state = load(args[-1])["State"]
@@ -67,18 +87,30 @@ def main(args: list) -> None:
                 "is already in use by container 0123abcd.",
                 125,
             )
-        if "doesnotexist" in image:
+        fault = take_fault()
+        if fault == "transient" or "toomanyrequests" in image:
+            fail(
+                "docker: Error response from daemon: toomanyrequests: You have reached your "
+                "pull rate limit.",
+                125,
+            )
+        if fault == "permanent" or "doesnotexist" in image:
             fail(f"docker: Error response from daemon: pull access denied for {image}", 125)
         if "echoargs" in image:
             fail("docker: something broke running: " + " ".join(args), 125)
         labels = [args[i + 1] for i, a in enumerate(args) if a == "--label"]
+        # A test may have containers stay "created" until it starts them itself.
+        run_state = STATE / "run_state"
+        initial = run_state.read_text().strip() if run_state.exists() else "running"
         container = {
             "Name": name,
             "Image": image,
             "Labels": labels,
-            "State": {"Status": "running", "ExitCode": 0, "Error": "", "OOMKilled": False},
+            "State": {"Status": initial, "ExitCode": 0, "Error": "", "OOMKilled": False},
         }
         (CONTAINERS / f"{name}.json").write_text(json.dumps(container))
+        with (STATE / "created.jsonl").open("a") as f:
+            f.write(json.dumps(name) + "\n")
         print(uuid.uuid4().hex)
     elif cmd == "image":
         fail(f"Error: No such image: {args[-1]}")

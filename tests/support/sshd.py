@@ -46,6 +46,13 @@ class Sshd:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line]
 
+    def containers_created(self) -> list[str]:
+        """Names of the containers `docker run` actually created, in order."""
+        path = self.docker_state / "created.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
     def container(self, name: str) -> dict:
         return json.loads((self.docker_state / "containers" / f"{name}.json").read_text())
 
@@ -54,6 +61,15 @@ class Sshd:
         data = json.loads(path.read_text())
         data["State"].update(state)
         path.write_text(json.dumps(data))
+
+    def fail_next_runs(self, kind: str, count: int = 1) -> None:
+        """The next `count` `docker run` calls fail: "transient" (registry rate limit) or
+        "permanent" (image not pullable)."""
+        (self.docker_state / "faults").write_text(json.dumps({"kind": kind, "count": count}))
+
+    def hold_new_containers_created(self) -> None:
+        """New containers stay in Docker's "created" state until `set_container_state`."""
+        (self.docker_state / "run_state").write_text("created")
 
     def set_daemon_down(self, down: bool) -> None:
         flag = self.docker_state / "daemon_down"
