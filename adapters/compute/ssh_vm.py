@@ -23,8 +23,9 @@ import logging
 import re
 import shlex
 import threading
+import time
 from base64 import b64decode
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -177,6 +178,8 @@ class SshVmBackend:
         connect_timeout: float = 15.0,
         command_timeout: float = 60.0,
         run_timeout: float = 900.0,
+        recheck_after_seconds: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not pool:
             raise ValueError("the VM pool is empty (app setting VM_POOL)")
@@ -199,7 +202,11 @@ class SshVmBackend:
         self._run_timeout = run_timeout
         self._lock = threading.Lock()
         self._submit_lock = threading.Lock()
-        self._down: dict[str, str] = {}  # VM label -> why it left the pool
+        # VM label -> (why it left the pool, when): submit skips it for `recheck_after`
+        # seconds; ensure_capacity always checks it again.
+        self._down: dict[str, tuple[str, float]] = {}
+        self._recheck_after = recheck_after_seconds
+        self._clock = clock
         self._where: dict[str, VmHost] = {}  # job name -> VM, a cache only
 
     @classmethod
@@ -221,18 +228,27 @@ class SshVmBackend:
     def down_vms(self) -> dict[str, str]:
         """VMs currently out of the pool, with the reason."""
         with self._lock:
-            return dict(self._down)
+            return {label: why for label, (why, _) in self._down.items()}
 
     def _mark_down(self, vm: VmHost, reason: str) -> None:
         with self._lock:
-            if self._down.get(vm.label) != reason:
+            previous = self._down.get(vm.label)
+            if previous is None or previous[0] != reason:
                 log.warning("VM %s leaves the pool: %s", vm.label, reason)
-            self._down[vm.label] = reason
+            self._down[vm.label] = (reason, self._clock())
 
     def _mark_up(self, vm: VmHost) -> None:
         with self._lock:
             if self._down.pop(vm.label, None) is not None:
                 log.info("VM %s is back in the pool", vm.label)
+
+    def _resting(self, vm: VmHost) -> str | None:
+        """Why a VM that recently failed its checks is not worth another try yet."""
+        with self._lock:
+            down = self._down.get(vm.label)
+        if down is not None and self._clock() - down[1] < self._recheck_after:
+            return down[0]
+        return None
 
     # --- SSH --------------------------------------------------------------------------------
 
@@ -361,6 +377,11 @@ class SshVmBackend:
             problems: list[str] = []
             # Idempotency first: the job may already run on any VM (a re-delivered activity).
             for vm in self._ordered(name):
+                resting = self._resting(vm)
+                if resting is not None:
+                    # An unreachable VM costs a connect timeout per try: skip it for a while.
+                    problems.append(resting)
+                    continue
                 try:
                     remote = stack.enter_context(self._connect(vm))
                     state = self._inspect(remote, name)

@@ -304,6 +304,25 @@ def test_failed_checks_leave_the_pool_until_they_pass_again(vm_sshd: Sshd, tmp_p
     assert backend.down_vms() == {}
 
 
+def test_a_failed_vm_rests_before_submit_tries_it_again(vm_sshd: Sshd, tmp_path: Path) -> None:
+    now = [1000.0]
+    backend = _backend(vm_sshd, tmp_path, recheck_after_seconds=120, clock=lambda: now[0])
+    vm_sshd.set_daemon_down(True)
+    with pytest.raises(PermanentTierError):
+        backend.submit(_spec())
+    vm_sshd.set_daemon_down(False)
+    calls = len(vm_sshd.docker_calls())
+
+    now[0] += 60
+    with pytest.raises(PermanentTierError, match="Cannot connect to the Docker daemon"):
+        backend.submit(_spec())
+    assert len(vm_sshd.docker_calls()) == calls  # not even contacted
+
+    now[0] += 61
+    assert backend.submit(_spec()).created is True
+    assert backend.down_vms() == {}
+
+
 def test_missing_kvm_makes_the_vm_unusable(vm_sshd: Sshd, tmp_path: Path) -> None:
     backend = _backend(vm_sshd, tmp_path, kvm_device=str(tmp_path / "no-kvm"))
     with pytest.raises(PermanentTierError) as err:
