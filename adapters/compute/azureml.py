@@ -266,9 +266,10 @@ class AzureMLBackend:
         raw = str(getattr(job.status, "value", job.status) or "")
         key = raw.replace(" ", "").lower()
         detail = ""
-        if key in _FAILURE_KINDS or key in ("canceled", "cancelrequested"):
-            # The MFE job resource carries no error text; the studio page shows the run's error.
-            detail = f"Azure ML job {raw}; details: {job.studio_url}" if job.studio_url else ""
+        if key in _FAILURE_KINDS:
+            detail = self._run_error(job_name)
+            if job.studio_url:
+                detail = f"{detail} (see {job.studio_url})" if detail else f"see {job.studio_url}"
         return JobStatus(
             job_name=job_name,
             state=from_azureml(raw),
@@ -299,6 +300,20 @@ class AzureMLBackend:
         log.info("azureml job cancel requested", extra={"job_name": job_name})
 
     # --- helpers -----------------------------------------------------------------------------
+    def _run_error(self, job_name: str) -> str:
+        """The failed job's error text. The job resource has none; run history has it, and the
+        SDK reaches run history only through its run operations, which are not part of its
+        public surface. Best effort: without it the status is still right, only less telling."""
+        try:
+            details = self._ml.jobs._runs_operations.get_run_details(job_name)
+        except Exception as err:
+            log.info("azureml run error unavailable for %s: %s", job_name, type(err).__name__)
+            return ""
+        root = getattr(getattr(details, "error", None), "error", None)
+        if root is None:
+            return ""
+        return f"{root.code}: {root.message}" if root.code else str(root.message or "")
+
     def _find(self, job_name: str, secrets: tuple[str, ...]) -> str | None:
         try:
             job = self._ml.jobs.get(job_name)

@@ -247,6 +247,19 @@ def test_every_azure_ml_status_maps_to_a_state(
     assert (status.failure_kind is FailureKind.JOB_FAILED) == (azure_status == "Failed")
 
 
+def test_failed_job_keeps_the_service_error_text(aml: FakeAzureML) -> None:
+    b = ready(aml)
+    b.submit(job_spec(NAME))
+    aml.set_job_status(
+        NAME,
+        "Failed",
+        error=("UserError", "Execution failed: exit code 1 in python -m shard_runner"),
+    )
+    status = b.status(NAME)
+    assert status.state is JobState.FAILED
+    assert status.detail.startswith("UserError: Execution failed: exit code 1")
+
+
 def test_status_of_unknown_job(aml: FakeAzureML) -> None:
     with pytest.raises(JobNotFoundError):
         ready(aml).status("waa-nope-s0-a1")

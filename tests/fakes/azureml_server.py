@@ -71,6 +71,8 @@ class FakeAzureML(FakeServer):
         self.environments: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self.job_creates: list[str] = []
+        # Run history (a separate data-plane API) is where a failed job's error text lives.
+        self.run_errors: dict[str, tuple[str, str]] = {}
         self._faults: list[Fault] = []
         self._ops = 0
 
@@ -101,9 +103,14 @@ class FakeAzureML(FakeServer):
         """Answer the next matching requests with this error (e.g. one echoing the request)."""
         self._faults.append(Fault(_error(status, code, message), count, when or (lambda _r: True)))
 
-    def set_job_status(self, name: str, status: str) -> None:
+    def set_job_status(
+        self, name: str, status: str, *, error: tuple[str, str] | None = None
+    ) -> None:
+        """Move a job to `status`; `error` (code, message) is what run history then reports."""
         with self.lock:
             self.jobs[name]["properties"]["status"] = status
+            if error is not None:
+                self.run_errors[name] = error
 
     def job_status(self, name: str) -> str:
         return str(self.jobs[name]["properties"]["status"])
@@ -113,13 +120,17 @@ class FakeAzureML(FakeServer):
 
     # --- service behaviour ----------------------------------------------------------------
     def handle(self, request: Request) -> Reply:
+        if request.path == "/discovery":
+            # Workspace discovery is anonymous: it only lists the regional endpoints.
+            return Reply(200, {"api": self.url, "history": self.url, "catalog": self.url})
         if not request.headers.get("authorization", "").startswith("Bearer "):
             return _error(401, "AuthenticationFailed", "Missing bearer token.")
         for fault in self._faults:
             if fault.remaining > 0 and fault.matches(request):
                 fault.remaining -= 1
                 return Reply(fault.reply.status, fault.reply.body, dict(fault.reply.headers))
-        m = WORKSPACE_PREFIX.match(request.path)
+        history = request.path.startswith("/history/v1.0")
+        m = WORKSPACE_PREFIX.match(request.path.removeprefix("/history/v1.0"))
         if not m:
             if request.path.startswith("/operations/"):
                 return self._operation(request.path.rsplit("/", 1)[-1])
@@ -127,6 +138,11 @@ class FakeAzureML(FakeServer):
         self._scope = m.group(0)[: len(m.group(0)) - len(m.group("rest") or "")]
         rest = (m.group("rest") or "").strip("/").split("/")
         route = (request.method, *rest)
+        if history:
+            match route:
+                case ("GET", "runs", name, "details") if name in self.jobs:
+                    return Reply(200, self._run_details(name))
+            return _error(404, "NotFound", f"no run {request.path}")
         match route:
             case ("GET", ""):
                 return Reply(200, self._workspace())
@@ -150,8 +166,18 @@ class FakeAzureML(FakeServer):
             "name": self._scope.rsplit("/", 1)[-1],
             "type": "Microsoft.MachineLearningServices/workspaces",
             "location": self.location,
-            "properties": {"provisioningState": "Succeeded"},
+            "properties": {
+                "provisioningState": "Succeeded",
+                "discoveryUrl": f"{self.url}/discovery",
+            },
         }
+
+    def _run_details(self, name: str) -> dict[str, Any]:
+        details: dict[str, Any] = {"runId": name, "status": self.job_status(name)}
+        if name in self.run_errors:
+            code, message = self.run_errors[name]
+            details["error"] = {"error": {"code": code, "message": message}}
+        return details
 
     @staticmethod
     def _get(store: dict[str, dict[str, Any]], name: str) -> Reply:
