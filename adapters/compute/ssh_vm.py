@@ -459,7 +459,16 @@ class SshVmBackend:
 
     def _run(self, remote: _Remote, spec: JobSpec, runner_dir: str, token: str) -> bool:
         argv = self._docker_run_argv(spec, runner_dir, token)
-        res = remote.run(argv, timeout=self._run_timeout)
+        try:
+            res = remote.run(argv, timeout=self._run_timeout)
+        except _VmDown as exc:
+            # Most likely a slow image pull, not a broken VM: keep the VM in the pool. A retry
+            # finds the container if Docker went on to create it.
+            raise TransientBackendError(
+                f"{remote.vm.label}: docker run did not finish within {self._run_timeout:g} s "
+                f"({_redact(str(exc), token)})",
+                code="RunTimeout",
+            ) from None
         if res.code == 0:
             return True
         err = _redact(_tail(res.err), token)

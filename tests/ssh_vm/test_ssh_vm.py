@@ -366,6 +366,15 @@ def test_invalid_image_is_permanent(vm_sshd: Sshd, tmp_path: Path) -> None:
     assert err.value.code == "InvalidImage"
 
 
+def test_slow_docker_run_is_transient_and_keeps_the_vm(vm_sshd: Sshd, tmp_path: Path) -> None:
+    backend = _backend(vm_sshd, tmp_path, run_timeout=0.5)
+    with pytest.raises(TransientBackendError) as err:
+        backend.submit(_spec(image="example/slowpull:1"))
+    assert err.value.code == "RunTimeout"
+    assert TOKEN not in str(err.value)
+    assert backend.down_vms() == {}
+
+
 def test_token_never_in_errors_or_logs(
     vm_sshd: Sshd, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -10,6 +10,7 @@ runs under whatever python3 the SSH session finds.
 import json
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -96,6 +97,9 @@ def main(args: list) -> None:
             )
         if fault == "permanent" or "doesnotexist" in image:
             fail(f"docker: Error response from daemon: pull access denied for {image}", 125)
+        if "slowpull" in image:
+            time.sleep(3)
+            fail("docker: pull interrupted", 125)
         if "echoargs" in image:
             fail("docker: something broke running: " + " ".join(args), 125)
         labels = [args[i + 1] for i, a in enumerate(args) if a == "--label"]
