@@ -10,6 +10,10 @@ which starts whatever the backend needs (a fake server, sshd, a simulator), yiel
 leaks between scenarios. A module whose backend cannot run on this machine (e.g. no sshd) calls
 `pytest.skip(reason)` inside `open_harness`.
 
+Before every scenario the suite calls `backend.ensure_capacity(harness.capacity_spec())`, as the
+evaluation orchestration does before it submits anything. Job names in the scenarios come from
+`domain.naming.job_name`, as in production.
+
 The harness drives the backend's *outside world*, never the backend object itself: `start` and
 `finish` change what the service reports about a job, `fail_next` makes the service answer the
 next calls with errors. The scenarios only talk to `backend` through the `ComputeBackend`
