@@ -64,7 +64,6 @@ QUOTA_CODES = frozenset(
         "corequotaexceeded",
         "totalcorequotareached",
         "lowprioritycorequotareached",
-        "operationnotallowed",
     }
 )
 IMAGE_CODES = frozenset({"invalidimage", "imagenotfound", "imagepullfailed", "invalidimagename"})
