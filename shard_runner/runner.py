@@ -24,6 +24,7 @@ never blocks the tasks. The bearer token is never logged.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import logging
@@ -388,12 +389,21 @@ class Heartbeat:
 # --- Processes -------------------------------------------------------------------------------
 
 
+# The setup and the tasks (agent code) have no business with the control plane's token.
+_CHILD_HIDDEN = ("WAA_HEARTBEAT_TOKEN",)
+
+
+def _child_env() -> Dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _CHILD_HIDDEN}
+
+
 def _start(argv: Sequence[str], log_path: str, cwd: Optional[str]) -> subprocess.Popen:
     with open(log_path, "ab") as out:
         # Own session, so the whole tree (e.g. the VM the setup starts) can be stopped at once.
         return subprocess.Popen(
             list(argv),
             cwd=cwd,
+            env=_child_env(),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -549,6 +559,8 @@ def run_task(cfg: Config, task_id: str, domain: str, tasks_dir: str) -> Dict[str
             reason = f"the task wrote no readable {cfg.result_file}: {errors}"
         else:
             status = "completed"
+    if cfg.token:
+        reason = reason.replace(cfg.token, "***")
     return {
         "task_id": task_id,
         "status": status,
@@ -661,6 +673,10 @@ def run(cfg: Config) -> int:
         exit_code = EXIT_INTERNAL
         return exit_code
     finally:
+        # Already shutting down: a second SIGTERM must not cut the final report short.
+        # (ValueError: not the main thread, where no handler was installed either.)
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         heartbeat.stop()
         if setup is not None:
             _stop_group(setup)

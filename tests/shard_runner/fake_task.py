@@ -26,7 +26,7 @@ args = parser.parse_args()
 with open(args.meta) as f:
     meta = json.load(f)
 with open(os.path.join(args.out, "argv.json"), "w") as f:
-    json.dump({"argv": sys.argv[1:], "meta": meta}, f)
+    json.dump({"argv": sys.argv[1:], "meta": meta, "env": sorted(os.environ)}, f)
 
 task = args.task_id
 if task.startswith("ok-"):

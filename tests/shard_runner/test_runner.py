@@ -50,6 +50,9 @@ def test_ready_runs_every_task_and_reports_each(
     assert argv["argv"][argv["argv"].index("--model") + 1] == "gpt-4o-mini"
     assert argv["argv"][argv["argv"].index("--domain") + 1] == "chrome"
     assert argv["meta"] == {"chrome": ["ok-1"]}
+    # The task sees its job's settings but not the control plane's token.
+    assert "WAA_JOB_NAME" in argv["env"]
+    assert "WAA_HEARTBEAT_TOKEN" not in argv["env"]
 
     # Results on disk too: one JSON per task and a summary.
     on_disk = json.loads((run.output_dir / "tasks" / "ok-0.75.json").read_text())
