@@ -714,8 +714,9 @@ class Engine:
             if item["retry"]:
                 break
             batch.append(item)
-        del state.inbox[: len(batch)]
-        if state.inbox:
+        # The batch stays in the inbox until the episode is applied: a save made meanwhile (an
+        # activity result arriving) must not persist a state that lost these events.
+        if len(state.inbox) > len(batch):
             self._mark_ready(iid)
         now = self._clock.now()
         started = {"EventType": ORCHESTRATOR_STARTED, "EventId": -1, "Timestamp": _iso(now)}
@@ -765,6 +766,7 @@ class Engine:
         self, state: InstanceState, ep: _Episode, result: dict[str, Any], error: str | None
     ) -> None:
         now = _parse_time(ep.started["Timestamp"])
+        del state.inbox[: len(ep.batch)]
         self._append_history(state, [ep.started, *(item["event"] for item in ep.batch)])
         scheduled: list[dict[str, Any]] = []
         activities: list[tuple[int, dict[str, Any]]] = []
@@ -802,6 +804,15 @@ class Engine:
                 }
             )
             existing = self._instances.get(child_id)
+            if (
+                existing is not None
+                and existing.runtime_status in ACTIVE_STATUSES
+                and existing.parent_instance_id == state.instance_id
+                and existing.parent_task_id == tid
+            ):
+                # Created by this very episode before a crash stopped the parent's save.
+                state.children[str(tid)] = child_id
+                return
             if existing is not None and existing.runtime_status in ACTIVE_STATUSES:
                 state.inbox.append(
                     {

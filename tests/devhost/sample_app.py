@@ -92,7 +92,7 @@ def with_retry(context: df.DurableOrchestrationContext):
 
 @app.orchestration_trigger(context_name="context")
 def race(context: df.DurableOrchestrationContext):
-    """Approval event vs a 1-hour deadline; afterwards a 10-minute cool-down timer."""
+    """Approval event vs a 1-hour deadline; afterwards a 2-hour cool-down timer."""
     deadline = context.create_timer(context.current_utc_datetime + timedelta(hours=1))
     approval = context.wait_for_external_event("approve")
     winner = yield context.task_any([approval, deadline])
@@ -101,7 +101,8 @@ def race(context: df.DurableOrchestrationContext):
         outcome = {"winner": "event", "data": approval.result}
     else:
         outcome = {"winner": "timer"}
-    yield context.create_timer(context.current_utc_datetime + timedelta(minutes=10))
+    # Longer than the deadline, so a deadline left armed would fire while this one runs.
+    yield context.create_timer(context.current_utc_datetime + timedelta(hours=2))
     return outcome
 
 
@@ -213,3 +214,10 @@ def restartable(context: df.DurableOrchestrationContext):
         "signal": signal,
         "finished_at": context.current_utc_datetime.isoformat(),
     }
+
+
+@app.orchestration_trigger(context_name="context")
+def short_timer(context: df.DurableOrchestrationContext):
+    fire_at = context.current_utc_datetime + timedelta(seconds=context.get_input())
+    yield context.create_timer(fire_at)
+    return fire_at.isoformat()

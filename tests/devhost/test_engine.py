@@ -6,11 +6,12 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
+from devhost.clock import RealClock
 from devhost.engine import EVENT_TYPE_NAMES, CrashInjector, Engine, InstanceStatus
 from devhost.errors import (
     InstanceExistsError,
@@ -18,6 +19,7 @@ from devhost.errors import (
     UnknownFunctionError,
     UnknownInstanceError,
 )
+from devhost.functions import FunctionIndex
 from devhost.store import MemoryInstanceStore
 from tests.devhost import sample_app
 from tests.devhost.conftest import START, EngineFactory
@@ -134,8 +136,8 @@ def test_task_any_event_wins_and_losing_timer_is_cancelled(engine: Engine) -> No
     events = shape(engine.get_status(iid, show_history=True))
     assert ("TimerFired", 0) not in events
     assert events[-3:] == [("TimerCreated", 1), ("TimerFired", 1), ("ExecutionCompleted", None)]
-    # Only the 10-minute cool-down passed: the cancelled 1-hour deadline did not hold time.
-    assert engine.clock.now() - START == timedelta(minutes=10)
+    # Only the cool-down passed, and the cancelled 1-hour deadline never fired.
+    assert engine.clock.now() - START == timedelta(hours=2)
 
 
 def test_task_any_timer_wins(engine: Engine) -> None:
@@ -150,7 +152,7 @@ def test_task_any_timer_wins(engine: Engine) -> None:
         ("TimerFired", 1),
         ("ExecutionCompleted", None),
     ]
-    assert engine.clock.now() - START == timedelta(hours=1, minutes=10)
+    assert engine.clock.now() - START == timedelta(hours=3)
     with pytest.raises(InstanceNotRunningError):
         engine.raise_event(iid, "approve", "1")
 
@@ -225,7 +227,7 @@ def test_custom_status(engine: Engine) -> None:
 
 def test_nondeterministic_orchestrator_is_caught(engine: Engine) -> None:
     iid = engine.start_orchestration("nondeterministic", None, "nd-1")
-    status = engine.wait_for(iid)
+    status = engine.wait_for(iid, timeout=10)
     assert status.runtime_status == "Failed"
     message = output(status)
     assert "'nd-1'" in message
@@ -297,3 +299,78 @@ def test_crash_after_activity_reruns_it(make_engine: EngineFactory) -> None:
     status = survivor.wait_for(iid)
     assert output(status) == {"got": "job-crash-1"}
     assert sample_app.calls["submit_job:crash-1"] == 2
+
+
+def test_real_clock_fires_timers_on_wall_time(index: FunctionIndex) -> None:
+    clock = RealClock()
+    engine = Engine(index, MemoryInstanceStore(), clock)
+    engine.start()
+    try:
+        iid = engine.start_orchestration("short_timer", "0.2")
+        status = engine.wait_for(iid, timeout=20)
+        fire_at = datetime.fromisoformat(output(status))
+        assert clock.now() >= fire_at
+        assert ("TimerFired", 0) in shape(engine.get_status(iid, show_history=True))
+    finally:
+        engine.stop()
+        clock.close()
+
+
+def test_query_filters(engine: Engine) -> None:
+    first = engine.start_orchestration("wait_forever", None, "q-a")
+    engine.clock.advance(timedelta(minutes=5))
+    engine.start_orchestration("call_echo", "1", "q-b")
+    engine.wait_for("q-b")
+    engine.start_orchestration("wait_forever", None, "other")
+    engine.wait_idle()
+    assert [s.instance_id for s in engine.query(instance_id_prefix="q-")] == ["q-a", "q-b"]
+    running = engine.query(runtime_status=["Running"])
+    assert {s.instance_id for s in running} == {first, "other"}
+    later = engine.query(created_from=START + timedelta(minutes=1))
+    assert {s.instance_id for s in later} == {"q-b", "other"}
+    assert [s.instance_id for s in engine.query(created_to=START)] == ["q-a"]
+    assert len(engine.query(top=2)) == 2
+
+
+def test_function_index_invokes_like_the_worker(index: FunctionIndex) -> None:
+    assert {"call_echo", "fan_out", "restartable"} <= set(index.orchestrator_names)
+    assert {"echo", "double_async", "flaky"} <= set(index.activity_names)
+    assert json.loads(index.invoke_activity("double_async", "4")) == 8
+    assert json.loads(index.invoke_activity("echo", None)) == {"got": None}
+    with pytest.raises(UnknownFunctionError):
+        index.invoke_activity("nope", "1")
+    # An orchestrator exception surfaces as the SDK's state JSON with the error, not a raise.
+    context = {
+        "history": [
+            {
+                "EventType": 12,
+                "EventId": -1,
+                "IsPlayed": False,
+                "Timestamp": "2026-03-01T09:00:00Z",
+            },
+            {
+                "EventType": 0,
+                "EventId": -1,
+                "IsPlayed": False,
+                "Timestamp": "2026-03-01T09:00:00Z",
+                "Name": "fails",
+                "Version": "",
+            },
+            {
+                "EventType": 5,
+                "EventId": -1,
+                "IsPlayed": False,
+                "Timestamp": "2026-03-01T09:00:00Z",
+                "TaskScheduledId": 0,
+                "Result": '"x"',
+            },
+        ],
+        "instanceId": "direct",
+        "isReplaying": False,
+        "parentInstanceId": None,
+        "input": '"z"',
+        "upperSchemaVersion": 1,
+    }
+    state = json.loads(index.invoke_orchestrator("fails", json.dumps(context)))
+    assert "bad input 'z'" in state["error"]
+    assert state["actions"][0][0]["functionName"] == "echo"
