@@ -87,14 +87,23 @@ class InstanceStore(Protocol):
 class MemoryInstanceStore:
     """Keeps JSON snapshots, so what a restarted engine sees is exactly what was saved."""
 
-    def __init__(self) -> None:
+    def __init__(self, snapshot: dict[str, str] | None = None) -> None:
         self._lock = threading.Lock()
-        self._data: dict[str, str] = {}
+        self._data: dict[str, str] = dict(snapshot or {})
 
     def save(self, state: InstanceState) -> None:
-        snapshot = json.dumps({"rec": state.to_record(), "history": state.history})
+        encoded = json.dumps({"rec": state.to_record(), "history": state.history})
         with self._lock:
-            self._data[state.instance_id] = snapshot
+            self._data[state.instance_id] = encoded
+        self._after_save()
+
+    def snapshot(self) -> dict[str, str]:
+        """The whole store's content; `MemoryInstanceStore(snapshot)` starts from it."""
+        with self._lock:
+            return dict(self._data)
+
+    def _after_save(self) -> None:
+        """Hook for subclasses (tests record every persisted state as a possible crash point)."""
 
     def load_all(self) -> list[InstanceState]:
         with self._lock:

@@ -221,3 +221,39 @@ def short_timer(context: df.DurableOrchestrationContext):
     fire_at = context.current_utc_datetime + timedelta(seconds=context.get_input())
     yield context.create_timer(fire_at)
     return fire_at.isoformat()
+
+
+@app.orchestration_trigger(context_name="context")
+def mixed(context: df.DurableOrchestrationContext):
+    """Concurrent activities, a timer, children and an event; output independent of counters."""
+    n = context.get_input()
+    echoes = yield context.task_all([context.call_activity("echo", [n, i]) for i in range(6)])
+    yield context.create_timer(context.current_utc_datetime + timedelta(minutes=20))
+    kids = yield context.task_all(
+        [
+            context.call_sub_orchestrator("fan_child", n + k, f"{context.instance_id}:c{k}")
+            for k in range(3)
+        ]
+    )
+    signal = yield context.wait_for_external_event("resume")
+    return {
+        "echoes": echoes,
+        "kids": kids,
+        "signal": signal,
+        "finished_at": context.current_utc_datetime.isoformat(),
+    }
+
+
+@app.orchestration_trigger(context_name="context")
+def flaky_child(context: df.DurableOrchestrationContext):
+    result = yield context.call_activity("flaky", context.get_input())
+    return result
+
+
+@app.orchestration_trigger(context_name="context")
+def retries_child(context: df.DurableOrchestrationContext):
+    spec = {"key": context.instance_id, "fail_times": 1}
+    result = yield context.call_sub_orchestrator_with_retry(
+        "flaky_child", df.RetryOptions(90_000, 3), spec, f"{context.instance_id}:kid"
+    )
+    return result

@@ -292,10 +292,11 @@ def test_crash_after_activity_reruns_it(make_engine: EngineFactory) -> None:
     iid = crashing.start_orchestration("submits", None, "crash-1")
     crashing.wait_crashed()
     assert sample_app.calls["submit_job:crash-1"] == 1
-    # Nothing after the side effect was recorded.
+    # Nothing after the side effect was recorded: the activity is still pending in the store.
+    (saved,) = store.load_all()
+    assert saved.activities == {"0": {"name": "submit_job", "input": '"crash-1"'}}
+    assert not any(e["EventType"] == 5 for e in saved.history)
     survivor = make_engine(store)
-    before = survivor.get_status(iid, show_history=True)
-    assert before is not None and ("TaskCompleted", 0) not in shape(before)
     status = survivor.wait_for(iid)
     assert output(status) == {"got": "job-crash-1"}
     assert sample_app.calls["submit_job:crash-1"] == 2
@@ -374,3 +375,22 @@ def test_function_index_invokes_like_the_worker(index: FunctionIndex) -> None:
     state = json.loads(index.invoke_orchestrator("fails", json.dumps(context)))
     assert "bad input 'z'" in state["error"]
     assert state["actions"][0][0]["functionName"] == "echo"
+
+
+def test_sub_orchestration_retry_recreates_the_child(engine: Engine) -> None:
+    iid = engine.start_orchestration("retries_child", None, "sr")
+    status = engine.wait_for(iid)
+    assert output(status) == "ok after 2"
+    assert shape(engine.get_status(iid, show_history=True)) == [
+        ("ExecutionStarted", None),
+        ("SubOrchestrationInstanceCreated", 0),
+        ("SubOrchestrationInstanceFailed", 0),
+        ("TimerCreated", 1),
+        ("TimerFired", 1),
+        ("SubOrchestrationInstanceCreated", 2),
+        ("SubOrchestrationInstanceCompleted", 2),
+        ("ExecutionCompleted", None),
+    ]
+    child = engine.get_status("sr:kid")
+    assert child is not None and child.runtime_status == "Completed"
+    assert engine.clock.now() - START == timedelta(seconds=90)
