@@ -205,6 +205,13 @@ def _describe(action_type: int, name: str | None) -> str:
 
 
 class Engine:
+    """Runs orchestration instances of one app on a store and a clock (see the module docstring).
+
+    One dispatcher thread runs orchestrator episodes one at a time; activities run on a thread
+    pool; durable timers are clock callbacks. In virtual-time mode the dispatcher moves the clock
+    to the next scheduled callback whenever nothing is runnable and an instance is active.
+    """
+
     def __init__(
         self,
         functions: FunctionIndex,
@@ -407,7 +414,9 @@ class Engine:
                 status = self._instances[instance_id].runtime_status
                 raise TimeoutError(f"instance {instance_id!r} still {status} after {timeout}s")
             state = self._instances.get(instance_id)
-            if state is None or state.runtime_status not in FINISHED_STATUSES:
+            if state is None:
+                raise UnknownInstanceError(f"instance {instance_id!r} was purged")
+            if state.runtime_status not in FINISHED_STATUSES:
                 raise EngineCrashedError("the engine stopped before the instance finished")
             return self._status(state, show_history=False, show_input=True)
 
