@@ -13,7 +13,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
@@ -60,8 +60,8 @@ class InstanceState:
 
     def to_record(self) -> dict[str, Any]:
         """Everything except the history, JSON-ready."""
-        rec = asdict(self)
-        rec.pop("history")
+        # Not dataclasses.asdict: it deep-copies the history only for it to be dropped here.
+        rec = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "history"}
         rec["created_time"] = self.created_time.isoformat()
         rec["last_updated_time"] = self.last_updated_time.isoformat()
         return rec
