@@ -127,8 +127,8 @@ MAX_BATCH_OPS = 100
 CHUNK_CHARS = 16_000
 # Chunk properties per entity: 14 x 64,000 bytes stays under 1 MiB with the keys and counters.
 MAX_CHUNKS_PER_ENTITY = 14
-# Rows the state record may span; they go in the same (atomic) transaction as the meta row.
-MAX_STATE_ROWS = 12
+# A transaction's body is at most 4 MiB; keep a margin for the multipart framing.
+MAX_BATCH_BYTES = 3_500_000
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 
 
@@ -145,6 +145,11 @@ def _chunks(text: str, what: str) -> dict[str, str]:
             f"{MAX_CHUNKS_PER_ENTITY * CHUNK_CHARS}"
         )
     return {f"d{i}": p for i, p in enumerate(parts)}
+
+
+def _wire_size(op: tuple[Any, ...]) -> int:
+    # ASCII-escaped JSON is an upper bound of the entity's size in the transaction body.
+    return len(json.dumps(op[1])) + 200
 
 
 def _unchunk(entity: dict[str, Any]) -> str:
@@ -201,11 +206,6 @@ class TableInstanceStore:
         record = json.dumps(state.to_record(), ensure_ascii=False)
         per_row = CHUNK_CHARS * MAX_CHUNKS_PER_ENTITY
         rows = [record[i : i + per_row] for i in range(0, len(record), per_row)] or [""]
-        if len(rows) > MAX_STATE_ROWS:
-            raise StoreLimitError(
-                f"state of instance {state.instance_id!r} is {len(record)} characters; "
-                f"the devhost stores at most {MAX_STATE_ROWS * per_row}"
-            )
         final_ops = [
             (
                 "upsert",
@@ -225,14 +225,33 @@ class TableInstanceStore:
             "Generation": gen,
         }
         final_ops.append(("upsert", meta, {"mode": UpdateMode.REPLACE}))
-        # Fill the final (atomic) transaction with as many history rows as fit.
-        room = MAX_BATCH_OPS - len(final_ops)
-        head, tail = history_ops[: max(0, len(history_ops) - room)], history_ops[-room:]
-        if len(history_ops) <= room:
-            head, tail = [], history_ops
-        for i in range(0, len(head), MAX_BATCH_OPS):
-            self._table.submit_transaction(head[i : i + MAX_BATCH_OPS])
-        self._table.submit_transaction([*tail, *final_ops])
+        final_size = sum(_wire_size(op) for op in final_ops)
+        if final_size > MAX_BATCH_BYTES:
+            raise StoreLimitError(
+                f"state of instance {state.instance_id!r} needs {final_size} bytes; one "
+                f"Table Storage transaction carries at most {MAX_BATCH_BYTES}"
+            )
+        batches: list[list[Any]] = []
+        current: list[Any] = []
+        current_size = 0
+        for op in history_ops:
+            size = _wire_size(op)
+            if current and (len(current) >= MAX_BATCH_OPS or current_size + size > MAX_BATCH_BYTES):
+                batches.append(current)
+                current, current_size = [], 0
+            current.append(op)
+            current_size += size
+        # The last history rows ride in the final (atomic) transaction when they fit.
+        if (
+            len(current) + len(final_ops) <= MAX_BATCH_OPS
+            and current_size + final_size <= MAX_BATCH_BYTES
+        ):
+            final_ops = [*current, *final_ops]
+        elif current:
+            batches.append(current)
+        for batch in batches:
+            self._table.submit_transaction(batch)
+        self._table.submit_transaction(final_ops)
         with self._lock:
             self._saved[state.instance_id] = (gen, len(state.history))
         if saved_gen not in (-1, gen):

@@ -79,12 +79,44 @@ def test_table_store_round_trips_long_histories_and_large_values(
     assert TableInstanceStore(azurite_connection_string, hub).load_all() == []
 
 
+def test_table_store_splits_transactions_by_size(azurite_connection_string: str) -> None:
+    hub = _hub()
+    store = TableInstanceStore(azurite_connection_string, hub)
+    state = _state("big-events", 30)
+    # Twenty events of ~200 KB: far fewer than 100 rows, but more than one 4 MiB transaction.
+    for i in range(20):
+        state.history[i]["Result"] = json.dumps(str(i % 10) * 200_000)
+    submit = store._table.submit_transaction
+    sent: list[list[Any]] = []
+
+    def spy(operations: list[Any], **kwargs: Any) -> Any:
+        sent.append(list(operations))
+        return submit(operations, **kwargs)
+
+    store._table.submit_transaction = spy  # type: ignore[method-assign]
+    store.save(state)
+    # Azurite accepts bigger transactions than the service, so the split is checked here.
+    assert len(sent) > 1
+    for operations in sent:
+        assert len(operations) <= 100
+        assert sum(len(json.dumps(op[1])) for op in operations) < 4 * 1024 * 1024
+    (loaded,) = TableInstanceStore(azurite_connection_string, hub).load_all()
+    _same(loaded, state)
+
+
 def test_table_store_refuses_values_beyond_entity_limits(azurite_connection_string: str) -> None:
     store = TableInstanceStore(azurite_connection_string, _hub())
     state = _state("too-big", 1)
     state.history[0]["Result"] = json.dumps("y" * 400_000)
     with pytest.raises(StoreLimitError, match="history event 0"):
         store.save(state)
+    huge_state = _state("huge-state", 1)
+    huge_state.inbox = [
+        {"event": {"EventType": 15, "Name": "e", "Input": "z" * 200_000}, "retry": False}
+        for _ in range(20)
+    ]
+    with pytest.raises(StoreLimitError, match="transaction"):
+        store.save(huge_state)
 
 
 def _run_reference(make_engine: EngineFactory, ids: list[str]) -> dict[str, Any]:
