@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 
-.PHONY: setup demo serve test lint bench clean
+.PHONY: setup test-setup demo serve test lint bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Debian's openssh-server: the SSH tier's tests start a real sshd on a loopback port.
+/usr/sbin/sshd:
+	command -v apt-get >/dev/null && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; } || echo "openssh-server not installed: the SSH tier tests will be skipped"
+
 setup: $(STAMP) node_modules/.package-lock.json
+
+test-setup: setup /usr/sbin/sshd
 
 demo: setup
 	$(PY) -m devhost.demo $(DEMO_ARGS)
@@ -30,7 +36,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup lint
+test: test-setup lint
 	$(PY) -m pytest -q
 
 bench: setup

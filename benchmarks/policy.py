@@ -74,6 +74,8 @@ def main() -> None:
                         f"${billed:>7.2f} {s['attempts']:>8} {s['failovers']:>9} {wall:>5.0f}s",
                         flush=True,
                     )
+                    for alert in s["alerts"]:
+                        print(f"{'':20}{alert}")
     finally:
         azurite.stop()
 
