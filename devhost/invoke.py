@@ -24,6 +24,7 @@ from typing import Any
 
 import azure.functions as func
 from azure.functions import meta
+from azure.functions.decorators.function_app import Function
 from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.http import HttpRequestConverter, HttpResponseConverter
 from azure.functions.timer import TimerRequestConverter
@@ -95,7 +96,7 @@ class UserFunction:
     parameters: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_function(cls, function: func.FunctionApp | Any) -> UserFunction:
+    def from_function(cls, function: Function) -> UserFunction:
         trigger = function.get_trigger()
         bindings = [_binding(b) for b in function.get_bindings()]
         user = function.get_user_function()
