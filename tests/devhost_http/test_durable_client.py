@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Generator
+from datetime import datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df
@@ -75,7 +76,10 @@ def _app() -> df.DFApp:
     async def list_instances(
         req: func.HttpRequest, client: df.DurableOrchestrationClient
     ) -> func.HttpResponse:
-        if "status" in req.params:
+        if "created_after" in req.params:
+            after = datetime.fromisoformat(req.params["created_after"])
+            found = await client.get_status_by(created_time_from=after)
+        elif "status" in req.params:
             wanted = [df.OrchestrationRuntimeStatus(s) for s in req.params["status"].split(",")]
             found = await client.get_status_by(
                 runtime_status=wanted, instance_id_prefix=req.params.get("prefix")
@@ -164,6 +168,15 @@ def test_terminate_and_query_by_status_and_prefix(host: DevHost) -> None:
         f"{host.base_url}/api/list?status=Running,Terminated&prefix=batch-", timeout=10
     ).json()
     assert prefixed == [["batch-1", "Terminated"], ["batch-2", "Running"]]
+
+    created = host.engine.get_status("batch-1")
+    assert created is not None
+    before = (created.created_time - timedelta(seconds=1)).isoformat()
+    after = (created.created_time + timedelta(seconds=1)).isoformat()
+    listed = requests.get(f"{host.base_url}/api/list", params={"created_after": before}, timeout=10)
+    assert len(listed.json()) == 3
+    listed = requests.get(f"{host.base_url}/api/list", params={"created_after": after}, timeout=10)
+    assert listed.json() == []
 
 
 def test_check_status_response_urls_work_when_followed(host: DevHost) -> None:
