@@ -178,6 +178,8 @@ class DevHost:
         return self._server.base_url
 
     def start(self) -> DevHost:
+        if self._started:
+            return self
         self.engine.start()
         self._server.start(self.router)
         for timer in self.timers:

@@ -229,6 +229,6 @@ class DevHostServer:
     def stop(self) -> None:
         if self._thread is not None:
             self._server.shutdown()
-            self._thread.join()
+            self._thread.join(timeout=10)
             self._thread = None
         self._server.server_close()
