@@ -59,6 +59,10 @@ class _BaseClock:
         with self._cv:
             heapq.heappush(self._heap, (handle.when, next(self._seq), handle))
             self._cv.notify_all()
+            listeners = list(self._listeners)
+        # A new callback may be what an idle engine was missing to skip ahead.
+        for listener in listeners:
+            listener()
         return handle
 
     def call_later(self, delay: timedelta, callback: Callable[[], None]) -> _Handle:
@@ -66,7 +70,8 @@ class _BaseClock:
 
     # engine integration
     def add_listener(self, listener: Callable[[], None]) -> None:
-        """`listener` is called (without locks held) after each callback finishes."""
+        """`listener` is called, without the clock's lock held, after each callback finishes
+        and whenever a callback is scheduled."""
         with self._cv:
             self._listeners.append(listener)
 
