@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from devhost import invoke
 from devhost.durable_api import DURABLE_WEBHOOK_PATH, DurableHttpApi, Request, Response
+from devhost.errors import EngineCrashedError
 from devhost.invoke import EVENT_GRID_TRIGGER, HTTP_TRIGGER, UserFunction
 from devhost.routes import Route, build_route, find_route
 
@@ -70,8 +71,12 @@ class FunctionRouter:
         return f"{base_url}{prefix}/{route.template.strip('/')}"
 
     def dispatch(self, req: Request) -> Response:
-        with self.engine.in_flight():
-            return self._dispatch(req)
+        try:
+            with self.engine.in_flight():
+                return self._dispatch(req)
+        except EngineCrashedError:
+            # A crash-injected engine stands for a dead process: answer as an unavailable host.
+            return Response.error(503, "the host's engine has stopped")
 
     def _dispatch(self, req: Request) -> Response:
         path = req.path

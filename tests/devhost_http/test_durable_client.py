@@ -12,6 +12,7 @@ import azure.functions as func
 import pytest
 import requests
 
+from devhost.engine import CrashInjector
 from devhost.host import DevHost
 
 APPROVAL = "approval"
@@ -223,3 +224,19 @@ def test_durable_api_rejects_malformed_json_and_unknown_routes(host: DevHost) ->
     assert bad.status_code == 400
     assert requests.get(f"{api}/nothing/here", timeout=10).status_code == 404
     assert requests.post(f"{api}/instances/x/raiseEvent/e", json={}, timeout=10).status_code == 404
+
+
+def test_a_crashed_engine_answers_as_an_unavailable_host(
+    start_host: Callable[..., DevHost],
+) -> None:
+    crash = CrashInjector(after_activity={"double": 1})
+    host = start_host(_app(), crash_injector=crash)
+    assert _start(host, "crash-1").status_code == 202
+    host.engine.wait_idle()
+    assert _op(host, "crash-1", "raise", {"by": "alice"}).status_code == 200
+    host.engine.wait_crashed()
+    api = f"{host.base_url}/runtime/webhooks/durabletask"
+    resp = requests.post(f"{api}/instances/crash-1/raiseEvent/{APPROVAL}", json={}, timeout=10)
+    assert resp.status_code == 503
+    resp = requests.post(f"{api}/orchestrators/approval_flow", json={}, timeout=10)
+    assert resp.status_code == 503
