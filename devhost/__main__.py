@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from devhost.host import DEFAULT_SETTINGS_FILE, DevHost
+from devhost.host import DEFAULT_SETTINGS_FILE, DevHost, load_settings_file
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"local.settings.json to load (default: ./{DEFAULT_SETTINGS_FILE} when present)",
     )
-    serve.add_argument("--task-hub", default="waaeval")
+    serve.add_argument(
+        "--task-hub", default=None, help="default: the TASK_HUB_NAME app setting, else waaeval"
+    )
     serve.add_argument(
         "--app",
         default=None,
@@ -50,14 +53,21 @@ def serve(args: argparse.Namespace) -> int:
     if args.settings is not None and not Path(args.settings).is_file():
         print(f"settings file not found: {args.settings}", file=sys.stderr)
         return 2
+    settings = args.settings or (
+        DEFAULT_SETTINGS_FILE if Path(DEFAULT_SETTINGS_FILE).is_file() else None
+    )
+    if settings is not None:
+        load_settings_file(settings)
+    # host.json names the task hub through the TASK_HUB_NAME app setting.
+    task_hub = args.task_hub or os.environ.get("TASK_HUB_NAME") or "waaeval"
     host = DevHost(
         args.app,
         port=args.port,
         time_mode=args.time_mode,
         store=args.store,
         connection_string=args.connection_string,
-        task_hub=args.task_hub,
-        settings_file=args.settings,
+        task_hub=task_hub,
+        settings_file=settings,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
