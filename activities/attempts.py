@@ -237,20 +237,22 @@ def finish_attempt(payload: dict[str, Any]) -> dict[str, Any]:
 
     job = store.get_job(eid, name)
     if job is not None:
-        if outcome != "completed" and payload["submitted"]:
-            try:
-                svc.backend(tier).cancel(name)
-            except BackendError as err:
-                # Leave the job active: the sweeper retries the cancel of an orphaned attempt.
-                log.warning("cancel failed, the sweeper will retry: %s", err, **fields)
-                store.update_job(eid, name, lambda r: {**r, "cancel_pending": True})
         final = (
             JobState.COMPLETED
             if outcome == "completed"
             else (JobState.CANCELLED if outcome == "cancelled" else JobState.FAILED)
         )
         kind = FailureKind(payload["failure_kind"]) if payload.get("failure_kind") else None
+        # Record the orchestration's verdict before cancelling: the cancel makes the backend
+        # report the job as cancelled at once, and a sweep reconciling that state (or its
+        # Event Grid event) must not overwrite why the attempt really ended.
         store.advance_job(eid, name, final, at=now, detail=payload["reason"], failure_kind=kind)
+        if outcome != "completed" and payload["submitted"]:
+            try:
+                svc.backend(tier).cancel(name)
+            except BackendError as err:
+                log.warning("cancel failed, the sweeper will retry: %s", err, **fields)
+                store.update_job(eid, name, lambda r: {**r, "cancel_pending": True})
         # The orchestration decided this attempt's end itself: nothing left to signal.
         store.update_job(
             eid,
