@@ -85,6 +85,32 @@ def shard(context: df.DurableOrchestrationContext) -> Orchestration:
             if (yield from _sleep_unless_cancelled(context, decision.delay_seconds)):
                 close_reason = CANCELLED_BY_USER
                 break
+            # Other shards kept failing while this one backed off: the breaker may have opened
+            # for the tier chosen before the sleep. Decide again on fresh state rather than
+            # send the attempt to a tier the evaluation now avoids.
+            state = yield context.call_activity(
+                names.PREPARE_ATTEMPT,
+                {"evaluation_id": evaluation_id, "shard_index": index, "task_ids": task_ids},
+            )
+            if state["cancel_requested"]:
+                close_reason = CANCELLED_BY_USER
+                break
+            breaker = BreakerState(failures={Tier(k): v for k, v in state["breaker"].items()})
+            if breaker.is_open(tier, config.breaker_threshold) or not state["remaining"]:
+                decision = next_step(
+                    config,
+                    attempts=attempts,
+                    tiers=tiers,
+                    breaker=breaker,
+                    remaining_tasks=len(state["remaining"]),
+                    evaluation_id=evaluation_id,
+                    shard_index=index,
+                )
+                if decision.action == "give_up":
+                    close_reason = decision.reason
+                    break
+                tier = decision.tier
+                assert tier is not None
 
         name = job_name(evaluation_id, index, attempt)
         context.set_custom_status(_status(index, attempt, tier.value, "submitting"))
