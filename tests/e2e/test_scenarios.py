@@ -247,6 +247,17 @@ def test_tier_that_keeps_failing_trips_the_breaker(make_simulation: MakeSimulati
     stuck = jobs_of_shard(rows, 3)[0]
     assert _time(stuck["ended_at"]) > first_fail + timedelta(minutes=1), (stuck, first_fail)
     assert any("tier azureml" in alert for alert in final["summary"]["alerts"])
+    # Shards 0-2 each decided on a retry right at the deadline (some before all three
+    # failures were counted) and backed off; none may send that retry to Azure ML once the
+    # breaker is open.
+    failures = sorted(
+        _time(j["ended_at"])
+        for j in rows["jobs"]
+        if j["tier"] == "azureml" and j["state"] != "completed"
+    )
+    opened = failures[2]
+    late = [j for j in rows["jobs"] if j["tier"] == "azureml" and _time(j["submitted_at"]) > opened]
+    assert not late, [j["job_name"] for j in late]
 
 
 def test_transient_submission_errors_are_retried_by_the_policy(
@@ -541,9 +552,12 @@ def test_activity_reexecution_after_crash_creates_no_second_job(
     )
     eid = start(sim, SMOKE)
     sim.host.engine.wait_crashed(timeout=WAIT)
-    submitted = {e.job_name: e for e in ledger_of(sim.cloud, eid)}
+    submitted = [e.job_name for e in ledger_of(sim.cloud, eid)]
     assert submitted, "the crash came after a submission"
+    assert len(submitted) == len(set(submitted)), submitted
     registered = {j["job_name"]: j["submitted_at"] for j in store_rows(eid)["jobs"]}
+    # Every job that reached the cloud before the crash was registered first.
+    assert set(submitted) <= set(registered), (submitted, registered)
 
     sim2 = restart(sim, azurite_connection_string, table_prefix=prefix, task_hub=hub)
     try:
