@@ -31,7 +31,7 @@ from adapters.state.table_store import parse_time
 from devhost.engine import CrashInjector
 from devhost.simulation import Simulation
 from domain import names
-from domain.jobs import JobSpec, JobState, Tier
+from domain.jobs import JobSpec, JobState, Tier, TransientBackendError
 from domain.messages import AML_RUN_COMPLETED, AML_RUN_STATUS_CHANGED, heartbeat_token
 from domain.naming import job_name, shard_instance_id
 from tests.e2e.scenario_support import (
@@ -258,6 +258,42 @@ def test_tier_that_keeps_failing_trips_the_breaker(make_simulation: MakeSimulati
     opened = failures[2]
     late = [j for j in rows["jobs"] if j["tier"] == "azureml" and _time(j["submitted_at"]) > opened]
     assert not late, [j["job_name"] for j in late]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "control-plane bug: when finish_attempt's cancel of a failed attempt's job fails, it "
+        "sets cancel_pending but then makes the job row terminal, which removes it from the "
+        "active-jobs partition; the sweeper only reads cancel_pending on non-terminal rows, so "
+        "the cancel is never retried, the next attempt is submitted at once, and the old job "
+        "keeps running in the cloud until its own timeout (two active jobs on one shard)"
+    ),
+)
+def test_failed_cancel_of_a_stale_attempt_is_retried(
+    make_simulation: MakeSimulation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim = make_simulation(profile="none")
+    sim.cloud.script(_first(0), NeverStarts(), times=1)
+    # The first cancel of shard 0's attempt 1 (after its start deadline) fails with a 503.
+    backend = sim.cloud.backend(Tier.AZURE_ML)
+    real_cancel = backend.cancel
+    refused: list[str] = []
+
+    def flaky_cancel(name: str) -> None:
+        if name.endswith("-s0-a1") and not refused:
+            refused.append(name)
+            raise TransientBackendError("HTTP 503 Service Unavailable (simulated)", code="503")
+        real_cancel(name)
+
+    monkeypatch.setattr(backend, "cancel", flaky_cancel)
+    eid = start(sim, SMOKE)
+    final = sim.wait(eid, timeout=WAIT)
+    assert refused == [job_name(eid, 0, 1)]
+    # The cancel must be retried (the sweeper owns that) and attempt 2 must not run while
+    # attempt 1's job still runs in the cloud.
+    assert_invariants(sim, eid, final)
+    assert set(_outcomes(final).values()) == {"completed"}
 
 
 def test_transient_submission_errors_are_retried_by_the_policy(
