@@ -22,6 +22,7 @@ from adapters.compute.simulated import (
     HangAfter,
     LateEvents,
     LostEvents,
+    LostMessages,
     NeverStarts,
     NoNestedVirtualization,
     TransientSubmitErrors,
@@ -32,7 +33,12 @@ from devhost.engine import CrashInjector
 from devhost.simulation import Simulation
 from domain import names
 from domain.jobs import JobSpec, JobState, Tier, TransientBackendError
-from domain.messages import AML_RUN_COMPLETED, AML_RUN_STATUS_CHANGED, heartbeat_token
+from domain.messages import (
+    AML_RUN_COMPLETED,
+    AML_RUN_STATUS_CHANGED,
+    MessageKind,
+    heartbeat_token,
+)
 from domain.naming import job_name, shard_instance_id
 from tests.e2e.scenario_support import (
     SpecRecorder,
@@ -339,7 +345,10 @@ def test_duplicated_late_reordered_and_lost_events_change_nothing(
         LateEvents(delay_seconds=3 * 3600, statuses=frozenset({"Queued", "Preparing", "Running"})),
         times=1,
     )
+    # Shard 2: every Azure ML event lost, and the runner's final "finished" message too: only
+    # the sweeper, asking the backend, can learn that the job ended.
     sim.cloud.script(_first(2), LostEvents(), times=1)
+    sim.cloud.script(_first(2), LostMessages(kinds=frozenset({MessageKind.FINISHED})), times=1)
     eid = start(sim, SMOKE)
     final = sim.wait(eid, timeout=WAIT)
     rows = assert_invariants(sim, eid, final)
@@ -349,7 +358,11 @@ def test_duplicated_late_reordered_and_lost_events_change_nothing(
     assert all(j["state"] == JobState.COMPLETED.value for j in rows["jobs"])
     assert final["summary"]["attempts"] == 3
     ledger = {e.job_name: e for e in ledger_of(sim.cloud, eid)}
-    assert ledger[job_name(eid, 2, 1)].events_lost == ledger[job_name(eid, 2, 1)].events_sent
+    silent = ledger[job_name(eid, 2, 1)]
+    assert silent.events_sent > 0 and silent.events_lost == silent.events_sent
+    assert silent.messages_lost == 1
+    reconciled = next(j for j in rows["jobs"] if j["job_name"] == silent.job_name)
+    assert "backend reported" in reconciled["detail"], reconciled
 
 
 def test_late_event_of_cancelled_attempt_changes_nothing(make_simulation: MakeSimulation) -> None:
