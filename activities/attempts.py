@@ -251,8 +251,13 @@ def finish_attempt(payload: dict[str, Any]) -> dict[str, Any]:
             try:
                 svc.backend(tier).cancel(name)
             except BackendError as err:
-                log.warning("cancel failed, the sweeper will retry: %s", err, **fields)
-                store.update_job(eid, name, lambda r: {**r, "cancel_pending": True})
+                if not payload.get("cancel_best_effort"):
+                    # Fail the activity: the retry policy tries the cancel again, and the next
+                    # attempt is not submitted while this job may still run.
+                    log.warning("cancel failed, retrying: %s", err, **fields)
+                    raise
+                log.error("cancel failed again; the sweeper keeps retrying it: %s", err, **fields)
+                store.mark_cancel_pending(eid, name)
         # The orchestration decided this attempt's end itself: nothing left to signal.
         store.update_job(
             eid,

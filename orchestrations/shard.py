@@ -35,6 +35,12 @@ SUBMIT_RETRY = df.RetryOptions(
     first_retry_interval_in_milliseconds=15_000, max_number_of_attempts=4
 )
 
+# Cancelling a failed attempt's job is retried before the next attempt may be submitted, so a
+# shard never has two jobs running at once.
+CANCEL_RETRY = df.RetryOptions(
+    first_retry_interval_in_milliseconds=30_000, max_number_of_attempts=5
+)
+
 # The run deadline is the job's own cloud-side timeout plus this grace, so the orchestration
 # notices a job that outlives its kill switch (an event lost, a backend that ignored it).
 RUN_DEADLINE_GRACE = timedelta(minutes=15)
@@ -158,21 +164,28 @@ def shard(context: df.DurableOrchestrationContext) -> Orchestration:
                 failure_kind=FailureKind(kind) if kind else None,
             )
         )
-        state = yield context.call_activity(
-            names.FINISH_ATTEMPT,
-            {
-                "evaluation_id": evaluation_id,
-                "shard_index": index,
-                "task_ids": task_ids,
-                "attempt": attempt,
-                "tier": tier.value,
-                "job_name": name,
-                "submitted": submitted["status"] == "submitted",
-                "outcome": outcome.value,
-                "reason": reason,
-                "failure_kind": kind,
-            },
-        )
+        finish = {
+            "evaluation_id": evaluation_id,
+            "shard_index": index,
+            "task_ids": task_ids,
+            "attempt": attempt,
+            "tier": tier.value,
+            "job_name": name,
+            "submitted": submitted["status"] == "submitted",
+            "outcome": outcome.value,
+            "reason": reason,
+            "failure_kind": kind,
+        }
+        try:
+            state = yield context.call_activity_with_retry(
+                names.FINISH_ATTEMPT, CANCEL_RETRY, finish
+            )
+        except Exception:
+            # The backend kept refusing the cancel: record it as pending for the sweeper to
+            # retry, so the job is stopped even though this shard moves on.
+            state = yield context.call_activity(
+                names.FINISH_ATTEMPT, {**finish, "cancel_best_effort": True}
+            )
         if outcome is AttemptOutcome.CANCELLED:
             close_reason = CANCELLED_BY_USER
             break

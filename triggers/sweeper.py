@@ -53,6 +53,18 @@ async def sweep(client: df.DurableOrchestrationClient) -> dict[str, int]:
             evaluation_id=eid, shard=active["shard_index"], attempt=active["attempt"], job_name=name
         )
         job = store.get_job(eid, name)
+        if job is not None and job.get("cancel_pending"):
+            try:
+                svc.backend(Tier(job["tier"])).cancel(name)
+            except BackendError as err:
+                log.warning("cancel still failing: %s", err, **fields)
+                continue
+            store.advance_job(
+                eid, name, JobState.CANCELLED, at=runtime.now(), detail="cancelled by the sweeper"
+            )
+            store.clear_cancel_pending(eid, name)
+            report["orphans"] += 1
+            continue
         if job is None or JobState(job["state"]).is_terminal:
             if job is not None:
                 await signal_ended(client, store, job)
@@ -83,7 +95,7 @@ async def _sweep_job(
         and status.runtime_status is not None
         and status.runtime_status.value in LIVE
     )
-    if not orchestration_live or job.get("cancel_pending"):
+    if not orchestration_live:
         backend.cancel(name)
         store.advance_job(
             eid,

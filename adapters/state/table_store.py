@@ -387,6 +387,26 @@ class StateStore:
         row, changed = self.update_job(evaluation_id, job_name, change)
         return row, first and changed
 
+    def mark_cancel_pending(self, evaluation_id: str, job_name: str) -> None:
+        """A job whose cancel failed: keep it in the active partition (even though its row is
+        terminal) so that the sweeper retries the cancel."""
+        self.update_job(
+            evaluation_id,
+            job_name,
+            lambda r: None if r.get("cancel_pending") else {**r, "cancel_pending": True},
+        )
+        index = self.lookup_job(job_name)
+        if index is not None:
+            self._table.upsert_entity({**index, "PartitionKey": "active"}, mode=UpdateMode.REPLACE)
+
+    def clear_cancel_pending(self, evaluation_id: str, job_name: str) -> None:
+        self.update_job(
+            evaluation_id,
+            job_name,
+            lambda r: {**r, "cancel_pending": False} if r.get("cancel_pending") else None,
+        )
+        self.remove_active(job_name)
+
     def active_jobs(self) -> list[dict[str, Any]]:
         return self._query("active")
 

@@ -266,16 +266,6 @@ def test_tier_that_keeps_failing_trips_the_breaker(make_simulation: MakeSimulati
     assert not late, [j["job_name"] for j in late]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "control-plane bug: when finish_attempt's cancel of a failed attempt's job fails, it "
-        "sets cancel_pending but then makes the job row terminal, which removes it from the "
-        "active-jobs partition; the sweeper only reads cancel_pending on non-terminal rows, so "
-        "the cancel is never retried, the next attempt is submitted at once, and the old job "
-        "keeps running in the cloud until its own timeout (two active jobs on one shard)"
-    ),
-)
 def test_failed_cancel_of_a_stale_attempt_is_retried(
     make_simulation: MakeSimulation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
