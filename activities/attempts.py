@@ -137,6 +137,7 @@ def submit_job(payload: dict[str, Any]) -> dict[str, Any]:
                 "submitted_at": utcnow_iso(now),
                 "heartbeat_timeout_seconds": float(payload["heartbeat_timeout_seconds"]),
                 "stuck_detection": bool(payload["stuck_detection"]),
+                "task_retries": int(payload["task_retries"]),
             }
         )
     if JobState(existing["state"]).is_terminal:

@@ -16,7 +16,12 @@ from typing import Any, Literal
 import requests
 
 from adapters import runtime
-from adapters.compute.simulated import SimulatedCloud, eventgrid_url_for, install_cloud
+from adapters.compute.simulated import (
+    FaultProfile,
+    SimulatedCloud,
+    eventgrid_url_for,
+    install_cloud,
+)
 from devhost.host import DevHost
 
 TERMINAL_EVALUATION_STATES = {"completed", "cancelled", "failed"}
@@ -68,7 +73,7 @@ class Simulation:
         self.cloud = self.new_cloud(profile, seed)
         self.http = requests.Session()
 
-    def new_cloud(self, profile: str, seed: int) -> SimulatedCloud:
+    def new_cloud(self, profile: str | FaultProfile, seed: int) -> SimulatedCloud:
         """A fresh simulated Azure (e.g. to run a second evaluation on identical dice)."""
         cloud = SimulatedCloud(
             self.host.clock,

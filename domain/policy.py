@@ -40,10 +40,13 @@ class PolicyConfig(BaseModel):
     start_deadline_enabled: bool = True
     stuck_detection_enabled: bool = True
     failover_enabled: bool = True
+    # Runs of a task that may fail before its failure is final (see EvaluationRequest).
+    task_retries: int = Field(default=1, ge=0)
 
     @classmethod
     def resilient(cls, req: EvaluationRequest) -> PolicyConfig:
         return cls(
+            task_retries=req.task_retries,
             container_start_timeout_seconds=req.container_start_timeout_minutes * 60,
             heartbeat_timeout_seconds=req.heartbeat_timeout_minutes * 60,
             job_timeout_seconds=req.job_timeout_hours * 3600,
@@ -62,6 +65,7 @@ class PolicyConfig(BaseModel):
             start_deadline_enabled=False,
             stuck_detection_enabled=False,
             failover_enabled=False,
+            task_retries=0,
         )
 
     @classmethod

@@ -100,6 +100,9 @@ class EvaluationRequest(BaseModel):
     idempotency_key: str | None = Field(default=None, pattern=IDEMPOTENCY_KEY_PATTERN)
     policy: Literal["resilient", "naive"] = "resilient"
     right_size: bool = False
+    # How often a task whose run failed (agent crash, setup error) is run again in a later
+    # attempt before its failure is final. A task that ran and scored 0 is completed, not failed.
+    task_retries: int = Field(default=1, ge=0, le=3)
 
     @field_validator("tasks", mode="before")
     @classmethod

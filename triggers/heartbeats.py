@@ -87,6 +87,7 @@ async def heartbeat(
             job_name=message.job_name,
             duration_seconds=r.duration_seconds,
             at=now,
+            retry_limit=int(job.get("task_retries", 0)),
         )
         log.info("task %s %s (recorded=%s)", r.task_id, r.status.value, recorded, **fields)
     elif message.kind is MessageKind.FAILURE and message.failure is not None:

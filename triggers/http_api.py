@@ -81,6 +81,7 @@ def _orchestration_input(
             "job_timeout_seconds": policy.job_timeout_seconds,
             "heartbeat_timeout_seconds": policy.heartbeat_timeout_seconds,
             "stuck_detection": policy.stuck_detection_enabled,
+            "task_retries": policy.task_retries,
         },
     }
 

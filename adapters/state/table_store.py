@@ -427,13 +427,30 @@ class StateStore:
         job_name: str,
         duration_seconds: float | None,
         at: datetime,
+        retry_limit: int = 0,
     ) -> bool:
         """The first final result of a task wins; later ones (duplicates, an old attempt's
-        straggler) change nothing. Returns True when this call recorded it."""
+        straggler) change nothing. A failed run is final only once the task has failed
+        `retry_limit` times before (each job counted once); until then the task stays pending
+        with its last failure, so a later attempt runs it again. Returns True when this call
+        recorded the task's final outcome."""
+        final = False
 
         def change(row: dict[str, Any]) -> dict[str, Any] | None:
+            nonlocal final
             if row.get("outcome") in FINAL_TASK_OUTCOMES:
                 return None
+            failed_in = [j for j in str(row.get("failed_in", "")).split(",") if j]
+            if outcome == "failed" and len(failed_in) < retry_limit:
+                if job_name in failed_in:
+                    return None  # a duplicated message
+                return {
+                    **row,
+                    "outcome": "pending",
+                    "failed_in": ",".join([*failed_in, job_name]),
+                    "last_failure": reason[:2000],
+                }
+            final = True
             new = {
                 **row,
                 "outcome": outcome,
@@ -449,7 +466,7 @@ class StateStore:
             return new
 
         _, changed = self._mutate(eval_partition(evaluation_id), TASK_PREFIX + task_id, change)
-        return changed
+        return changed and final
 
     def tasks_without_outcome(self, evaluation_id: str, task_ids: Iterable[str]) -> list[str]:
         wanted = list(task_ids)

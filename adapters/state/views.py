@@ -115,6 +115,7 @@ def evaluation_view(
                 "reason": t.get("reason", ""),
                 "score": t.get("score"),
                 "attempt": t.get("attempt"),
+                "failed_runs": len([j for j in str(t.get("failed_in", "")).split(",") if j]),
             }
             for t in sorted(tasks, key=lambda t: (t["shard_index"], t["task_id"]))
         ]
@@ -148,9 +149,13 @@ def summary(rows: dict[str, Any], now: datetime) -> dict[str, Any]:
         alerts.append(f"{n} job(s) {what}")
     for tier, n in sorted(rows["breaker"].items()):
         alerts.append(f"tier {tier}: {n} failure(s) in this evaluation")
-    reasons = Counter(t.get("reason", "") for t in rows["tasks"] if t.get("outcome") == "not_run")
-    for reason, n in reasons.most_common(3):
-        alerts.append(f"{n} task(s) not run: {reason}")
+    for outcome in ("not_run", "failed"):
+        reasons = Counter(t.get("reason", "") for t in rows["tasks"] if t.get("outcome") == outcome)
+        for reason, n in reasons.most_common(3):
+            alerts.append(f"{n} task(s) {outcome.replace('_', ' ')}: {reason}")
+    rerun = sum(1 for t in rows["tasks"] if t.get("failed_in") and t.get("outcome") == "completed")
+    if rerun:
+        alerts.append(f"{rerun} task(s) completed on a re-run after a failed run")
     total = counts["total"] or 1
     return {
         "counts": counts,

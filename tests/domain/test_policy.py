@@ -63,10 +63,11 @@ def step(
 def test_configs_from_a_request() -> None:
     req = parse_evaluation_request(
         b'{"task_set": "waa-smoke", "container_start_timeout_minutes": 12, '
-        b'"heartbeat_timeout_minutes": 7, "job_timeout_hours": 3}',
+        b'"heartbeat_timeout_minutes": 7, "job_timeout_hours": 3, "task_retries": 2}',
         10,
     )
     resilient = PolicyConfig.resilient(req)
+    assert resilient.task_retries == 2
     assert resilient.container_start_timeout_seconds == 720
     assert resilient.heartbeat_timeout_seconds == 420
     assert resilient.job_timeout_seconds == 3 * 3600
@@ -79,6 +80,7 @@ def test_configs_from_a_request() -> None:
     assert naive.job_timeout_seconds == 4 * 3600
     assert not (naive.start_deadline_enabled or naive.stuck_detection_enabled)
     assert not naive.failover_enabled
+    assert naive.task_retries == 0
     assert PolicyConfig.for_request(req) == resilient
 
 

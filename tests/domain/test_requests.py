@@ -25,6 +25,8 @@ ONE = {"tasks": ["notepad-1"]}
 
 BAD_BODIES = [
     # (body, field the error must name)
+    ({"task_set": "waa-smoke", "task_retries": 4}, "task_retries"),
+    ({"task_set": "waa-smoke", "task_retries": -1}, "task_retries"),
     (b"", "body"),
     (b"{not json", "body"),
     (b"\xff\xfe\x00", "body"),
@@ -149,6 +151,7 @@ def test_full_body_round_trips() -> None:
         "idempotency_key": "nightly:2026-11-28",
         "policy": "naive",
         "right_size": True,
+        "task_retries": 2,
     }
     req = parse(body)
     assert req.tiers == [Tier.BATCH, Tier.VM]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from adapters.compute.simulated import FaultProfile, TierFaults
 from devhost.simulation import Simulation
 
 
@@ -14,3 +15,44 @@ def test_happy_path_every_task_completes(make_simulation: Callable[..., Simulati
     outcomes = {t["task_id"]: t["outcome"] for t in final["tasks"]}
     assert set(outcomes.values()) == {"completed"}, final
     assert final["state"] == "completed"
+
+
+def _always_failing_tasks_on_azureml() -> FaultProfile:
+    return FaultProfile(
+        name="tasks-fail-on-azureml",
+        azureml=TierFaults(task_failure=1.0),
+        batch=TierFaults(),
+        vm=TierFaults(),
+    )
+
+
+def test_a_failed_task_runs_again_before_its_failure_is_final(
+    make_simulation: Callable[..., Simulation],
+) -> None:
+    sim = make_simulation(profile="none")
+    sim.new_cloud(_always_failing_tasks_on_azureml(), 7)
+    tasks = ["366de66e-cbae-4d72-b042-26390db2b145-WOS", "my-own-task"]
+    r = sim.start_evaluation(
+        {"tasks": tasks, "workers": 1, "tiers": ["azureml"], "task_retries": 1}
+    )
+    final = sim.wait(r.json()["evaluation_id"], timeout=120)
+    for task in final["tasks"]:
+        assert task["outcome"] == "failed", task
+        assert task["reason"], task
+        assert task["failed_runs"] == 1, task  # one recorded retry, then the final failure
+    jobs = sorted(e.job_name for e in sim.cloud.ledger_entries())
+    assert [j.rsplit("-", 1)[1] for j in jobs] == ["a1", "a2"]
+
+
+def test_without_task_retries_a_failed_run_is_final(
+    make_simulation: Callable[..., Simulation],
+) -> None:
+    sim = make_simulation(profile="none")
+    sim.new_cloud(_always_failing_tasks_on_azureml(), 7)
+    r = sim.start_evaluation(
+        {"tasks": ["task-a", "task-b"], "workers": 1, "tiers": ["azureml"], "task_retries": 0}
+    )
+    final = sim.wait(r.json()["evaluation_id"], timeout=120)
+    assert {t["outcome"] for t in final["tasks"]} == {"failed"}
+    assert {t["failed_runs"] for t in final["tasks"]} == {0}
+    assert len(sim.cloud.ledger_entries()) == 1
