@@ -54,7 +54,8 @@ from tests.e2e.scenario_support import (
 
 MakeSimulation = Callable[..., Simulation]
 SMOKE = {"task_set": "waa-smoke", "workers": 3}
-# Real Azure ML nodes go to Batch on failover; keep runs short with the same-region defaults.
+# Real seconds an evaluation may take (virtual time skips; a run takes a few seconds): a safety
+# net against a hang, not a timed assertion.
 WAIT = 120.0
 
 
@@ -159,6 +160,8 @@ def test_container_never_starts_deadline_cancel_retry(make_simulation: MakeSimul
     # every task of the shard.
     assert second["tier"] == first["tier"] == Tier.AZURE_ML.value
     assert second["state"] == JobState.COMPLETED.value
+    backoff = (_time(second["submitted_at"]) - _time(first["ended_at"])).total_seconds()
+    assert 48 <= backoff <= 72, backoff  # the first backoff: 60 s +-20 % jitter
     assert all(t["attempt"] == 2 for t in final["tasks"] if t["shard"] == 0)
     assert all(len(jobs_of_shard(rows, s)) == 1 for s in (1, 2))
 
