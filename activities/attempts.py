@@ -95,6 +95,16 @@ def _job_spec(payload: dict[str, Any], secret: str, base_url: str) -> JobSpec:
     )
 
 
+def _log_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    return ids(
+        evaluation_id=payload["evaluation_id"],
+        shard=payload["shard_index"],
+        attempt=payload["attempt"],
+        job_name=payload["job_name"],
+        tier=payload["tier"],
+    )
+
+
 @bp.activity_trigger(input_name="payload", activity=names.SUBMIT_JOB)
 def submit_job(payload: dict[str, Any]) -> dict[str, Any]:
     """Submit one attempt's job. Returns {"status": "submitted" | "failed" | "budget", ...};
@@ -104,13 +114,7 @@ def submit_job(payload: dict[str, Any]) -> dict[str, Any]:
     now = runtime.now()
     eid, name = payload["evaluation_id"], payload["job_name"]
     tier = Tier(payload["tier"])
-    fields = ids(
-        evaluation_id=eid,
-        shard=payload["shard_index"],
-        attempt=payload["attempt"],
-        job_name=name,
-        tier=tier.value,
-    )
+    fields = _log_fields(payload)
 
     existing = store.get_job(eid, name)
     if existing is None:
@@ -228,13 +232,7 @@ def finish_attempt(payload: dict[str, Any]) -> dict[str, Any]:
     now = runtime.now()
     eid, name, tier = payload["evaluation_id"], payload["job_name"], Tier(payload["tier"])
     outcome: str = payload["outcome"]
-    fields = ids(
-        evaluation_id=eid,
-        shard=payload["shard_index"],
-        attempt=payload["attempt"],
-        job_name=name,
-        tier=tier.value,
-    )
+    fields = _log_fields(payload)
 
     job = store.get_job(eid, name)
     if job is not None:
@@ -248,7 +246,14 @@ def finish_attempt(payload: dict[str, Any]) -> dict[str, Any]:
         # report the job as cancelled at once, and a sweep reconciling that state (or its
         # Event Grid event) must not overwrite why the attempt really ended.
         store.advance_job(eid, name, final, at=now, detail=payload["reason"], failure_kind=kind)
-        if outcome != "completed" and payload["submitted"]:
+        # A runner that reported "finished" leaves a container that is still exiting. If tasks
+        # remain, the next attempt may be submitted at once (a failover has no backoff): stop
+        # this job first, so the shard never has two jobs in the cloud. Cancelling a job that
+        # has already ended is a no-op on every backend.
+        leftover = outcome == "completed" and bool(
+            store.tasks_without_outcome(eid, payload["task_ids"])
+        )
+        if (outcome != "completed" or leftover) and payload["submitted"]:
             try:
                 svc.backend(tier).cancel(name)
             except BackendError as err:
