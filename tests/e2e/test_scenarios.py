@@ -698,3 +698,36 @@ def test_bad_requests_get_400_naming_the_field_and_unknown_ids_404(
 def _fresh_heartbeat_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     # A known secret for every scenario, so tests can mint genuine tokens.
     monkeypatch.setenv("HEARTBEAT_SECRET", f"e2e-{uuid.uuid4().hex}")
+
+
+def test_completed_job_with_lost_results_is_stopped_before_failover(
+    make_simulation: MakeSimulation,
+) -> None:
+    sim = make_simulation(profile="none")
+    # Shard 0: attempt 1 never starts; attempt 2 (Azure ML's last) runs, but every task
+    # result is lost on the way, so the job "finishes" with all of its tasks still open and
+    # the shard fails over to Batch at once, while attempt 2's container is still exiting.
+    sim.cloud.script(_first(0), NeverStarts(), times=1)
+    sim.cloud.script(
+        _first(0, 2), LostMessages(kinds=frozenset({MessageKind.TASK_RESULT})), times=1
+    )
+    eid = start(sim, SMOKE)
+    final = sim.wait(eid, timeout=WAIT)
+    rows = assert_invariants(sim, eid, final)
+
+    assert set(_outcomes(final).values()) == {"completed"}
+    assert [j["tier"] for j in jobs_of_shard(rows, 0)] == ["azureml", "azureml", "batch"]
+    assert all(t["attempt"] == 3 for t in final["tasks"] if t["shard"] == 0)
+
+
+@pytest.mark.parametrize(("profile", "seed"), [("seed", 7), ("chaos", 7), ("chaos", 11)])
+def test_random_fault_profiles_keep_the_invariants(
+    make_simulation: MakeSimulation, profile: str, seed: int
+) -> None:
+    sim = make_simulation(profile=profile, seed=seed)
+    # The key fixes the evaluation id, and with it every draw of the simulated cloud.
+    body = {**SMOKE, "spot": True, "idempotency_key": f"profile-{profile}-{seed}"}
+    eid = start(sim, body)
+    final = sim.wait(eid, timeout=WAIT)
+    assert_invariants(sim, eid, final)
+    assert final["state"] == "completed"
