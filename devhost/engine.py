@@ -785,6 +785,23 @@ class Engine:
         def ts() -> str:
             return ep.started["Timestamp"]
 
+        def refuse_child(tid: int, reason: str) -> None:
+            """The sub-orchestration cannot start: its failure reaches the parent through the
+            inbox like any child's failure, so a retry policy on the call still applies."""
+            state.inbox.append(
+                {
+                    "event": {
+                        "EventType": SUB_ORCHESTRATION_FAILED,
+                        "EventId": -1,
+                        "Timestamp": ts(),
+                        "TaskScheduledId": tid,
+                        "Reason": reason,
+                        "Details": "",
+                    },
+                    "retry": str(tid) in state.retries,
+                }
+            )
+
         def schedule_call(retry: dict[str, Any], tid: int) -> None:
             """Record and start an activity or sub-orchestration call with task id `tid`."""
             if retry["kind"] == "activity":
@@ -823,34 +840,10 @@ class Engine:
                 state.children[str(tid)] = child_id
                 return
             if existing is not None and existing.runtime_status in ACTIVE_STATUSES:
-                state.inbox.append(
-                    {
-                        "event": {
-                            "EventType": SUB_ORCHESTRATION_FAILED,
-                            "EventId": -1,
-                            "Timestamp": ts(),
-                            "TaskScheduledId": tid,
-                            "Reason": f"an instance with id {child_id!r} is already running",
-                            "Details": "",
-                        },
-                        "retry": str(tid) in state.retries,
-                    }
-                )
+                refuse_child(tid, f"an instance with id {child_id!r} is already running")
                 return
             if not self.functions.is_orchestrator(retry["name"]):
-                state.inbox.append(
-                    {
-                        "event": {
-                            "EventType": SUB_ORCHESTRATION_FAILED,
-                            "EventId": -1,
-                            "Timestamp": ts(),
-                            "TaskScheduledId": tid,
-                            "Reason": f"no orchestrator function named {retry['name']!r}",
-                            "Details": "",
-                        },
-                        "retry": str(tid) in state.retries,
-                    }
-                )
+                refuse_child(tid, f"no orchestrator function named {retry['name']!r}")
                 return
             state.children[str(tid)] = child_id
             children.append((child_id, retry["name"], retry["input"], tid))

@@ -176,6 +176,15 @@ def parent_of_failing(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def parent_of_missing(context: df.DurableOrchestrationContext):
+    try:
+        yield context.call_sub_orchestrator("no_such_orchestrator", "x", f"{context.instance_id}:c")
+    except Exception as exc:
+        return {"caught": str(exc)}
+    return {"caught": None}
+
+
+@app.orchestration_trigger(context_name="context")
 def long_timer(context: df.DurableOrchestrationContext):
     start = context.current_utc_datetime
     yield context.create_timer(start + timedelta(hours=3))

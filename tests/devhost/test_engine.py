@@ -251,6 +251,23 @@ def test_sub_orchestration_failure_reaches_parent(engine: Engine) -> None:
     assert engine.get_status("p:child").runtime_status == "Failed"  # type: ignore[union-attr]
 
 
+def test_sub_orchestration_over_a_running_instance_fails_in_the_parent(engine: Engine) -> None:
+    running = engine.start_orchestration("wait_forever", None, "p:child")
+    status = engine.wait_for(engine.start_orchestration("parent_of_failing", None, "p"))
+    assert status.runtime_status == "Completed"
+    assert "an instance with id 'p:child' is already running" in output(status)["caught"]
+    # The instance that held the id is left alone.
+    assert engine.get_status(running).runtime_status == "Running"  # type: ignore[union-attr]
+    engine.terminate(running, "done")
+
+
+def test_sub_orchestration_of_an_unknown_orchestrator_fails_in_the_parent(engine: Engine) -> None:
+    status = engine.wait_for(engine.start_orchestration("parent_of_missing", None, "p"))
+    assert status.runtime_status == "Completed"
+    assert "no orchestrator function named 'no_such_orchestrator'" in output(status)["caught"]
+    assert engine.get_status("p:c") is None
+
+
 def test_virtual_time_skips_a_three_hour_timer(engine: Engine) -> None:
     iid = engine.start_orchestration("long_timer", None)
     status = engine.wait_for(iid, timeout=10)
