@@ -17,11 +17,9 @@ from azure.ai.ml.exceptions import MlException
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from adapters.compute._azure_errors import (
-    is_auth_error,
-    is_network_error,
-    is_transient,
+    ErrorClassifier,
+    Refusal,
     redact,
-    service_code,
     service_message,
     status_code,
 )
@@ -37,7 +35,6 @@ from domain.jobs import (
     PermanentTierError,
     SubmitResult,
     Tier,
-    TransientBackendError,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +64,27 @@ QUOTA_CODES = frozenset(
     }
 )
 IMAGE_CODES = frozenset({"invalidimage", "imagenotfound", "imagepullfailed", "invalidimagename"})
+
+ERRORS = ErrorClassifier(
+    service="Azure ML",
+    auth_hint="Grant the function app's managed identity the 'AzureML Data Scientist' role on "
+    "the workspace (and 'AcrPull' on the image registry), or check AZURE_CLIENT_ID",
+    refusals=(
+        Refusal(
+            matches=lambda code, text: code.lower() in QUOTA_CODES or "quota" in text.lower(),
+            what="quota exhausted",
+            hint="Request a quota increase for this VM family in the workspace's region, or "
+            "use a smaller VM size, fewer workers or the other (dedicated/low priority) tier",
+            default_code="QuotaExceeded",
+        ),
+        Refusal(
+            matches=lambda code, text: code.lower() in IMAGE_CODES or "image" in text.lower(),
+            what="cannot use the job image",
+            hint="Check WAA_IMAGE and that the workspace can pull it (AcrPull on the registry)",
+            default_code="InvalidImage",
+        ),
+    ),
+)
 
 
 def _quiet_sdk_activity_logs() -> None:
@@ -331,55 +349,14 @@ class AzureMLBackend:
     def _classify(
         self, err: BaseException, action: str, secrets: tuple[str, ...] = ()
     ) -> BackendError:
-        if is_network_error(err):
-            return TransientBackendError(
-                f"Azure ML unreachable while {action}: {type(err).__name__}", code="Network"
-            )
-        if isinstance(err, HttpResponseError):
-            status = status_code(err)
-            code = service_code(err)
-            text = redact(service_message(err), secrets)
-            if is_auth_error(err):
-                return PermanentTierError(
-                    f"Azure ML refused {action} (HTTP {status} {code}): {text}. Grant the "
-                    "function app's managed identity the 'AzureML Data Scientist' role on the "
-                    "workspace (and 'AcrPull' on the image registry), or check AZURE_CLIENT_ID",
-                    code=code or "AuthorizationFailed",
-                )
-            if is_transient(err):
-                return TransientBackendError(
-                    f"Azure ML busy while {action} (HTTP {status} {code}), the SDK's retries "
-                    f"are used up: {text}",
-                    code=code or str(status),
-                )
-            lowered = code.lower()
-            if lowered in QUOTA_CODES or "quota" in text.lower():
-                return PermanentTierError(
-                    f"Azure ML quota exhausted while {action} ({code}): {text}. Request a "
-                    "quota increase for this VM family in the workspace's region, or use a "
-                    "smaller VM size, fewer workers or the other (dedicated/low priority) tier",
-                    code=code or "QuotaExceeded",
-                )
-            if lowered in IMAGE_CODES or "image" in text.lower():
-                return PermanentTierError(
-                    f"Azure ML cannot use the job image while {action} ({code}): {text}. Check "
-                    "WAA_IMAGE and that the workspace can pull it (AcrPull on the registry)",
-                    code=code or "InvalidImage",
-                )
-            return PermanentTierError(
-                f"Azure ML rejected {action} (HTTP {status} {code}): {text}",
-                code=code or str(status),
-            )
         if isinstance(err, MlException):
-            # Client-side validation of what we asked for: retrying the same request won't help.
+            # The SDK's own client-side validation of what we asked for (never an HTTP or
+            # network error): retrying the same request won't help.
             return PermanentTierError(
                 f"Azure ML SDK rejected {action}: {redact(str(err), secrets)}",
                 code="ValidationError",
             )
-        return PermanentTierError(
-            f"unexpected error while {action}: {type(err).__name__}: {redact(str(err), secrets)}",
-            code="Unexpected",
-        )
+        return ERRORS.classify(err, action, secrets)
 
 
 def _already_exists(err: HttpResponseError) -> bool:

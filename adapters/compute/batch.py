@@ -20,12 +20,10 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from adapters.compute._azure_errors import (
-    is_auth_error,
-    is_network_error,
-    is_transient,
+    ErrorClassifier,
+    Refusal,
     redact,
     service_code,
-    service_message,
     status_code,
 )
 from domain.job_state import batch_node_failure, from_batch_task
@@ -71,6 +69,28 @@ EXISTS_CODES = frozenset({"taskexists", "jobexists", "poolexists"})
 QUOTA_HINT = re.compile(r"quota", re.IGNORECASE)
 _BATCH_ID = re.compile(r"[^A-Za-z0-9_-]")
 FALLBACK_BATCH_JOB = "waa-jobs"
+
+ERRORS = ErrorClassifier(
+    service="Azure Batch",
+    auth_hint="Check BATCH_ACCOUNT_NAME/BATCH_ACCOUNT_KEY, or grant the function app's managed "
+    "identity the 'Azure Batch Data Contributor' role on the Batch account",
+    refusals=(
+        Refusal(
+            matches=lambda code, text: bool(QUOTA_HINT.search(code) or QUOTA_HINT.search(text)),
+            what="quota reached",
+            hint="Raise the Batch account's quota (cores, pools, active jobs) or delete finished "
+            "jobs",
+            default_code="QuotaExceeded",
+        ),
+        Refusal(
+            matches=lambda code, _text: code.lower().startswith("container"),
+            what="cannot run the container",
+            hint="Check WAA_IMAGE and the pool's container configuration",
+            # Unreachable (the code starts with "container"), but a refusal always names one.
+            default_code="ContainerFailed",
+        ),
+    ),
+)
 
 
 def _text(value: Any) -> str:
@@ -417,48 +437,7 @@ class BatchBackend:
     def _classify(
         self, err: BaseException, action: str, secrets: tuple[str, ...] = ()
     ) -> BackendError:
-        secrets = (*secrets, *self._secrets)
-        if is_network_error(err):
-            return TransientBackendError(
-                f"Azure Batch unreachable while {action}: {type(err).__name__}", code="Network"
-            )
-        if isinstance(err, HttpResponseError):
-            status = status_code(err)
-            code = service_code(err)
-            text = redact(service_message(err), secrets)
-            if is_auth_error(err):
-                return PermanentTierError(
-                    f"Azure Batch refused {action} (HTTP {status} {code}): {text}. Check "
-                    "BATCH_ACCOUNT_NAME/BATCH_ACCOUNT_KEY, or grant the function app's managed "
-                    "identity the 'Azure Batch Data Contributor' role on the Batch account",
-                    code=code or "AuthorizationFailed",
-                )
-            if is_transient(err):
-                return TransientBackendError(
-                    f"Azure Batch busy while {action} (HTTP {status} {code}), the SDK's "
-                    f"retries are used up: {text}",
-                    code=code or str(status),
-                )
-            if QUOTA_HINT.search(code) or QUOTA_HINT.search(text):
-                return PermanentTierError(
-                    f"Azure Batch quota reached while {action} ({code}): {text}. Raise the "
-                    "Batch account's quota (cores, pools, active jobs) or delete finished jobs",
-                    code=code or "QuotaExceeded",
-                )
-            if code.lower().startswith("container"):
-                return PermanentTierError(
-                    f"Azure Batch cannot run the container while {action} ({code}): {text}. "
-                    "Check WAA_IMAGE and the pool's container configuration",
-                    code=code,
-                )
-            return PermanentTierError(
-                f"Azure Batch rejected {action} (HTTP {status} {code}): {text}",
-                code=code or str(status),
-            )
-        return PermanentTierError(
-            f"unexpected error while {action}: {type(err).__name__}: {redact(str(err), secrets)}",
-            code="Unexpected",
-        )
+        return ERRORS.classify(err, action, (*secrets, *self._secrets))
 
 
 def _exists(err: HttpResponseError) -> bool:
