@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import isodate
 
-from tests.fakes._http import FakeServer, Reply, Request
+from tests.fakes._faults import FaultInjectingServer
+from tests.fakes._http import Reply, Request
 
 WORKSPACE_PREFIX = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
@@ -30,13 +30,6 @@ PRIORITIES = {"Dedicated", "LowPriority"}
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Reply:
     return Reply(status, {"error": {"code": code, "message": message}}, headers or {})
-
-
-@dataclass
-class Fault:
-    reply: Reply
-    remaining: int
-    matches: Callable[[Request], bool]
 
 
 FAULTS: dict[str, Callable[[], Reply]] = {
@@ -63,9 +56,9 @@ FAULTS: dict[str, Callable[[], Reply]] = {
 }
 
 
-class FakeAzureML(FakeServer):
+class FakeAzureML(FaultInjectingServer):
     def __init__(self, *, location: str = "westeurope") -> None:
-        super().__init__(tls=True)
+        super().__init__(tls=True, canned=FAULTS, error=_error)
         self.location = location
         self.computes: dict[str, dict[str, Any]] = {}
         self.environments: dict[str, dict[str, Any]] = {}
@@ -73,36 +66,9 @@ class FakeAzureML(FakeServer):
         self.job_creates: list[str] = []
         # Run history (a separate data-plane API) is where a failed job's error text lives.
         self.run_errors: dict[str, tuple[str, str]] = {}
-        self._faults: list[Fault] = []
         self._ops = 0
 
     # --- controls for tests --------------------------------------------------------------
-    def fail_next(
-        self,
-        kind: str,
-        *,
-        count: int = 1,
-        when: Callable[[Request], bool] | None = None,
-        retry_after: str | None = None,
-    ) -> None:
-        """Answer the next `count` matching requests with a canned error of `kind`."""
-        reply = FAULTS[kind]()
-        if retry_after is not None:
-            reply.headers["Retry-After"] = retry_after
-        self._faults.append(Fault(reply, count, when or (lambda _r: True)))
-
-    def fail_next_with(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        count: int = 1,
-        when: Callable[[Request], bool] | None = None,
-    ) -> None:
-        """Answer the next matching requests with this error (e.g. one echoing the request)."""
-        self._faults.append(Fault(_error(status, code, message), count, when or (lambda _r: True)))
-
     def set_job_status(
         self, name: str, status: str, *, error: tuple[str, str] | None = None
     ) -> None:
@@ -125,10 +91,9 @@ class FakeAzureML(FakeServer):
             return Reply(200, {"api": self.url, "history": self.url, "catalog": self.url})
         if not request.headers.get("authorization", "").startswith("Bearer "):
             return _error(401, "AuthenticationFailed", "Missing bearer token.")
-        for fault in self._faults:
-            if fault.remaining > 0 and fault.matches(request):
-                fault.remaining -= 1
-                return Reply(fault.reply.status, fault.reply.body, dict(fault.reply.headers))
+        fault = self.take_fault(request)
+        if fault is not None:
+            return fault
         history = request.path.startswith("/history/v1.0")
         m = WORKSPACE_PREFIX.match(request.path.removeprefix("/history/v1.0"))
         if not m:

@@ -15,12 +15,12 @@ import datetime
 import hashlib
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import isodate
 
-from tests.fakes._http import FakeServer, Reply, Request
+from tests.fakes._faults import FaultInjectingServer
+from tests.fakes._http import Reply, Request
 
 SIGNED_HEADERS = (
     "content-encoding",
@@ -68,13 +68,6 @@ FAULTS: dict[str, Callable[[], Reply]] = {
 USABLE_NODE_STATES = {"idle", "running", "waitingforstarttask"}
 
 
-@dataclass
-class Fault:
-    reply: Reply
-    remaining: int
-    matches: Callable[[Request], bool]
-
-
 def string_to_sign(request: Request, account: str) -> str:
     """Batch's shared-key string-to-sign, computed from what arrived on the wire."""
     parts = [request.method]
@@ -94,9 +87,9 @@ def string_to_sign(request: Request, account: str) -> str:
     return text
 
 
-class FakeBatch(FakeServer):
+class FakeBatch(FaultInjectingServer):
     def __init__(self, *, account_name: str = "waabatch", account_key: str | None = None) -> None:
-        super().__init__(tls=False)
+        super().__init__(tls=False, canned=FAULTS, error=_error)
         self.account_name = account_name
         self.account_key = (
             account_key or base64.b64encode(hashlib.sha256(b"fake").digest()).decode()
@@ -107,34 +100,8 @@ class FakeBatch(FakeServer):
         self.tasks: dict[tuple[str, str], dict[str, Any]] = {}
         self.task_creates: list[str] = []
         self.auth_failures = 0
-        self._faults: list[Fault] = []
 
     # --- controls for tests ----------------------------------------------------------------
-    def fail_next(
-        self,
-        kind: str,
-        *,
-        count: int = 1,
-        when: Callable[[Request], bool] | None = None,
-        retry_after: str | None = None,
-    ) -> None:
-        reply = FAULTS[kind]()
-        if retry_after is not None:
-            reply.headers["Retry-After"] = retry_after
-        self._faults.append(Fault(reply, count, when or (lambda _r: True)))
-
-    def fail_next_with(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        count: int = 1,
-        when: Callable[[Request], bool] | None = None,
-    ) -> None:
-        """Answer the next matching requests with this error (e.g. one echoing the request)."""
-        self._faults.append(Fault(_error(status, code, message), count, when or (lambda _r: True)))
-
     def task(self, task_id: str) -> dict[str, Any]:
         matches = [t for (_, tid), t in self.tasks.items() if tid == task_id]
         assert len(matches) == 1, f"{len(matches)} tasks named {task_id}"
@@ -197,10 +164,9 @@ class FakeBatch(FakeServer):
                 "Server failed to authenticate the request. Make sure the value of "
                 "Authorization header is formed correctly including the signature.",
             )
-        for fault in self._faults:
-            if fault.remaining > 0 and fault.matches(request):
-                fault.remaining -= 1
-                return Reply(fault.reply.status, fault.reply.body, dict(fault.reply.headers))
+        fault = self.take_fault(request)
+        if fault is not None:
+            return fault
         parts = tuple(p for p in request.path.split("/") if p)
         body = request.json() if request.body else None
         match (request.method, *parts):
