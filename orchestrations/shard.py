@@ -24,7 +24,14 @@ from domain import names
 from domain.jobs import FailureKind, Tier
 from domain.naming import job_name
 from domain.outcomes import CANCELLED_BY_USER
-from domain.policy import AttemptOutcome, AttemptRecord, BreakerState, PolicyConfig, next_step
+from domain.policy import (
+    AttemptOutcome,
+    AttemptRecord,
+    BreakerState,
+    Decision,
+    PolicyConfig,
+    next_step,
+)
 
 bp = df.Blueprint()
 
@@ -63,60 +70,49 @@ def shard(context: df.DurableOrchestrationContext) -> Orchestration:
     attempts: list[AttemptRecord] = []
     close_reason = ""
 
-    state = yield context.call_activity(
-        names.PREPARE_ATTEMPT,
-        {"evaluation_id": evaluation_id, "shard_index": index, "task_ids": task_ids},
-    )
-    while True:
+    prepare = {"evaluation_id": evaluation_id, "shard_index": index, "task_ids": task_ids}
+
+    def decide(state: dict[str, Any]) -> Decision:
         if state["cancel_requested"]:
-            close_reason = CANCELLED_BY_USER
-            break
-        decision = next_step(
+            return Decision(
+                action="give_up", tier=None, delay_seconds=0.0, reason=CANCELLED_BY_USER
+            )
+        return next_step(
             config,
             attempts=attempts,
             tiers=tiers,
-            breaker=BreakerState(failures={Tier(k): v for k, v in state["breaker"].items()}),
+            breaker=_breaker(state),
             remaining_tasks=len(state["remaining"]),
             evaluation_id=evaluation_id,
             shard_index=index,
         )
-        if decision.action == "give_up":
-            close_reason = decision.reason
-            break
-        attempt = len(attempts) + 1
-        tier = decision.tier
-        assert tier is not None
-        if decision.delay_seconds > 0:
-            context.set_custom_status(_status(index, attempt, tier.value, "backing_off"))
+
+    state = yield context.call_activity(names.PREPARE_ATTEMPT, prepare)
+    while True:
+        decision = decide(state)
+        if decision.action == "submit" and decision.delay_seconds > 0:
+            assert decision.tier is not None
+            attempt = len(attempts) + 1
+            context.set_custom_status(_status(index, attempt, decision.tier.value, "backing_off"))
             if (yield from _sleep_unless_cancelled(context, decision.delay_seconds)):
                 close_reason = CANCELLED_BY_USER
                 break
             # Other shards kept failing while this one backed off: the breaker may have opened
             # for the tier chosen before the sleep. Decide again on fresh state rather than
             # send the attempt to a tier the evaluation now avoids.
-            state = yield context.call_activity(
-                names.PREPARE_ATTEMPT,
-                {"evaluation_id": evaluation_id, "shard_index": index, "task_ids": task_ids},
-            )
-            if state["cancel_requested"]:
-                close_reason = CANCELLED_BY_USER
-                break
-            breaker = BreakerState(failures={Tier(k): v for k, v in state["breaker"].items()})
-            if breaker.is_open(tier, config.breaker_threshold) or not state["remaining"]:
-                decision = next_step(
-                    config,
-                    attempts=attempts,
-                    tiers=tiers,
-                    breaker=breaker,
-                    remaining_tasks=len(state["remaining"]),
-                    evaluation_id=evaluation_id,
-                    shard_index=index,
-                )
-                if decision.action == "give_up":
-                    close_reason = decision.reason
-                    break
-                tier = decision.tier
-                assert tier is not None
+            state = yield context.call_activity(names.PREPARE_ATTEMPT, prepare)
+            if _breaker(state).is_open(decision.tier, config.breaker_threshold) or not (
+                state["remaining"] and not state["cancel_requested"]
+            ):
+                decision = decide(state)
+                if decision.action == "submit" and decision.delay_seconds > 0:
+                    continue  # the new tier wants its own backoff: sleep again first
+        if decision.action == "give_up":
+            close_reason = decision.reason
+            break
+        attempt = len(attempts) + 1
+        tier = decision.tier
+        assert tier is not None
 
         name = job_name(evaluation_id, index, attempt)
         context.set_custom_status(_status(index, attempt, tier.value, "submitting"))
@@ -203,6 +199,10 @@ def shard(context: df.DurableOrchestrationContext) -> Orchestration:
         },
     )
     return summary
+
+
+def _breaker(state: dict[str, Any]) -> BreakerState:
+    return BreakerState(failures={Tier(k): v for k, v in state["breaker"].items()})
 
 
 def _sleep_unless_cancelled(
