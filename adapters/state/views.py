@@ -13,6 +13,7 @@ from adapters.state.table_store import parse_time
 from domain.cost import DEFAULT_PROVISIONING_MINUTES, hourly_price
 from domain.jobs import JobState
 from domain.planning import expected_minutes
+from domain.progress import eta_seconds
 from domain.tasksets import TaskRef
 
 OUTCOMES = ("completed", "failed", "running", "pending", "not_run")
@@ -81,7 +82,19 @@ def evaluation_view(
         if open_tasks and active_shards == 0
         else 0.0
     )
-    eta_seconds = remaining_minutes * 60 / max(1, active_shards or workers) if open_tasks else 0.0
+    per_shard: Counter[int] = Counter()
+    for t in open_tasks:
+        per_shard[t["shard_index"]] += expected_minutes(
+            TaskRef(task_id=t["task_id"], domain=t["domain"])
+        )
+    working = [s for s in rows["shards"] if s.get("status") != "done"]
+    waiting = any(not (jobs.get(s.get("job_name", "")) or {}).get("started_at") for s in working)
+    eta = eta_seconds(
+        remaining_minutes,
+        len(working),
+        longest_shard_remaining_minutes=max(per_shard.values(), default=0.0),
+        startup_minutes=DEFAULT_PROVISIONING_MINUTES if waiting else 0.0,
+    )
     completed = counts.get("completed", 0)
     view: dict[str, Any] = {
         "evaluation_id": ev["evaluation_id"],
@@ -100,7 +113,9 @@ def evaluation_view(
             "budget_usd": ev.get("budget_usd"),
         },
         "elapsed_seconds": round((now - created).total_seconds(), 1),
-        "eta_seconds": round(eta_seconds, 1) if ev.get("state", "running") == "running" else 0.0,
+        "eta_seconds": (round(eta, 1) if eta is not None else None)
+        if ev.get("state", "running") == "running"
+        else 0.0,
         "shards": shards,
     }
     if ev.get("summary"):

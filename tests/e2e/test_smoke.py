@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from adapters.compute.simulated import FaultProfile, TierFaults
 from devhost.simulation import Simulation
@@ -11,10 +12,19 @@ def test_happy_path_every_task_completes(make_simulation: Callable[..., Simulati
     r = sim.start_evaluation({"task_set": "waa-smoke", "workers": 3})
     assert r.status_code == 202, r.text
     eid = r.json()["evaluation_id"]
-    final = sim.wait(eid, timeout=120)
+    seen: list[dict[str, Any]] = []
+    final = sim.wait(eid, timeout=120, on_progress=seen.append)
     outcomes = {t["task_id"]: t["outcome"] for t in final["tasks"]}
     assert set(outcomes.values()) == {"completed"}, final
     assert final["state"] == "completed"
+    assert final["eta_seconds"] == 0.0
+    assert final["cost"]["so_far_usd"] > 0
+    assert final["cost"]["per_completed_task_usd"] > 0
+    # While running, the status shows a positive ETA and per-shard progress.
+    running = [v for v in seen if v["state"] == "running" and v["counts"]["completed"] > 0]
+    assert running, "no status read while tasks were running"
+    assert all(v["eta_seconds"] is not None and v["eta_seconds"] > 0 for v in running)
+    assert all(s["tier"] == "azureml" for s in running[-1]["shards"])
 
 
 def _always_failing_tasks_on_azureml() -> FaultProfile:
