@@ -11,7 +11,7 @@ from azure.ai.ml import MLClient
 
 from adapters.compute.azureml import AzureMLBackend
 from domain.jobs import CapacitySpec, JobSpec, JobState, Tier
-from tests.contract.harnesses import FaultKind
+from tests.contract.harnesses import FaultKind, _specs
 from tests.fakes.azureml_server import FakeAzureML
 from tests.fakes.credentials import StaticTokenCredential
 
@@ -43,27 +43,8 @@ def make_client(fake: FakeAzureML, *, retries: int = SDK_RETRIES) -> MLClient:
 
 
 def job_spec(job_name: str, **overrides: object) -> JobSpec:
-    fields: dict[str, object] = {
-        "job_name": job_name,
-        "evaluation_id": "ev1",
-        "shard_index": 0,
-        "attempt": 1,
-        "tier": Tier.AZURE_ML,
-        "task_ids": ["t1", "t2"],
-        "vm_size": "Standard_D4s_v5",
-        "image": "waaregistry.azurecr.io/winarena:1",
-        "timeout_seconds": 7200,
-        "heartbeat_url": "https://app.example/api/heartbeats",
-        "heartbeat_token": TOKEN,
-        "environment": {
-            "WAA_TASK_IDS": "t1,t2",
-            "WAA_JOB_NAME": job_name,
-            "WAA_HEARTBEAT_URL": "https://app.example/api/heartbeats",
-        },
-        "experiment_name": "waa-ev1",
-    }
-    fields.update(overrides)
-    return JobSpec.model_validate(fields)
+    fields = {"tier": Tier.AZURE_ML, "heartbeat_token": TOKEN, **overrides}
+    return _specs.job_spec(job_name, **fields)
 
 
 @dataclass
