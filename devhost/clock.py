@@ -8,6 +8,7 @@ which callbacks are due and which one comes next.
 
 from __future__ import annotations
 
+import abc
 import heapq
 import itertools
 import logging
@@ -37,7 +38,7 @@ def _aware(when: datetime) -> datetime:
     return when.astimezone(UTC)
 
 
-class _BaseClock:
+class _BaseClock(abc.ABC):
     """Heap of callbacks plus one worker thread that runs those that are due."""
 
     def __init__(self) -> None:
@@ -51,8 +52,8 @@ class _BaseClock:
         self._worker.start()
 
     # Scheduler port
-    def now(self) -> datetime:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def now(self) -> datetime: ...
 
     def call_at(self, when: datetime, callback: Callable[[], None]) -> _Handle:
         handle = _Handle(self, _aware(when), callback)
@@ -93,8 +94,8 @@ class _BaseClock:
             self._cv.notify_all()
 
     # internals
-    def _now_locked(self) -> datetime:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _now_locked(self) -> datetime: ...
 
     def _wait_timeout(self) -> float | None:
         """How long the worker may sleep when nothing is due (None: until notified)."""

@@ -7,6 +7,7 @@ asked, because azure-core refuses bearer tokens over plain http.
 
 from __future__ import annotations
 
+import abc
 import datetime
 import ipaddress
 import json
@@ -76,7 +77,7 @@ def write_self_signed_cert(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class FakeServer:
+class FakeServer(abc.ABC):
     """Base class: subclasses implement `handle`. Use as a context manager."""
 
     def __init__(self, *, tls: bool = False) -> None:
@@ -133,8 +134,8 @@ class FakeServer:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
-    def handle(self, request: Request) -> Reply:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def handle(self, request: Request) -> Reply: ...
 
     def start(self) -> FakeServer:
         self._thread.start()
