@@ -21,7 +21,13 @@ def test_happy_path_every_task_completes(make_simulation: Callable[..., Simulati
     assert final["cost"]["so_far_usd"] > 0
     assert final["cost"]["per_completed_task_usd"] > 0
     # While running, the status shows a positive ETA and per-shard progress.
-    running = [v for v in seen if v["state"] == "running" and v["counts"]["completed"] > 0]
+    running = [
+        v
+        for v in seen
+        if v["state"] == "running"
+        and v["counts"]["completed"] > 0
+        and v["counts"]["pending"] + v["counts"]["running"] > 0
+    ]
     assert running, "no status read while tasks were running"
     assert all(v["eta_seconds"] is not None and v["eta_seconds"] > 0 for v in running)
     assert all(s["tier"] == "azureml" for s in running[-1]["shards"])
