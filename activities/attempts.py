@@ -271,6 +271,7 @@ def finish_attempt(payload: dict[str, Any]) -> dict[str, Any]:
             lambda r: None if r.get("ended_signalled") else {**r, "ended_signalled": True},
         )
         _settle_cost(store, eid, name, now)
+        store.release_tasks(eid, name)
     if outcome in FAILED_OUTCOMES:
         store.record_tier_failure(eid, tier.value, name)
 

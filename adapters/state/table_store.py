@@ -513,6 +513,20 @@ class StateStore:
 
             self._mutate(eval_partition(evaluation_id), TASK_PREFIX + task_id, change)
 
+    def release_tasks(self, evaluation_id: str, job_name: str) -> None:
+        """Tasks a job was running but never reported go back to pending when it ends."""
+        for row in self._query(eval_partition(evaluation_id), TASK_PREFIX):
+            if row.get("outcome") == "running" and row.get("job_name") == job_name:
+                self._mutate(
+                    eval_partition(evaluation_id),
+                    row["RowKey"],
+                    lambda r: (
+                        {**r, "outcome": "pending"}
+                        if r.get("outcome") == "running" and r.get("job_name") == job_name
+                        else None
+                    ),
+                )
+
     # ----------------------------------------------------------------------------- breaker
     def record_tier_failure(self, evaluation_id: str, tier: str, job_name: str) -> dict[str, int]:
         """Count one failure of `tier` in this evaluation, once per job (idempotent)."""

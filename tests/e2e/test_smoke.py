@@ -3,8 +3,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from adapters.compute.simulated import FaultProfile, TierFaults
+from adapters import runtime
+from adapters.compute.simulated import FaultProfile, NeverStarts, TierFaults
 from devhost.simulation import Simulation
+from domain.jobs import JobSpec
 
 
 def test_happy_path_every_task_completes(make_simulation: Callable[..., Simulation]) -> None:
@@ -72,3 +74,28 @@ def test_without_task_retries_a_failed_run_is_final(
     assert {t["outcome"] for t in final["tasks"]} == {"failed"}
     assert {t["failed_runs"] for t in final["tasks"]} == {0}
     assert len(sim.cloud.ledger_entries()) == 1
+
+
+def test_tasks_of_an_ended_attempt_are_not_shown_running(
+    make_simulation: Callable[..., Simulation],
+) -> None:
+    sim = make_simulation(profile="none")
+    sim.cloud.script(lambda spec: spec.attempt == 1, NeverStarts(), times=1)
+    running_at_resubmit: list[list[str]] = []
+
+    def look_when_attempt_2_is_submitted(spec: JobSpec) -> bool:
+        if spec.attempt == 2:
+            rows = runtime.services().store.get_evaluation_rows(spec.evaluation_id)
+            assert rows is not None
+            running_at_resubmit.append(
+                [t["task_id"] for t in rows["tasks"] if t["outcome"] == "running"]
+            )
+        return False
+
+    sim.cloud.script(look_when_attempt_2_is_submitted, NeverStarts())
+    r = sim.start_evaluation({"task_set": "waa-smoke", "workers": 1})
+    final = sim.wait(r.json()["evaluation_id"], timeout=120)
+    assert {t["outcome"] for t in final["tasks"]} == {"completed"}
+    # Attempt 1's job was cancelled at its start deadline: when attempt 2 is submitted, none
+    # of the shard's tasks may still be shown as running.
+    assert running_at_resubmit == [[]]
