@@ -1,0 +1,73 @@
+"""The real shard runner posting to the real heartbeat endpoint of the app on the devhost.
+
+The simulated cloud accepts the job but never starts a container (NeverStarts); the shard
+runner, started here as a process, plays that container: its first heartbeat is the
+"container started" signal, its task results are recorded, its `finished` ends the attempt.
+Real time, so nothing but the runner moves the evaluation on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from adapters.compute.simulated import NeverStarts
+from devhost.simulation import Simulation
+from domain.messages import heartbeat_token
+from domain.naming import job_name
+
+
+@pytest.fixture
+def sim(azurite_connection_string: str) -> Iterator[Simulation]:
+    simulation = Simulation(
+        connection_string=azurite_connection_string, profile="none", time_mode="real"
+    )
+    simulation.start()
+    try:
+        yield simulation
+    finally:
+        simulation.stop()
+
+
+def _wait_for_job(sim: Simulation, evaluation_id: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shard = sim.status(evaluation_id, tasks=False)["shards"][0]
+        if shard["job_name"]:
+            return str(shard["job_name"])
+        time.sleep(0.1)
+    raise AssertionError("the job was never submitted")
+
+
+def test_runner_results_reach_the_control_plane(sim: Simulation, start_runner: Any) -> None:
+    sim.cloud.script(lambda spec: True, NeverStarts())
+    tasks = ["ok-0.75", "crash-1", "ok-1"]
+    r = sim.start_evaluation(
+        {"tasks": tasks, "workers": 1, "tiers": ["azureml"], "task_retries": 0}
+    )
+    assert r.status_code == 202, r.text
+    eid = r.json()["evaluation_id"]
+    name = _wait_for_job(sim, eid)
+    assert name == job_name(eid, 0, 1)
+
+    run = start_runner(
+        tasks,
+        WAA_JOB_NAME=name,
+        WAA_HEARTBEAT_URL=f"{sim.base_url}/api/heartbeats",
+        WAA_HEARTBEAT_TOKEN=heartbeat_token(os.environ["HEARTBEAT_SECRET"], name),
+    )
+    assert run.wait(timeout=120) == 1, run.stderr  # one task crashed
+    final = sim.wait(eid, timeout=120)
+
+    by_id = {t["task_id"]: t for t in final["tasks"]}
+    assert by_id["ok-0.75"]["outcome"] == "completed" and by_id["ok-0.75"]["score"] == 0.75
+    assert by_id["ok-1"]["outcome"] == "completed" and by_id["ok-1"]["score"] == 1.0
+    assert by_id["crash-1"]["outcome"] == "failed"
+    assert "boom" in by_id["crash-1"]["reason"]
+    assert {t["attempt"] for t in final["tasks"]} == {1}
+    # The runner's token never shows in what the runner logged.
+    assert heartbeat_token(os.environ["HEARTBEAT_SECRET"], name) not in run.stderr
