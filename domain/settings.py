@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 
 class SettingsError(ValueError):
@@ -43,7 +44,11 @@ class VmHost(BaseModel):
 
 
 class AppSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    # An app setting present but empty (as local.settings.json and the portal allow) is unset:
+    # an optional one takes its default, a required one is reported missing.
+    model_config = SettingsConfigDict(
+        extra="ignore", populate_by_name=True, frozen=True, env_ignore_empty=True
+    )
 
     # --- Storage and Durable Functions -------------------------------------------------------
     storage_connection: SecretStr = Field(alias="AzureWebJobsStorage")
@@ -123,3 +128,9 @@ def load_settings() -> AppSettings:
         return AppSettings()  # type: ignore[call-arg]
     except ValidationError as err:
         raise SettingsError(_describe(err)) from None
+    except SourceError as err:
+        # pydantic-settings names the field; users know the app setting (e.g. VM_POOL is not JSON).
+        field = str(err).split('"')[1] if '"' in str(err) else ""
+        info = AppSettings.model_fields.get(field)
+        name = info.alias if info is not None and info.alias else field
+        raise SettingsError(f"app setting {name} is malformed: not valid JSON") from None
