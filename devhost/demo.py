@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -21,6 +22,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from adapters.logs import JsonFormatter
 from devhost.azurite import start_azurite
 from devhost.simulation import Simulation
 
@@ -123,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=900.0, help="wall-clock seconds per evaluation"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.ERROR)
+    log_path = Path(".devhost") / "demo-log.jsonl"
+    log_path.parent.mkdir(exist_ok=True)
+    handler = logging.FileHandler(log_path, mode="w")
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
     policies = ["resilient", "naive"] if args.policy == "both" else [args.policy]
     console.print("[bold]Starting Azurite and the local Functions host...")
@@ -150,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         azurite.stop()
     console.print(summary_table(results))
+    console.print(f"structured logs of the run: {log_path}")
     return 0
 
 

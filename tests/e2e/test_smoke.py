@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+import json
+import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from adapters import runtime
 from adapters.compute.simulated import FaultProfile, NeverStarts, TierFaults
+from adapters.logs import JsonFormatter
 from devhost.simulation import Simulation
 from domain.jobs import JobSpec
+from domain.messages import heartbeat_token
+from domain.naming import job_name
 
 
 def test_happy_path_every_task_completes(make_simulation: Callable[..., Simulation]) -> None:
@@ -99,3 +107,23 @@ def test_tasks_of_an_ended_attempt_are_not_shown_running(
     # Attempt 1's job was cancelled at its start deadline: when attempt 2 is submitted, none
     # of the shard's tasks may still be shown as running.
     assert running_at_resubmit == [[]]
+
+
+def test_logs_carry_the_ids_and_never_the_token(
+    make_simulation: Callable[..., Simulation], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    sim = make_simulation(profile="none")
+    r = sim.start_evaluation({"tasks": ["task-a"], "workers": 1})
+    eid = r.json()["evaluation_id"]
+    sim.wait(eid, timeout=120)
+    name = job_name(eid, 0, 1)
+    submitted = [rec for rec in caplog.records if rec.getMessage().startswith("job submitted")]
+    assert submitted, "no 'job submitted' record"
+    rec = submitted[0]
+    assert (rec.evaluation_id, rec.shard, rec.attempt, rec.job_name) == (eid, 0, 1, name)  # type: ignore[attr-defined]
+    line = JsonFormatter().format(rec)
+    assert json.loads(line)["job_name"] == name
+    token = heartbeat_token(os.environ["HEARTBEAT_SECRET"], name)
+    everything = "\n".join(JsonFormatter().format(r) for r in caplog.records)
+    assert token not in everything and os.environ["HEARTBEAT_SECRET"] not in everything
