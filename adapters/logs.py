@@ -18,6 +18,14 @@ def ids(**fields: Any) -> dict[str, Any]:
     return {"extra": {k: v for k, v in fields.items() if v is not None}}
 
 
+def configure_json_logging(handler: logging.Handler, level: int = logging.INFO) -> None:
+    """Structured logs for a local host: the app's records as JSON lines; the Azure SDKs'
+    per-request HTTP logging (INFO) is left out as noise."""
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.getLogger("azure").setLevel(logging.WARNING)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from adapters.logs import JsonFormatter
+from adapters.logs import configure_json_logging
 from devhost.host import DEFAULT_SETTINGS_FILE, DevHost, load_settings_file
 
 
@@ -88,9 +88,7 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     # Structured logs, one JSON object a line, with the evaluation/shard/attempt/job ids the
     # app attaches (what Application Insights shows as custom dimensions in Azure).
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    configure_json_logging(logging.StreamHandler())
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)

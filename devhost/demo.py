@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from adapters.logs import JsonFormatter
+from adapters.logs import configure_json_logging
 from devhost.azurite import start_azurite
 from devhost.simulation import Simulation
 
@@ -127,9 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     log_path = Path(".devhost") / "demo-log.jsonl"
     log_path.parent.mkdir(exist_ok=True)
-    handler = logging.FileHandler(log_path, mode="w")
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    configure_json_logging(logging.FileHandler(log_path, mode="w"))
 
     policies = ["resilient", "naive"] if args.policy == "both" else [args.policy]
     console.print("[bold]Starting Azurite and the local Functions host...")
