@@ -16,7 +16,7 @@ import azure.durable_functions as df
 
 from adapters import runtime
 from adapters.logs import ids
-from adapters.state.table_store import StateStore, utcnow_iso
+from adapters.state.table_store import FINAL_TASK_OUTCOMES, StateStore, utcnow_iso
 from domain import names
 from domain.cost import DEFAULT_PROVISIONING_MINUTES, hourly_price, job_cost
 from domain.jobs import (
@@ -38,11 +38,15 @@ HEARTBEAT_PATH = "/api/heartbeats"
 
 
 def _shard_state(store: StateStore, evaluation_id: str, task_ids: list[str]) -> dict[str, Any]:
-    evaluation = store.get_evaluation(evaluation_id) or {}
+    """What the shard decides on, from one read of the evaluation's partition."""
+    rows = store.get_evaluation_rows(evaluation_id)
+    if rows is None:
+        raise LookupError(f"evaluation {evaluation_id} has no state rows")
+    final = {t["task_id"] for t in rows["tasks"] if t.get("outcome") in FINAL_TASK_OUTCOMES}
     return {
-        "remaining": store.tasks_without_outcome(evaluation_id, task_ids),
-        "breaker": store.breaker(evaluation_id),
-        "cancel_requested": bool(evaluation.get("cancel_requested", False)),
+        "remaining": [t for t in task_ids if t not in final],
+        "breaker": rows["breaker"],
+        "cancel_requested": bool(rows["evaluation"].get("cancel_requested", False)),
     }
 
 
@@ -234,6 +238,7 @@ def finish_attempt(payload: dict[str, Any]) -> dict[str, Any]:
     outcome: str = payload["outcome"]
     fields = _log_fields(payload)
 
+    state = _shard_state(store, eid, payload["task_ids"])
     job = store.get_job(eid, name)
     if job is not None:
         final = (
@@ -250,9 +255,7 @@ def finish_attempt(payload: dict[str, Any]) -> dict[str, Any]:
         # remain, the next attempt may be submitted at once (a failover has no backoff): stop
         # this job first, so the shard never has two jobs in the cloud. Cancelling a job that
         # has already ended is a no-op on every backend.
-        leftover = outcome == "completed" and bool(
-            store.tasks_without_outcome(eid, payload["task_ids"])
-        )
+        leftover = outcome == "completed" and bool(state["remaining"])
         if (outcome != "completed" or leftover) and payload["submitted"]:
             try:
                 svc.backend(tier).cancel(name)
@@ -273,7 +276,7 @@ def finish_attempt(payload: dict[str, Any]) -> dict[str, Any]:
         _settle_cost(store, eid, name, now)
         store.release_tasks(eid, name)
     if outcome in FAILED_OUTCOMES:
-        store.record_tier_failure(eid, tier.value, name)
+        state["breaker"] = store.record_tier_failure(eid, tier.value, name)
 
     store.update_shard(
         eid,
@@ -284,7 +287,7 @@ def finish_attempt(payload: dict[str, Any]) -> dict[str, Any]:
         updated_at=utcnow_iso(now),
     )
     log.info("attempt ended: %s (%s)", outcome, payload["reason"], **fields)
-    return _shard_state(store, eid, payload["task_ids"])
+    return state
 
 
 def _settle_cost(store: StateStore, evaluation_id: str, job_name: str, now: datetime) -> None:
@@ -327,7 +330,6 @@ def close_shard(payload: dict[str, Any]) -> dict[str, Any]:
         payload["shard_index"],
         status="done",
         attempts=payload["attempts"],
-        failovers=payload["failovers"],
         reason=reason[:1000] if remaining else "",
         updated_at=utcnow_iso(now),
     )
@@ -340,5 +342,4 @@ def close_shard(payload: dict[str, Any]) -> dict[str, Any]:
         "shard_index": payload["shard_index"],
         "not_run": len(remaining),
         "attempts": payload["attempts"],
-        "failovers": payload["failovers"],
     }

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from datetime import timedelta
-from itertools import pairwise
 from typing import Any
 
 import azure.durable_functions as df
@@ -195,7 +194,6 @@ def shard(context: df.DurableOrchestrationContext) -> Orchestration:
             "task_ids": task_ids,
             "reason": close_reason or "attempts exhausted",
             "attempts": len(attempts),
-            "failovers": sum(1 for a, b in pairwise(attempts) if a.tier is not b.tier),
         },
     )
     return summary

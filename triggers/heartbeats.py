@@ -68,7 +68,7 @@ async def heartbeat(
     )
     now = runtime.now()
 
-    job, _first = store.record_heartbeat(eid, message.job_name, now)
+    job = store.record_heartbeat(eid, message.job_name, now)
     if job is None or JobState(job["state"]).is_terminal:
         return error(
             403, f"job {message.job_name} has ended; its token is no longer accepted", "job_name"
@@ -110,6 +110,5 @@ async def heartbeat(
             failure_kind=None if ok else FailureKind.JOB_FAILED,
         )
     if job is not None:
-        job = store.get_job(eid, message.job_name) or job
         await signal_ended(client, store, job)
     return json_response({"accepted": True, "kind": message.kind.value}, 202)

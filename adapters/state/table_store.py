@@ -362,13 +362,11 @@ class StateStore:
 
     def record_heartbeat(
         self, evaluation_id: str, job_name: str, at: datetime
-    ) -> tuple[dict[str, Any] | None, bool]:
-        """Note a sign of life. Returns (job row, first): `first` is True when this heartbeat
-        is the one that marked the container as started."""
-        first = False
+    ) -> dict[str, Any] | None:
+        """Note a sign of life; the first one marks the container as started. Returns the job
+        row (unchanged when the job has already ended)."""
 
         def change(row: dict[str, Any]) -> dict[str, Any] | None:
-            nonlocal first
             if JobState(row["state"]).is_terminal:
                 return None
             new = {
@@ -376,16 +374,15 @@ class StateStore:
                 "last_heartbeat_at": utcnow_iso(at),
                 "heartbeats": int(row.get("heartbeats", 0)) + 1,
             }
-            first = not row.get("started_at")
-            if first:
+            if not row.get("started_at"):
                 new["started_at"] = utcnow_iso(at)
             if JobState(row["state"]).rank < JobState.RUNNING.rank:
                 new["state"] = JobState.RUNNING.value
                 new.setdefault("running_at", utcnow_iso(at))
             return new
 
-        row, changed = self.update_job(evaluation_id, job_name, change)
-        return row, first and changed
+        row, _ = self.update_job(evaluation_id, job_name, change)
+        return row
 
     def mark_cancel_pending(self, evaluation_id: str, job_name: str) -> None:
         """A job whose cancel failed: keep it in the active partition (even though its row is
@@ -482,9 +479,10 @@ class StateStore:
         reason: str,
         at: datetime,
     ) -> int:
-        """Give every listed task still without an outcome this one. Returns how many."""
+        """Give every listed task still without an outcome this one (a task that has one keeps
+        it: the first final result wins). Returns how many."""
         closed = 0
-        for task_id in self.tasks_without_outcome(evaluation_id, task_ids):
+        for task_id in task_ids:
             if self.record_task_result(
                 evaluation_id,
                 task_id,
@@ -551,10 +549,6 @@ class StateStore:
             create={"failures": "{}", "jobs": "[]"},
         )
         return counted
-
-    def breaker(self, evaluation_id: str) -> dict[str, int]:
-        row = self._get(eval_partition(evaluation_id), "breaker")
-        return json.loads(row["failures"]) if row else {}
 
 
 _TERMINAL = frozenset(s.value for s in JobState if s.is_terminal)

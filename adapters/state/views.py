@@ -64,8 +64,7 @@ def evaluation_view(
                 if last and job and not JobState(job_state).is_terminal
                 else None,
                 "retries": max(0, int(s.get("attempt", 0)) - 1),
-                "failovers": int(s.get("failovers", 0))
-                or _failovers(rows["jobs"], s["shard_index"]),
+                "failovers": _failovers(rows["jobs"], s["shard_index"]),
                 "reason": s.get("reason", ""),
             }
         )
