@@ -84,6 +84,17 @@ def _checked(entity: dict[str, Any]) -> dict[str, Any]:
     return entity
 
 
+def _setting(fields: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    """A `_mutate` change that sets `fields` (no write when they already hold those values)."""
+
+    def change(row: dict[str, Any]) -> dict[str, Any] | None:
+        if all(row.get(k) == v for k, v in fields.items()):
+            return None
+        return {**row, **fields}
+
+    return change
+
+
 def _plain(entity: Any) -> dict[str, Any]:
     """A Table entity as a plain dict (drops the SDK's metadata wrapper)."""
     return dict(entity)
@@ -248,13 +259,7 @@ class StateStore:
         return out
 
     def update_evaluation(self, evaluation_id: str, **fields: Any) -> dict[str, Any] | None:
-        def change(row: dict[str, Any]) -> dict[str, Any] | None:
-            if all(row.get(k) == v for k, v in fields.items()):
-                return None
-            return {**row, **fields}
-
-        row, _ = self._mutate(eval_partition(evaluation_id), "evaluation", change)
-        return row
+        return self.update_evaluation_with(evaluation_id, _setting(fields))
 
     def update_evaluation_with(
         self, evaluation_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -263,12 +268,7 @@ class StateStore:
         return row
 
     def update_shard(self, evaluation_id: str, shard_index: int, **fields: Any) -> None:
-        def change(row: dict[str, Any]) -> dict[str, Any] | None:
-            if all(row.get(k) == v for k, v in fields.items()):
-                return None
-            return {**row, **fields}
-
-        self._mutate(eval_partition(evaluation_id), shard_key(shard_index), change)
+        self._mutate(eval_partition(evaluation_id), shard_key(shard_index), _setting(fields))
 
     def reserve_budget(self, evaluation_id: str, amount_usd: float) -> bool:
         """Atomically reserve `amount_usd` of the evaluation's budget; False if it would pass it."""
