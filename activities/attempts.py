@@ -51,7 +51,7 @@ def _shard_state(store: StateStore, evaluation_id: str, task_ids: list[str]) -> 
 
 
 @bp.activity_trigger(input_name="payload", activity=names.PREPARE_ATTEMPT)
-def prepare_attempt(payload: dict[str, Any]) -> dict[str, Any]:
+def prepare_attempt(payload: dict) -> dict[str, Any]:
     """What the next attempt needs: tasks still without a result, tier failures so far in this
     evaluation (the circuit breaker), and whether the user cancelled."""
     store = runtime.services().store
@@ -110,7 +110,7 @@ def _log_fields(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="payload", activity=names.SUBMIT_JOB)
-def submit_job(payload: dict[str, Any]) -> dict[str, Any]:
+def submit_job(payload: dict) -> dict[str, Any]:
     """Submit one attempt's job. Returns {"status": "submitted" | "failed" | "budget", ...};
     raises only for transient errors, which the orchestration's retry policy retries."""
     svc = runtime.services()
@@ -227,7 +227,7 @@ FAILED_OUTCOMES = {"start_timeout", "stuck", "job_failed", "submit_failed"}
 
 
 @bp.activity_trigger(input_name="payload", activity=names.FINISH_ATTEMPT)
-def finish_attempt(payload: dict[str, Any]) -> dict[str, Any]:
+def finish_attempt(payload: dict) -> dict[str, Any]:
     """Close one attempt: cancel its job unless it completed (a durable timer firing stops
     nothing in the cloud), record the job's end and cost, count a tier failure for the breaker,
     and return what the next attempt needs."""
@@ -317,7 +317,7 @@ def _settle_cost(store: StateStore, evaluation_id: str, job_name: str, now: date
 
 
 @bp.activity_trigger(input_name="payload", activity=names.CLOSE_SHARD)
-def close_shard(payload: dict[str, Any]) -> dict[str, Any]:
+def close_shard(payload: dict) -> dict[str, Any]:
     """Give every task of the shard that still has no outcome one, with the reason."""
     store = runtime.services().store
     now = runtime.now()

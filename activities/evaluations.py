@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 @bp.activity_trigger(input_name="payload", activity=names.FINALIZE_EVALUATION)
-def finalize_evaluation(payload: dict[str, Any]) -> dict[str, Any]:
+def finalize_evaluation(payload: dict) -> dict[str, Any]:
     """Make sure every task has exactly one outcome, then write the summary (idempotent)."""
     store = runtime.services().store
     now = runtime.now()
