@@ -9,9 +9,10 @@ DEMO_ARGS ?=
 
 .PHONY: setup test-setup demo serve test lint bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-worker.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python -r requirements-worker.txt
 	touch $(STAMP)
 
 node_modules/.package-lock.json: package.json package-lock.json

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from adapters.logs import configure_json_logging
 from devhost.host import DEFAULT_SETTINGS_FILE, DevHost, load_settings_file
+from devhost.worker import FunctionLoadError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,15 +62,21 @@ def serve(args: argparse.Namespace) -> int:
         load_settings_file(settings)
     # host.json names the task hub through the TASK_HUB_NAME app setting.
     task_hub = args.task_hub or os.environ.get("TASK_HUB_NAME") or "waaeval"
-    host = DevHost(
-        args.app,
-        port=args.port,
-        time_mode=args.time_mode,
-        store=args.store,
-        connection_string=args.connection_string,
-        task_hub=task_hub,
-        settings_file=settings,
-    )
+    try:
+        host = DevHost(
+            args.app,
+            port=args.port,
+            time_mode=args.time_mode,
+            store=args.store,
+            connection_string=args.connection_string,
+            task_hub=task_hub,
+            settings_file=settings,
+        )
+    except FunctionLoadError as rejected:
+        # What the Functions host shows when the worker fails the metadata request: no function
+        # is loaded at all.
+        print(f"the Python worker rejected the app: {rejected}", file=sys.stderr)
+        return 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with host:

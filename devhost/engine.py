@@ -41,6 +41,7 @@ from devhost.errors import (
 )
 from devhost.functions import FunctionIndex
 from devhost.store import ACTIVE_STATUSES, FINISHED_STATUSES, InstanceState, InstanceStore
+from devhost.worker import FunctionFailedError
 
 log = logging.getLogger(__name__)
 
@@ -621,6 +622,9 @@ class Engine:
             result: str | None = None
             try:
                 result = self.functions.invoke_activity(name, input_json)
+            except FunctionFailedError as failed:
+                # The worker's own report: "TypeName: message" and the function's stack trace.
+                failure = (failed.message, failed.stack_trace)
             except Exception as exc:
                 failure = (str(exc) or type(exc).__name__, traceback.format_exc())
             with self._cv:

@@ -126,7 +126,9 @@ class DevHost:
             self.app = _load_app(app)
             self.task_hub = task_hub
             self.index = FunctionIndex.from_app(self.app)
-            self.functions = [UserFunction.from_function(f) for f in self.index.functions]
+            self.functions = [
+                UserFunction.from_function(f, self.index.worker) for f in self.index.functions
+            ]
             for fn in self.functions:
                 if fn.trigger.type not in SERVED_TRIGGERS:
                     raise BindingError(

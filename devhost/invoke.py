@@ -1,33 +1,26 @@
-"""Calling user functions the way the Python worker does.
+"""The host side of calling user functions: bindings as the host sees them, trigger payloads as
+the host sends them, results as the host reads them.
 
-The worker binds each parameter by the binding name declared in the decorators, converts trigger
-payloads with the converters that `azure.functions` registers (the same classes the worker uses),
-runs `async def` functions on one long-lived event loop and plain functions on a worker thread.
-
-One event loop for the whole process matters: `azure-functions-durable` keeps a module-global
-aiohttp session (and an asyncio lock) bound to the loop that first used it, exactly as it would
-inside the single worker process; a fresh loop per call would break every later client call.
+The devhost plays the Functions host: it builds each trigger's payload as the host protocol's
+`TypedData` (an `RpcHttp` request, an Event Grid event's JSON, the timer's JSON, the durable
+client's binding string) and hands it to the real worker's code (`devhost.worker`), which converts
+it with the converters `azure.functions` registers, calls the function (async on the worker's
+event loop, plain functions in its thread pool) and encodes the return value.
 """
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import contextlib
-import inspect
 import json
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-import azure.functions as func
-from azure.functions import meta
 from azure.functions.decorators.function_app import Function
-from azure.functions.eventgrid import EventGridEventInConverter
-from azure.functions.http import HttpRequestConverter, HttpResponseConverter
-from azure.functions.timer import TimerRequestConverter
+
+from devhost import protos
+from devhost.worker import WorkerApp
 
 HTTP_TRIGGER = "httpTrigger"
 EVENT_GRID_TRIGGER = "eventGridTrigger"
@@ -41,40 +34,6 @@ RETURN_BINDING = "$return"
 
 class BindingError(RuntimeError):
     """A function declares a binding the devhost cannot provide."""
-
-
-_loop_lock = threading.Lock()
-_loop: asyncio.AbstractEventLoop | None = None
-
-
-def worker_loop() -> asyncio.AbstractEventLoop:
-    """The process-wide event loop that runs `async def` functions (started on first use)."""
-    global _loop
-    with _loop_lock:
-        if _loop is None or _loop.is_closed():
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(
-                target=loop.run_forever, name="devhost-worker-loop", daemon=True
-            )
-            thread.start()
-            _loop = loop
-            atexit.register(_close_client_session, loop)
-        return _loop
-
-
-def _close_client_session(loop: asyncio.AbstractEventLoop) -> None:
-    # The SDK never closes its shared aiohttp session (the worker process just exits); closing it
-    # on the loop that owns it keeps interpreter exit free of "Unclosed client session" noise.
-    from azure.durable_functions.models.utils import http_utils
-
-    with contextlib.suppress(Exception):
-        asyncio.run_coroutine_threadsafe(http_utils._close_session(), loop).result(timeout=5)
-
-
-def _run(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    if inspect.iscoroutinefunction(fn):
-        return asyncio.run_coroutine_threadsafe(fn(**kwargs), worker_loop()).result()
-    return fn(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -92,45 +51,53 @@ class UserFunction:
     name: str
     trigger: Binding
     bindings: list[Binding]
-    callable: Callable[..., Any]
-    parameters: list[str] = field(default_factory=list)
+    worker: WorkerApp = field(repr=False)
 
     @classmethod
-    def from_function(cls, function: Function) -> UserFunction:
+    def from_function(cls, function: Function, worker: WorkerApp | None = None) -> UserFunction:
+        """`function` as the host sees it; `worker` is the app the worker indexed it in (by
+        default an app of this one function, indexed by the worker's code now)."""
         trigger = function.get_trigger()
-        bindings = [_binding(b) for b in function.get_bindings()]
-        user = function.get_user_function()
         return cls(
             name=function.get_function_name(),
             trigger=_binding(trigger),
-            bindings=bindings,
-            callable=user,
-            parameters=list(inspect.signature(user).parameters),
+            bindings=[_binding(b) for b in function.get_bindings()],
+            worker=worker if worker is not None else WorkerApp([function], Path.cwd()),
         )
 
     def binding_of(self, kind: str) -> Binding | None:
         return next((b for b in self.bindings if b.type == kind), None)
 
     def check_bindable(self) -> None:
-        """Fail early, at indexing time, for a parameter the devhost would not fill."""
-        bound = {b.name for b in self.bindings if b.direction == "IN" or b.type == DURABLE_CLIENT}
-        bound.add(self.trigger.name)
-        missing = [p for p in self.parameters if p not in bound]
-        if missing:
-            kinds = ", ".join(sorted({b.type for b in self.bindings}))
+        """Fail early, at start, for a binding the devhost would not fill or write.
+
+        The worker itself has already checked that every parameter has a binding; what is left
+        is the host's side: inputs other than the trigger and the durable client, and outputs
+        other than the return value, are bindings this host does not implement.
+        """
+        unsupported = [
+            f"{b.name} ({b.type})"
+            for b in self.bindings
+            if b.name != self.trigger.name
+            and b.type != DURABLE_CLIENT
+            and not (b.direction == "OUT" and b.name == RETURN_BINDING)
+        ]
+        if unsupported:
             raise BindingError(
-                f"function {self.name!r}: parameter(s) {missing} have no binding the devhost "
-                f"supports (bindings: {kinds})"
+                f"function {self.name!r}: binding(s) {unsupported} are not supported by the devhost"
             )
 
-    def invoke(self, trigger_value: Any, *, durable_client: str | None = None) -> Any:
-        kwargs: dict[str, Any] = {self.trigger.name: trigger_value}
+    def invoke(
+        self, trigger_value: protos.TypedData, *, durable_client: str | None = None
+    ) -> protos.TypedData | None:
+        """One invocation through the worker; returns the return value's TypedData."""
+        inputs = {self.trigger.name: trigger_value}
         client = self.binding_of(DURABLE_CLIENT)
         if client is not None:
             if durable_client is None:
                 raise BindingError(f"function {self.name!r} needs a durable client binding")
-            kwargs[client.name] = durable_client
-        return _run(self.callable, kwargs)
+            inputs[client.name] = protos.TypedData(string=durable_client)
+        return self.worker.invoke(self.name, inputs)
 
 
 def _binding(b: Any) -> Binding:
@@ -139,7 +106,7 @@ def _binding(b: Any) -> Binding:
     return Binding(name=d["name"], type=d["type"], direction=direction, properties=d)
 
 
-# --- Trigger payloads, built through the azure.functions converters -----------------------------
+# --- Trigger payloads as the host sends them, results as it reads them --------------------------
 
 
 def http_request(
@@ -150,16 +117,18 @@ def http_request(
     query: Mapping[str, str],
     route_params: Mapping[str, str],
     body: bytes,
-) -> func.HttpRequest:
-    value = {
-        "method": meta.Datum(method, "string"),
-        "url": meta.Datum(url, "string"),
-        "headers": {k: meta.Datum(v, "string") for k, v in headers.items()},
-        "query": {k: meta.Datum(v, "string") for k, v in query.items()},
-        "params": {k: meta.Datum(v, "string") for k, v in route_params.items()},
-        "body": meta.Datum(body, "bytes"),
-    }
-    return HttpRequestConverter.decode(meta.Datum(value, "http"), trigger_metadata={})
+) -> protos.TypedData:
+    # The worker announces RawHttpBodyBytes, so the host sends the body as bytes.
+    return protos.TypedData(
+        http=protos.RpcHttp(
+            method=method,
+            url=url,
+            headers=dict(headers),
+            query=dict(query),
+            params=dict(route_params),
+            body=protos.TypedData(bytes=body),
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -169,29 +138,49 @@ class HttpResult:
     body: bytes
 
 
-def http_result(returned: Any) -> HttpResult:
-    """The HTTP response the host sends for a function's return value."""
-    if returned is None:
+def http_result(returned: protos.TypedData | None) -> HttpResult:
+    """The HTTP response the host sends for the worker's encoding of a return value."""
+    kind = returned.WhichOneof("data") if returned is not None else None
+    if returned is None or kind is None:
         return HttpResult(204, [], b"")
-    datum = HttpResponseConverter.encode(returned, expected_type=None)
-    if datum.type == "string":
-        return HttpResult(
-            200, [("Content-Type", "text/plain; charset=utf-8")], datum.value.encode()
-        )
-    value = datum.value
-    headers = [(k, v.value) for k, v in value["headers"].items()]
-    for cookie in value.get("cookies") or []:
-        headers.extend(("Set-Cookie", m.OutputString()) for m in cookie.values())
-    return HttpResult(int(value["status_code"].value), headers, value["body"].value or b"")
+    if kind == "string":
+        text = str(returned.string).encode()
+        return HttpResult(200, [("Content-Type", "text/plain; charset=utf-8")], text)
+    if kind != "http":
+        raise TypeError(f"an HTTP function returned {kind!r} data")
+    http = returned.http
+    headers = [(k, str(v)) for k, v in http.headers.items()]
+    headers.extend(("Set-Cookie", _set_cookie(c)) for c in http.cookies or [])
+    return HttpResult(int(http.status_code or 200), headers, _body_bytes(http.body))
 
 
-def event_grid_event(event: Mapping[str, Any]) -> func.EventGridEvent:
-    return EventGridEventInConverter.decode(
-        meta.Datum(json.dumps(event), "json"), trigger_metadata={}
-    )
+def _body_bytes(body: protos.TypedData | None) -> bytes:
+    kind = body.WhichOneof("data") if body is not None else None
+    if body is None or kind is None:
+        return b""
+    value = getattr(body, kind)
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
-def timer_request(*, past_due: bool, last: datetime | None, next_: datetime) -> func.TimerRequest:
+def _set_cookie(cookie: protos.RpcHttpCookie) -> str:
+    parts = [f"{cookie.name}={cookie.value}"]
+    for label, nullable in (("Domain", cookie.domain), ("Path", cookie.path)):
+        if nullable is not None:
+            parts.append(f"{label}={nullable.value}")
+    if cookie.max_age is not None:
+        parts.append(f"Max-Age={int(cookie.max_age.value)}")
+    if cookie.secure is not None and cookie.secure.value:
+        parts.append("Secure")
+    if cookie.http_only is not None and cookie.http_only.value:
+        parts.append("HttpOnly")
+    return "; ".join(parts)
+
+
+def event_grid_event(event: Mapping[str, Any]) -> protos.TypedData:
+    return protos.TypedData(json=json.dumps(event))
+
+
+def timer_request(*, past_due: bool, last: datetime | None, next_: datetime) -> protos.TypedData:
     info = {
         "Schedule": {"AdjustForDST": True},
         "ScheduleStatus": {
@@ -201,4 +190,4 @@ def timer_request(*, past_due: bool, last: datetime | None, next_: datetime) -> 
         },
         "IsPastDue": past_due,
     }
-    return TimerRequestConverter.decode(meta.Datum(json.dumps(info), "json"), trigger_metadata={})
+    return protos.TypedData(json=json.dumps(info))

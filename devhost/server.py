@@ -24,6 +24,7 @@ from devhost.durable_api import DURABLE_WEBHOOK_PATH, DurableHttpApi, Request, R
 from devhost.errors import EngineCrashedError
 from devhost.invoke import EVENT_GRID_TRIGGER, HTTP_TRIGGER, UserFunction
 from devhost.routes import Route, build_route, find_route
+from devhost.worker import FunctionFailedError
 
 if TYPE_CHECKING:
     from devhost.engine import Engine
@@ -104,8 +105,8 @@ class FunctionRouter:
         )
         try:
             returned = fn.invoke(request, durable_client=self.durable_api.client_binding())
-        except Exception:
-            log.exception("function %s failed", fn.name)
+        except FunctionFailedError as failed:
+            log.error("function %s failed: %s\n%s", fn.name, failed.message, failed.stack_trace)
             return Response(500)
         result = invoke.http_result(returned)
         return Response(result.status, result.headers, result.body)
@@ -137,9 +138,15 @@ class FunctionRouter:
                 fn.invoke(
                     invoke.event_grid_event(event), durable_client=self.durable_api.client_binding()
                 )
-            except Exception:
+            except FunctionFailedError as failed:
                 failures += 1
-                log.exception("Event Grid function %s failed on event %s", fn.name, event.get("id"))
+                log.error(
+                    "Event Grid function %s failed on event %s: %s\n%s",
+                    fn.name,
+                    event.get("id"),
+                    failed.message,
+                    failed.stack_trace,
+                )
         if failures:
             # Event Grid retries the whole delivery on a 5xx, as it does in Azure.
             return Response.error(500, f"{failures} of {len(events)} event(s) failed")

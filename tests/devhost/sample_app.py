@@ -46,7 +46,7 @@ async def double_async(n: int) -> int:
 
 
 @app.activity_trigger(input_name="spec")
-def flaky(spec: dict[str, Any]) -> str:
+def flaky(spec: dict) -> str:
     """Fails `spec["fail_times"]` times for `spec["key"]`, then succeeds."""
     attempt = _count(f"flaky:{spec['key']}")
     if attempt <= spec["fail_times"]:

@@ -109,7 +109,8 @@ def test_retry_attempts_exhausted(engine: Engine) -> None:
     iid = engine.start_orchestration("with_retry", json.dumps(spec))
     status = engine.wait_for(iid)
     assert status.runtime_status == "Completed"
-    assert output(status) == {"failed": "flaky failure 2 of r2 "}
+    # The reason is the worker's report of the activity's exception: "TypeName: message".
+    assert output(status) == {"failed": "RuntimeError: flaky failure 2 of r2 "}
     assert sample_app.calls["flaky:r2"] == 2
     # The SDK fails the task when the timer after the last attempt fires.
     assert shape(engine.get_status(iid, show_history=True)) == [

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -16,6 +17,7 @@ import requests
 
 from devhost.host import DevHost, load_settings_file
 from devhost.invoke import BindingError
+from devhost.worker import FunctionLoadError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,3 +104,31 @@ def test_cli_serves_the_app_and_lists_its_functions(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+def test_an_app_the_worker_rejects_never_starts() -> None:
+    app = df.DFApp()
+
+    @app.activity_trigger(input_name="payload")
+    def bad(payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
+
+    with pytest.raises(FunctionLoadError) as rejected:
+        DevHost(app)
+    assert str(rejected.value) == (
+        "cannot load the bad function: binding payload has invalid non-type annotation "
+        "dict[str, typing.Any]"
+    )
+
+
+def test_cli_refuses_an_app_the_worker_rejects_with_the_workers_message() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "devhost", "serve", "--port", "0",
+         "--app", "tests.devhost_http.rejected_app:app"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert (
+        "the Python worker rejected the app: cannot load the rejected function: binding payload "
+        "has invalid non-type annotation dict[str, typing.Any]" in proc.stderr
+    )
