@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 EVENT_GRID_WEBHOOK_PATH = "/runtime/webhooks/eventgrid"
 VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
 DEFAULT_ROUTE_PREFIX = "api"
+CLOUD_EVENTS_MEDIA_TYPES = ("application/cloudevents+json", "application/cloudevents-batch+json")
 
 
 class FunctionRouter:
@@ -112,10 +113,12 @@ class FunctionRouter:
         return Response(result.status, result.headers, result.body)
 
     def _event_grid(self, req: Request) -> Response:
-        if req.method != "POST":
-            return Response.error(405, "the Event Grid webhook accepts POST only")
         name = req.query.get("functionName")
         fn = self.event_grid_functions.get(name or "")
+        if req.method == "OPTIONS":
+            return _cloud_events_handshake(req, fn is not None)
+        if req.method != "POST":
+            return Response.error(405, "the Event Grid webhook accepts POST only")
         if fn is None:
             return Response.error(404, f"cannot find an Event Grid function named {name!r}")
         try:
@@ -126,6 +129,9 @@ class FunctionRouter:
         if not events or not all(isinstance(e, dict) for e in events):
             return Response.error(400, "the request body must be a JSON array of Event Grid events")
         kind = req.headers.get("aeg-event-type", "")
+        if not kind and _is_cloud_events(req):
+            # A CloudEvents 1.0 delivery: one event (application/cloudevents+json) or a batch.
+            kind = "Notification"
         if kind == "SubscriptionValidation":
             return _validation_response(events)
         if kind == "Unsubscribe":
@@ -151,6 +157,23 @@ class FunctionRouter:
             # Event Grid retries the whole delivery on a 5xx, as it does in Azure.
             return Response.error(500, f"{failures} of {len(events)} event(s) failed")
         return Response(202)
+
+
+def _is_cloud_events(req: Request) -> bool:
+    content_type = req.headers.get("content-type", "")
+    return content_type.split(";")[0].strip().lower() in CLOUD_EVENTS_MEDIA_TYPES
+
+
+def _cloud_events_handshake(req: Request, known_function: bool) -> Response:
+    """CloudEvents v1.0 abuse protection: Event Grid asks with OPTIONS and WebHook-Request-Origin
+    before delivering CloudEvents, instead of the SubscriptionValidation event (Event Grid docs,
+    "Endpoint validation with CloudEvents v1.0")."""
+    origin = req.headers.get("webhook-request-origin", "")
+    if not known_function:
+        return Response.error(404, "cannot find that Event Grid function")
+    if not origin:
+        return Response.error(400, "a CloudEvents validation request needs WebHook-Request-Origin")
+    return Response(200, [("WebHook-Allowed-Origin", origin), ("WebHook-Allowed-Rate", "*")])
 
 
 def _validation_response(events: list[dict[str, Any]]) -> Response:

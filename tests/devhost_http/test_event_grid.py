@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -108,3 +109,45 @@ def test_malformed_body_unknown_function_and_failing_handler(
     resp = requests.post(_url(host), json=[_event(4), failing], headers=NOTIFY, timeout=10)
     assert resp.status_code == 500
     assert [s["id"] for s in seen] == ["evt-4"]
+
+
+def test_cloud_events_delivery_and_handshake(start_host: Callable[..., DevHost]) -> None:
+    seen: list[dict[str, Any]] = []
+    app = df.DFApp()
+
+    @app.event_grid_trigger(arg_name="event")
+    def on_cloud_event(event: func.EventGridEvent) -> None:
+        # The worker's converter turns a CloudEvents payload into azure.functions' CloudEvent.
+        seen.append({"class": type(event).__name__, "type": event.type, "data": event.get_json()})
+
+    host = start_host(app)
+    url = _url(host, "on_cloud_event")
+    handshake = requests.options(
+        url, headers={"WebHook-Request-Origin": "eventgrid.azure.net"}, timeout=10
+    )
+    assert handshake.status_code == 200
+    assert handshake.headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
+
+    event = {
+        "specversion": "1.0",
+        "id": "ce-1",
+        "source": f"{WORKSPACE}/workspaces/ws",
+        "subject": "experiments/e/runs/job-1",
+        "type": "Microsoft.MachineLearningServices.RunStatusChanged",
+        "time": "2026-01-01T00:00:01Z",
+        "data": {"runId": "job-1", "runStatus": "Running"},
+    }
+    resp = requests.post(
+        url,
+        data=json.dumps(event),
+        headers={"Content-Type": "application/cloudevents+json; charset=utf-8"},
+        timeout=10,
+    )
+    assert resp.status_code == 202
+    assert seen == [
+        {
+            "class": "CloudEvent",
+            "type": "Microsoft.MachineLearningServices.RunStatusChanged",
+            "data": {"runId": "job-1", "runStatus": "Running"},
+        }
+    ]
