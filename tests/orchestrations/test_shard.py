@@ -1,0 +1,347 @@
+"""Every path of the shard orchestration, in process, on a fake Durable context (milliseconds).
+
+The activities are fakes under their real names (`domain.names`); a scripted world decides what
+each attempt's job does (starts and completes, never starts, hangs, fails, has no KVM ...) and
+raises the events the real triggers would raise (`container_started_aN`, `job_ended_aN`,
+`cancel`). What a path must do is asserted on what the orchestration did: the activities it
+called with which inputs, when (virtual time), and what it returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from domain import names
+from domain.jobs import FailureKind, Tier
+from domain.naming import job_name
+from domain.outcomes import CANCELLED_BY_USER
+from domain.policy import AttemptOutcome, PolicyConfig, backoff_seconds, counts_against_tier
+from orchestrations.shard import RUN_DEADLINE_GRACE, SUBMIT_RETRY
+from orchestrations.shard import shard as shard_function
+from tests.orchestrations.fake_durable import EPOCH, FakeDurableContext
+
+shard = shard_function.build().get_user_function().orchestrator_function
+EVALUATION = "a1b2c3d4e5f6"
+TASKS = ["t1", "t2", "t3"]
+MIN = timedelta(minutes=1)
+
+# What one attempt's job does, in the world's script.
+COMPLETES = "completes"
+NEVER_STARTS = "never_starts"
+HANGS = "hangs"  # starts, then sends nothing at all
+GOES_QUIET = "goes_quiet"  # starts, then the sweeper reports it stuck (no heartbeat)
+FAILS = "fails"
+NO_KVM = "no_kvm"  # the runner's permanent failure for the tier
+REFUSED = "refused"  # the backend refuses the submission for good (quota, auth)
+THROTTLED = "throttled"  # every submission try raises a transient error
+OVER_BUDGET = "over_budget"
+
+
+@dataclass
+class World:
+    """The state store and the cloud, as the shard's activities see them."""
+
+    ctx: FakeDurableContext
+    script: list[str]
+    remaining: list[str] = field(default_factory=lambda: list(TASKS))
+    breaker: dict[str, int] = field(default_factory=dict)
+    cancel_requested: bool = False
+    cancel_failures: int = 0  # finish_attempt calls (not best effort) that raise first
+    on_prepare: Callable[[World, int], None] | None = None
+    prepares: int = 0
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "remaining": list(self.remaining),
+            "breaker": dict(self.breaker),
+            "cancel_requested": self.cancel_requested,
+        }
+
+    def prepare_attempt(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.prepares += 1
+        if self.on_prepare is not None:
+            self.on_prepare(self, self.prepares)
+        return self.state()
+
+    def submit_job(self, payload: dict[str, Any]) -> dict[str, Any]:
+        attempt = payload["attempt"]
+        behaviour = self.script[attempt - 1] if attempt <= len(self.script) else COMPLETES
+        started, ended = names.started_event(attempt), names.ended_event(attempt)
+        if behaviour == THROTTLED:
+            raise RuntimeError("SubmissionError: 429 Too Many Requests")
+        if behaviour == OVER_BUDGET:
+            return {"status": "budget", "reason": "budget exhausted: no", "failure_kind": None}
+        if behaviour == REFUSED:
+            kind = FailureKind.PERMANENT_FOR_TIER.value
+            return {"status": "failed", "reason": "quota exceeded", "failure_kind": kind}
+        if behaviour in (COMPLETES, HANGS, GOES_QUIET, FAILS):
+            self.ctx.raise_event(started, {"attempt": attempt}, after=4 * MIN)
+        if behaviour == COMPLETES:
+            self.ctx.raise_event(ended, {"state": "completed"}, after=30 * MIN)
+            self.remaining = []
+        elif behaviour == GOES_QUIET:
+            stuck = {"state": "failed", "stuck": True, "reason": "no heartbeat for 10 min"}
+            self.ctx.raise_event(ended, stuck, after=20 * MIN)
+        elif behaviour == FAILS:
+            self.ctx.raise_event(ended, {"state": "failed", "reason": "exit 1"}, after=15 * MIN)
+        elif behaviour == NO_KVM:
+            failed = {
+                "state": "failed",
+                "reason": "no /dev/kvm",
+                "failure_kind": FailureKind.PERMANENT_FOR_TIER.value,
+            }
+            self.ctx.raise_event(ended, failed, after=2 * MIN)
+        return {"status": "submitted", "reason": "", "failure_kind": None}
+
+    def finish_attempt(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.cancel_failures and not payload.get("cancel_best_effort"):
+            self.cancel_failures -= 1
+            raise RuntimeError("CancelError: the backend refused the cancel")
+        if counts_against_tier(AttemptOutcome(payload["outcome"])):
+            self.breaker[payload["tier"]] = self.breaker.get(payload["tier"], 0) + 1
+        return self.state()
+
+    def close_shard(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "shard_index": payload["shard_index"],
+            "not_run": len(self.remaining),
+            "attempts": payload["attempts"],
+            "reason": payload["reason"],
+        }
+
+
+def run_shard(
+    script: list[str],
+    *,
+    tiers: tuple[Tier, ...] = (Tier.AZURE_ML, Tier.BATCH, Tier.VM),
+    policy: PolicyConfig | None = None,
+    setup: Callable[[World], None] | None = None,
+) -> tuple[dict[str, Any], World]:
+    ctx = FakeDurableContext(
+        {
+            "evaluation_id": EVALUATION,
+            "shard_index": 0,
+            "task_ids": TASKS,
+            "tiers": [t.value for t in tiers],
+            "policy": (policy or PolicyConfig()).model_dump(mode="json"),
+            "job": {"image": "winarena:latest", "vm_size": "Standard_D4s_v5"},
+        },
+        instance_id=f"{EVALUATION}:s0",
+    )
+    world = World(ctx, script)
+    if setup is not None:
+        setup(world)
+    ctx.activities = {
+        names.PREPARE_ATTEMPT: world.prepare_attempt,
+        names.SUBMIT_JOB: world.submit_job,
+        names.FINISH_ATTEMPT: world.finish_attempt,
+        names.CLOSE_SHARD: world.close_shard,
+    }
+    return ctx.run(shard), world
+
+
+def outcomes(world: World) -> list[tuple[str, str]]:
+    """(tier, outcome) of every attempt, from what finish_attempt was told."""
+    return [
+        (f["tier"], f["outcome"])
+        for f in world.ctx.calls_of(names.FINISH_ATTEMPT)
+        if not f.get("cancel_best_effort")
+    ]
+
+
+def submissions(world: World) -> list[dict[str, Any]]:
+    """One entry per attempt (a retried submission counts once)."""
+    seen: dict[int, dict[str, Any]] = {}
+    for s in world.ctx.calls_of(names.SUBMIT_JOB):
+        seen.setdefault(s["attempt"], s)
+    return list(seen.values())
+
+
+def test_a_job_that_completes_closes_the_shard_after_one_attempt() -> None:
+    summary, world = run_shard([COMPLETES])
+    assert outcomes(world) == [("azureml", "completed")]
+    assert summary == {"shard_index": 0, "not_run": 0, "attempts": 1, "reason": "no tasks remain"}
+    (submitted,) = submissions(world)
+    assert submitted["job_name"] == job_name(EVALUATION, 0, 1)
+    assert submitted["task_ids"] == TASKS
+    assert submitted["failover"] is False
+    assert world.ctx.custom_status == {"shard": 0, "attempt": 1, "tier": None, "phase": "closing"}
+
+
+def test_start_deadline_cancels_and_backs_off_before_the_next_attempt() -> None:
+    config = PolicyConfig()
+    summary, world = run_shard([NEVER_STARTS, COMPLETES])
+    assert outcomes(world) == [("azureml", "start_timeout"), ("azureml", "completed")]
+    finish = world.ctx.calls_of(names.FINISH_ATTEMPT)[0]
+    assert finish["reason"] == "container did not start within 10 min (no heartbeat)"
+    assert finish["submitted"] is True
+    # The second submission waits the start deadline, then the jittered first backoff.
+    times = [t for t, name, _ in world.ctx.calls if name == names.SUBMIT_JOB]
+    expected = timedelta(seconds=config.container_start_timeout_seconds) + timedelta(
+        seconds=backoff_seconds(config, EVALUATION, 0, 1)
+    )
+    assert times[1] - times[0] == expected
+    assert summary["not_run"] == 0
+
+
+def test_a_job_that_hangs_silently_is_stopped_at_the_run_deadline() -> None:
+    config = PolicyConfig(job_timeout_seconds=3600)
+    _, world = run_shard([HANGS, COMPLETES], policy=config)
+    assert outcomes(world) == [("azureml", "stuck"), ("azureml", "completed")]
+    finish = world.ctx.calls_of(names.FINISH_ATTEMPT)[0]
+    assert finish["reason"] == "job still running past its 1 h deadline"
+    finished_at = next(t for t, n, _ in world.ctx.calls if n == names.FINISH_ATTEMPT)
+    assert finished_at == EPOCH + timedelta(hours=1) + RUN_DEADLINE_GRACE
+
+
+def test_a_job_reported_stuck_by_the_sweeper_is_retried() -> None:
+    _, world = run_shard([GOES_QUIET, COMPLETES])
+    assert outcomes(world) == [("azureml", "stuck"), ("azureml", "completed")]
+    assert world.ctx.calls_of(names.FINISH_ATTEMPT)[0]["reason"] == "no heartbeat for 10 min"
+
+
+def test_tier_out_of_attempts_fails_over_to_the_next_tier_at_once() -> None:
+    _, world = run_shard([NEVER_STARTS, NEVER_STARTS, COMPLETES])
+    assert outcomes(world) == [
+        ("azureml", "start_timeout"),
+        ("azureml", "start_timeout"),
+        ("batch", "completed"),
+    ]
+    third = submissions(world)[2]
+    assert third["tier"] == "batch" and third["failover"] is True
+    finish_2 = [t for t, n, _ in world.ctx.calls if n == names.FINISH_ATTEMPT][1]
+    submit_3 = [t for t, n, _ in world.ctx.calls if n == names.SUBMIT_JOB][-1]
+    assert submit_3 == finish_2  # a failover does not back off
+
+
+def test_no_nested_virtualization_is_permanent_for_the_tier() -> None:
+    _, world = run_shard([NO_KVM, COMPLETES])
+    assert outcomes(world) == [("azureml", "job_failed"), ("batch", "completed")]
+
+
+def test_a_refused_submission_fails_over_without_waiting_for_a_container() -> None:
+    _, world = run_shard([REFUSED, COMPLETES])
+    assert outcomes(world) == [("azureml", "submit_failed"), ("batch", "completed")]
+    assert world.ctx.calls_of(names.FINISH_ATTEMPT)[0]["submitted"] is False
+
+
+def test_throttled_submissions_are_retried_by_the_retry_policy_then_count_as_a_failure() -> None:
+    _, world = run_shard([THROTTLED, COMPLETES])
+    tries = [s for s in world.ctx.calls_of(names.SUBMIT_JOB) if s["attempt"] == 1]
+    assert len(tries) == SUBMIT_RETRY.max_number_of_attempts
+    first = world.ctx.calls_of(names.FINISH_ATTEMPT)[0]
+    assert first["outcome"] == "submit_failed"
+    assert first["reason"] == "submission failed: SubmissionError: 429 Too Many Requests"
+    assert outcomes(world)[-1] == ("azureml", "completed")
+
+
+def test_an_open_breaker_found_after_the_backoff_sends_the_attempt_elsewhere() -> None:
+    def other_shards_fail_meanwhile(world: World, prepares: int) -> None:
+        if prepares == 2:  # the re-read after the first backoff
+            world.breaker["azureml"] = PolicyConfig().breaker_threshold
+
+    _, world = run_shard(
+        [FAILS, COMPLETES], setup=lambda w: setattr(w, "on_prepare", other_shards_fail_meanwhile)
+    )
+    assert [s["tier"] for s in submissions(world)] == ["azureml", "batch"]
+    assert world.prepares == 2
+
+
+def test_the_breaker_open_for_every_tier_gives_up_before_submitting() -> None:
+    def all_open(world: World) -> None:
+        world.breaker = {t.value: PolicyConfig().breaker_threshold for t in Tier}
+
+    summary, world = run_shard([COMPLETES], setup=all_open)
+    assert submissions(world) == []
+    assert summary["reason"].startswith("no compute tier left")
+    assert summary["not_run"] == len(TASKS)
+
+
+def test_budget_stops_the_shard_with_its_reason() -> None:
+    summary, world = run_shard([OVER_BUDGET])
+    assert outcomes(world) == []
+    assert summary["reason"] == "budget exhausted: no"
+    assert summary["attempts"] == 0
+
+
+def test_cancel_during_the_backoff_ends_the_shard_without_another_job() -> None:
+    def cancel_soon(world: World) -> None:
+        world.ctx.raise_event(names.CANCEL_EVENT, None, after=11 * MIN)
+
+    summary, world = run_shard([NEVER_STARTS, COMPLETES], setup=cancel_soon)
+    assert len(submissions(world)) == 1
+    assert summary["reason"] == CANCELLED_BY_USER
+    # The backoff's timer lost the race and was cancelled (a timer left running would keep the
+    # instance alive until it fires).
+    backoff_timer = world.ctx.timers[-1]
+    assert backoff_timer.cancelled
+
+
+def test_cancel_while_the_job_runs_cancels_that_job() -> None:
+    def cancel_soon(world: World) -> None:
+        world.ctx.raise_event(names.CANCEL_EVENT, None, after=10 * MIN)
+
+    summary, world = run_shard([HANGS], setup=cancel_soon)
+    assert outcomes(world) == [("azureml", "cancelled")]
+    assert summary["reason"] == CANCELLED_BY_USER
+
+
+def test_a_cancel_requested_before_the_first_attempt_submits_nothing() -> None:
+    summary, world = run_shard([COMPLETES], setup=lambda w: setattr(w, "cancel_requested", True))
+    assert submissions(world) == []
+    assert summary["reason"] == CANCELLED_BY_USER
+
+
+def test_a_failed_cancel_is_retried_and_then_left_to_the_sweeper() -> None:
+    retries = 5  # CANCEL_RETRY's attempts: every one of them refused
+
+    _, world = run_shard(
+        [NEVER_STARTS, COMPLETES], setup=lambda w: setattr(w, "cancel_failures", retries)
+    )
+    finishes = world.ctx.calls_of(names.FINISH_ATTEMPT)
+    first_attempt = [f for f in finishes if f["attempt"] == 1]
+    assert len(first_attempt) == retries + 1
+    assert first_attempt[-1]["cancel_best_effort"] is True
+    assert outcomes(world)[-1] == ("azureml", "completed")
+
+
+def test_attempts_are_capped_by_max_attempts() -> None:
+    config = PolicyConfig(max_attempts=3)
+    summary, world = run_shard([NEVER_STARTS] * 5, policy=config)
+    assert len(submissions(world)) == 3
+    assert summary["reason"].startswith("attempts exhausted: 3 attempt(s)")
+    assert summary["not_run"] == len(TASKS)
+
+
+def test_only_tasks_without_a_result_are_resubmitted() -> None:
+    def partial(world: World) -> None:
+        original = world.submit_job
+
+        def first_job_finishes_one_task(payload: dict[str, Any]) -> dict[str, Any]:
+            if payload["attempt"] == 1:
+                world.remaining = ["t2", "t3"]
+            return original(payload)
+
+        world.submit_job = first_job_finishes_one_task  # type: ignore[method-assign]
+
+    _, world = run_shard([FAILS, COMPLETES], setup=partial)
+    assert [s["task_ids"] for s in submissions(world)] == [TASKS, ["t2", "t3"]]
+
+
+@pytest.mark.parametrize("tiers", [(Tier.VM,), (Tier.BATCH, Tier.VM)])
+def test_the_first_attempt_goes_to_the_first_configured_tier(tiers: tuple[Tier, ...]) -> None:
+    _, world = run_shard([COMPLETES], tiers=tiers)
+    assert submissions(world)[0]["tier"] == tiers[0].value
+
+
+def test_without_a_start_deadline_a_job_that_never_starts_waits_for_the_run_deadline() -> None:
+    config = PolicyConfig(start_deadline_enabled=False, job_timeout_seconds=4 * 3600)
+    _, world = run_shard([NEVER_STARTS, COMPLETES], policy=config)
+    assert outcomes(world)[0] == ("azureml", "stuck")
+    finished_at = next(t for t, n, _ in world.ctx.calls if n == names.FINISH_ATTEMPT)
+    assert finished_at == EPOCH + timedelta(hours=4) + RUN_DEADLINE_GRACE
