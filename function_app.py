@@ -1,11 +1,14 @@
-"""Composition root: create the Durable Functions app and register every blueprint. Nothing else."""
+"""Composition root: create the Durable Functions app and register every blueprint; switch on
+telemetry when APPLICATIONINSIGHTS_CONNECTION_STRING is set (a no-op otherwise)."""
 
 import azure.durable_functions as df
 
 from activities import attempts, evaluations
+from adapters.telemetry import configure_telemetry
 from orchestrations import evaluation, shard
 from triggers import aml_events, heartbeats, http_api, sweeper
 
+configure_telemetry()  # where the Functions OpenTelemetry how-to configures it: app import
 app = df.DFApp()
 for module in (evaluation, shard, attempts, evaluations, http_api, heartbeats, aml_events, sweeper):
     app.register_functions(module.bp)

@@ -1,8 +1,9 @@
 """Structured logging: every record about a job carries its ids as fields.
 
 Usage: `log.info("job submitted", **ids(evaluation_id=e, shard=s, attempt=a, job_name=j))`.
-In Azure the fields become custom dimensions; the local host prints them as JSON. Never pass
-secrets (tokens, keys, connection strings) as fields or in messages.
+In Azure the fields become custom dimensions through OpenTelemetry's logging handler (the worker's
+own log forwarding drops them; see adapters.telemetry); the local host prints them as JSON. Never
+pass secrets (tokens, keys, connection strings) as fields or in messages.
 """
 
 from __future__ import annotations
@@ -20,9 +21,17 @@ def ids(**fields: Any) -> dict[str, Any]:
 
 def configure_json_logging(handler: logging.Handler, level: int = logging.INFO) -> None:
     """Structured logs for a local host: the app's records as JSON lines; the Azure SDKs'
-    per-request HTTP logging (INFO) is left out as noise."""
+    per-request HTTP logging (INFO) is left out as noise. Replaces the root logger's handlers,
+    except OpenTelemetry's (adapters.telemetry), so with telemetry on the same records go to
+    both."""
     handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if not type(old).__module__.startswith("opentelemetry."):
+            root.removeHandler(old)
+            old.close()
+    root.addHandler(handler)
+    root.setLevel(level)
     logging.getLogger("azure").setLevel(logging.WARNING)
 
 

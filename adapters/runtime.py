@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from adapters.compute.base import ComputeBackend
 from adapters.state.table_store import StateStore
+from adapters.telemetry import traced
 from domain.clock import Scheduler
 from domain.jobs import Tier
 from domain.settings import AppSettings, load_settings
@@ -40,7 +41,8 @@ class Services:
     def backend(self, tier: Tier) -> ComputeBackend:
         with self._lock:
             if tier not in self._backends:
-                self._backends[tier] = _make_backend(self.settings, tier)
+                # Every tier's submit/status/cancel calls become spans (adapters.telemetry).
+                self._backends[tier] = traced(_make_backend(self.settings, tier))
             return self._backends[tier]
 
 
