@@ -14,7 +14,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from adapters import runtime
+from adapters import runtime, telemetry
 from adapters.logs import ids
 from adapters.state.table_store import FINAL_TASK_OUTCOMES, StateStore, utcnow_iso
 from domain import names
@@ -130,7 +130,7 @@ def submit_job(payload: dict) -> dict[str, Any]:
                 "reason": "budget exhausted: the next job's projected cost would pass budget_usd",
                 "failure_kind": None,
             }
-        existing, _ = store.register_job(
+        existing, registered = store.register_job(
             {
                 "job_name": name,
                 "evaluation_id": eid,
@@ -148,6 +148,8 @@ def submit_job(payload: dict) -> dict[str, Any]:
                 "task_retries": int(payload["task_retries"]),
             }
         )
+        if registered and payload.get("failover"):
+            telemetry.failover(tier.value)
     if JobState(existing["state"]).is_terminal:
         # A re-delivery after the attempt already failed permanently: report it again.
         return {
@@ -198,6 +200,8 @@ def submit_job(payload: dict) -> dict[str, Any]:
         updated_at=utcnow_iso(now),
     )
     log.info("job submitted (created=%s)", result.created, **fields)
+    if result.created:
+        telemetry.job_submitted(tier.value)
     return {"status": "submitted", "reason": "", "failure_kind": None}
 
 
@@ -250,7 +254,11 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
         # Record the orchestration's verdict before cancelling: the cancel makes the backend
         # report the job as cancelled at once, and a sweep reconciling that state (or its
         # Event Grid event) must not overwrite why the attempt really ended.
-        store.advance_job(eid, name, final, at=now, detail=payload["reason"], failure_kind=kind)
+        _, ended_now = store.advance_job(
+            eid, name, final, at=now, detail=payload["reason"], failure_kind=kind
+        )
+        if ended_now and outcome == "start_timeout":
+            telemetry.start_deadline_hit(tier.value)
         # A runner that reported "finished" leaves a container that is still exiting. If tasks
         # remain, the next attempt may be submitted at once (a failover has no backoff): stop
         # this job first, so the shard never has two jobs in the cloud. Cancelling a job that
@@ -303,8 +311,9 @@ def _settle_cost(store: StateStore, evaluation_id: str, job_name: str, now: date
         settled.update(cost=cost, reserved=float(row.get("reserved_usd", 0.0)))
         return {**row, "cost_usd": cost}
 
-    _, changed = store.update_job(evaluation_id, job_name, change)
-    if changed:
+    job, changed = store.update_job(evaluation_id, job_name, change)
+    if changed and job is not None:
+        telemetry.job_cost(job)
 
         def money(row: dict[str, Any]) -> dict[str, Any]:
             return {

@@ -14,7 +14,7 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import ValidationError
 
-from adapters import runtime
+from adapters import runtime, telemetry
 from adapters.logs import ids
 from domain.jobs import FailureKind, JobState
 from domain.messages import JobMessage, MessageKind, token_matches
@@ -73,6 +73,8 @@ async def heartbeat(
         return error(
             403, f"job {message.job_name} has ended; its token is no longer accepted", "job_name"
         )
+    if int(job.get("heartbeats", 0)) == 1:  # this very heartbeat marked the container started
+        telemetry.job_started(str(job["tier"]))
     await signal_started(client, store, job)
 
     if message.kind is MessageKind.TASK_RESULT and message.task_result is not None:

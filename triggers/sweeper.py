@@ -17,7 +17,7 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from adapters import runtime
+from adapters import runtime, telemetry
 from adapters.logs import ids
 from adapters.state.table_store import parse_time
 from domain import names
@@ -135,6 +135,8 @@ async def _sweep_job(
         )
         if row is not None:
             await signal_ended(client, store, row)
+        if changed:
+            telemetry.job_stuck(str(job["tier"]))
         return "stuck" if changed else None
 
     try:
