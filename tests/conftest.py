@@ -37,3 +37,7 @@ def _no_real_azure(monkeypatch: pytest.MonkeyPatch) -> None:
     # Belt and braces: nothing in a test may reach the internet or a real Azure endpoint.
     monkeypatch.setenv("AZURE_IDENTITY_DISABLE_MULTITENANTAUTH", "1")
     os.environ.pop("MSI_ENDPOINT", None)
+    # A developer's shell may carry a real Application Insights connection string: importing
+    # the app would then configure the real exporter and send telemetry to Azure.
+    monkeypatch.delenv("APPLICATIONINSIGHTS_CONNECTION_STRING", raising=False)
+    monkeypatch.delenv("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", raising=False)
