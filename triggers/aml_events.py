@@ -18,6 +18,7 @@ from domain import names
 from domain.job_state import from_azureml
 from domain.jobs import FailureKind, JobState
 from domain.messages import AML_RUN_COMPLETED, AML_RUN_STATUS_CHANGED
+from triggers.offload import off_loop
 from triggers.signals import signal_ended
 
 bp = df.Blueprint()
@@ -36,8 +37,8 @@ async def aml_job_events(event: func.EventGridEvent, client: df.DurableOrchestra
     status = str(
         data.get("runStatus") or ("Completed" if event.event_type == AML_RUN_COMPLETED else "")
     )
-    store = runtime.services().store
-    index = store.lookup_job(run_id) if run_id else None
+    store = (await off_loop(runtime.services)).store
+    index = await off_loop(store.lookup_job, run_id) if run_id else None
     if index is None:
         log.info("event for unknown job %r acknowledged", run_id)
         return
@@ -47,7 +48,8 @@ async def aml_job_events(event: func.EventGridEvent, client: df.DurableOrchestra
         evaluation_id=eid, shard=index["shard_index"], attempt=index["attempt"], job_name=run_id
     )
     kind = FailureKind.JOB_FAILED if state is JobState.FAILED else None
-    job, changed = store.advance_job(
+    job, changed = await off_loop(
+        store.advance_job,
         eid,
         run_id,
         state,

@@ -20,6 +20,7 @@ from domain.jobs import FailureKind, JobState
 from domain.messages import JobMessage, MessageKind, token_matches
 from domain.policy import classify_runner_report
 from triggers.http_api import error, json_response
+from triggers.offload import off_loop
 from triggers.signals import signal_ended, signal_started
 
 bp = df.Blueprint()
@@ -49,14 +50,14 @@ async def heartbeat(
     if isinstance(parsed, func.HttpResponse):
         return parsed
     message = parsed
-    svc = runtime.services()
+    svc = await off_loop(runtime.services)
     if not token_matches(
         svc.settings.heartbeat_secret.get_secret_value(), message.job_name, auth[7:].strip()
     ):
         return error(403, "Authorization: the token is not valid for this job", "Authorization")
 
     store = svc.store
-    index = store.lookup_job(message.job_name)
+    index = await off_loop(store.lookup_job, message.job_name)
     if index is None:
         return error(404, f"job_name: no job {message.job_name!r}", "job_name")
     eid = index["evaluation_id"]
@@ -68,7 +69,7 @@ async def heartbeat(
     )
     now = runtime.now()
 
-    job = store.record_heartbeat(eid, message.job_name, now)
+    job = await off_loop(store.record_heartbeat, eid, message.job_name, now)
     if job is None or JobState(job["state"]).is_terminal:
         return error(
             403, f"job {message.job_name} has ended; its token is no longer accepted", "job_name"
@@ -79,7 +80,8 @@ async def heartbeat(
 
     if message.kind is MessageKind.TASK_RESULT and message.task_result is not None:
         r = message.task_result
-        recorded = store.record_task_result(
+        recorded = await off_loop(
+            store.record_task_result,
             eid,
             r.task_id,
             outcome=r.status.value,
@@ -95,13 +97,20 @@ async def heartbeat(
     elif message.kind is MessageKind.FAILURE and message.failure is not None:
         kind = classify_runner_report(message.failure)
         detail = f"{message.failure.code.value}: {message.failure.message}"
-        job, _ = store.advance_job(
-            eid, message.job_name, JobState.FAILED, at=now, detail=detail, failure_kind=kind
+        job, _ = await off_loop(
+            store.advance_job,
+            eid,
+            message.job_name,
+            JobState.FAILED,
+            at=now,
+            detail=detail,
+            failure_kind=kind,
         )
         log.warning("runner reported failure: %s", detail, **fields)
     elif message.kind is MessageKind.FINISHED:
         ok = message.exit_code == 0
-        job, _ = store.advance_job(
+        job, _ = await off_loop(
+            store.advance_job,
             eid,
             message.job_name,
             JobState.COMPLETED if ok else JobState.FAILED,

@@ -25,6 +25,7 @@ from domain.naming import new_evaluation_id, shard_instance_id
 from domain.planning import plan_shards
 from domain.policy import PolicyConfig
 from domain.requests import EvaluationRequest, RequestError, parse_evaluation_request, resolve_tasks
+from triggers.offload import off_loop
 
 bp = df.Blueprint()
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def _orchestration_input(
 async def start_evaluation(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
-    svc = runtime.services()
+    svc = await off_loop(runtime.services)
     try:
         request = parse_evaluation_request(req.get_body(), svc.settings.max_workers)
     except RequestError as err:
@@ -101,7 +102,9 @@ async def start_evaluation(
     store = svc.store
     if request.idempotency_key:
         evaluation_id = new_evaluation_id(b"idempotency:" + request.idempotency_key.encode())
-        evaluation_id = store.claim_idempotency_key(request.idempotency_key, evaluation_id, now)
+        evaluation_id = await off_loop(
+            store.claim_idempotency_key, request.idempotency_key, evaluation_id, now
+        )
     else:
         evaluation_id = new_evaluation_id(uuid.uuid4().bytes)
     fields = ids(evaluation_id=evaluation_id)
@@ -136,7 +139,8 @@ async def start_evaluation(
     }
     if request.budget_usd is not None:
         evaluation_row["budget_usd"] = request.budget_usd
-    store.create_evaluation(
+    await off_loop(
+        store.create_evaluation,
         evaluation_row,
         [
             {
@@ -215,7 +219,8 @@ async def get_evaluation(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
     evaluation_id = req.route_params["evaluation_id"]
-    rows = runtime.services().store.get_evaluation_rows(evaluation_id)
+    store = (await off_loop(runtime.services)).store
+    rows = await off_loop(store.get_evaluation_rows, evaluation_id)
     if rows is None:
         return error(404, f"evaluation_id: no evaluation {evaluation_id!r}", "evaluation_id")
     include_tasks = req.params.get("tasks", "true").lower() != "false"
@@ -235,13 +240,13 @@ async def cancel_evaluation(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
     evaluation_id = req.route_params["evaluation_id"]
-    store = runtime.services().store
-    evaluation = store.get_evaluation(evaluation_id)
+    store = (await off_loop(runtime.services)).store
+    evaluation = await off_loop(store.get_evaluation, evaluation_id)
     if evaluation is None:
         return error(404, f"evaluation_id: no evaluation {evaluation_id!r}", "evaluation_id")
     if evaluation.get("state", "running") != "running":
         return error(409, f"evaluation {evaluation_id} already ended ({evaluation.get('state')})")
-    store.update_evaluation(evaluation_id, cancel_requested=True)
+    await off_loop(store.update_evaluation, evaluation_id, cancel_requested=True)
     # Every shard waits on the cancel event in each of its waits; one that is between waits
     # sees the flag in its next activity.
     for index in range(int(evaluation["shard_count"])):

@@ -17,6 +17,7 @@ from adapters.logs import ids
 from adapters.state.table_store import StateStore
 from domain import names
 from domain.jobs import JobState
+from triggers.offload import off_loop
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ async def signal_started(
         {"job_name": job["job_name"]},
     )
     if raised:
-        store.update_job(
+        await off_loop(
+            store.update_job,
             job["evaluation_id"],
             job["job_name"],
             lambda r: {**r, "started_signalled": True} if not r.get("started_signalled") else None,
@@ -70,7 +72,8 @@ async def signal_ended(
         client, job["instance_id"], names.ended_event(int(job["attempt"])), payload
     )
     if raised:
-        store.update_job(
+        await off_loop(
+            store.update_job,
             job["evaluation_id"],
             job["job_name"],
             lambda r: {**r, "ended_signalled": True} if not r.get("ended_signalled") else None,

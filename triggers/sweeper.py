@@ -22,6 +22,7 @@ from adapters.logs import ids
 from adapters.state.table_store import parse_time
 from domain import names
 from domain.jobs import BackendError, FailureKind, JobNotFoundError, JobState, Tier
+from triggers.offload import off_loop
 from triggers.signals import signal_ended
 
 bp = df.Blueprint()
@@ -44,31 +45,37 @@ async def stuck_job_sweeper(
 
 
 async def sweep(client: df.DurableOrchestrationClient) -> dict[str, int]:
-    svc = runtime.services()
+    svc = await off_loop(runtime.services)
     store = svc.store
     report = {"orphans": 0, "stuck": 0, "reconciled": 0, "cleaned": 0}
-    for active in store.active_jobs():
+    for active in await off_loop(store.active_jobs):
         name, eid = active["RowKey"], active["evaluation_id"]
         fields = ids(
             evaluation_id=eid, shard=active["shard_index"], attempt=active["attempt"], job_name=name
         )
-        job = store.get_job(eid, name)
+        job = await off_loop(store.get_job, eid, name)
         if job is not None and job.get("cancel_pending"):
             try:
-                svc.backend(Tier(job["tier"])).cancel(name)
+                backend = await off_loop(svc.backend, Tier(job["tier"]))
+                await off_loop(backend.cancel, name)
             except BackendError as err:
                 log.warning("cancel still failing: %s", err, **fields)
                 continue
-            store.advance_job(
-                eid, name, JobState.CANCELLED, at=runtime.now(), detail="cancelled by the sweeper"
+            await off_loop(
+                store.advance_job,
+                eid,
+                name,
+                JobState.CANCELLED,
+                at=runtime.now(),
+                detail="cancelled by the sweeper",
             )
-            store.clear_cancel_pending(eid, name)
+            await off_loop(store.clear_cancel_pending, eid, name)
             report["orphans"] += 1
             continue
         if job is None or JobState(job["state"]).is_terminal:
             if job is not None:
                 await signal_ended(client, store, job)
-            store.remove_active(name)
+            await off_loop(store.remove_active, name)
             report["cleaned"] += 1
             continue
         try:
@@ -87,7 +94,7 @@ async def _sweep_job(
 ) -> str | None:
     store = svc.store
     eid, name = job["evaluation_id"], job["job_name"]
-    backend = svc.backend(Tier(job["tier"]))
+    backend = await off_loop(svc.backend, Tier(job["tier"]))
 
     status = await client.get_status(job["instance_id"])
     orchestration_live = (
@@ -96,8 +103,9 @@ async def _sweep_job(
         and status.runtime_status.value in LIVE
     )
     if not orchestration_live:
-        backend.cancel(name)
-        store.advance_job(
+        await off_loop(backend.cancel, name)
+        await off_loop(
+            store.advance_job,
             eid,
             name,
             JobState.CANCELLED,
@@ -116,8 +124,9 @@ async def _sweep_job(
     ):
         silent = (now - last).total_seconds() / 60
         detail = f"stuck: no heartbeat for {silent:.0f} min (limit {limit / 60:g} min); cancelled"
-        backend.cancel(name)
-        row, changed = store.update_job(
+        await off_loop(backend.cancel, name)
+        row, changed = await off_loop(
+            store.update_job,
             eid,
             name,
             lambda r: (
@@ -140,11 +149,12 @@ async def _sweep_job(
         return "stuck" if changed else None
 
     try:
-        seen = backend.status(name)
+        seen = await off_loop(backend.status, name)
     except JobNotFoundError:
         return None  # submitted moments ago, or the backend forgot it: the deadlines cover it
     if seen.state.is_terminal:
-        row, changed = store.advance_job(
+        row, changed = await off_loop(
+            store.advance_job,
             eid,
             name,
             seen.state,
