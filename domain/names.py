@@ -6,6 +6,8 @@ SHARD_ORCHESTRATOR = "shard"
 
 # Activities
 PREPARE_ATTEMPT = "prepare_attempt"
+ENSURE_CAPACITY = "ensure_capacity"
+CAPACITY_STATUS = "capacity_status"
 SUBMIT_JOB = "submit_job"
 FINISH_ATTEMPT = "finish_attempt"
 CLOSE_SHARD = "close_shard"

@@ -38,6 +38,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
+from domain import bounds
 from domain.jobs import FailureKind, JobState
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,18 @@ SHARD_PREFIX = "shard-"
 JOB_PREFIX = "job-"
 
 FINAL_TASK_OUTCOMES = frozenset({"completed", "failed", "not_run"})
+
+
+# Every Table operation ends within bounds.TABLE_OPERATION_SECONDS, retries included
+# (azure-core's transport timeouts and RetryPolicy `timeout`; the defaults would let one
+# operation wait 300 s per read and retry 10 times, past the host's functionTimeout).
+CLIENT_OPTIONS: dict[str, Any] = {
+    "connection_timeout": bounds.TABLE_CONNECTION_TIMEOUT,
+    "read_timeout": bounds.TABLE_READ_TIMEOUT,
+    "retry_total": bounds.TABLE_RETRY_TOTAL,
+    "retry_backoff_max": bounds.TABLE_RETRY_BACKOFF_MAX,
+    "timeout": bounds.TABLE_RETRY_TIMEOUT,
+}
 
 
 class ConcurrencyError(RuntimeError):
@@ -106,7 +119,7 @@ class StateStore:
 
     @classmethod
     def from_connection_string(cls, connection_string: str, prefix: str) -> StateStore:
-        service = TableServiceClient.from_connection_string(connection_string)
+        service = TableServiceClient.from_connection_string(connection_string, **CLIENT_OPTIONS)
         table = service.create_table_if_not_exists(f"{prefix}state")
         return cls(table)
 

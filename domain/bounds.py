@@ -1,0 +1,146 @@
+"""How long anything the app waits for may take, next to the limit it must stay inside.
+
+`host.json` sets `functionTimeout` to 00:10:00. A function still running then is not failed
+gracefully: the host restarts the worker process, and every invocation in flight on it dies
+(activities are then re-delivered, HTTP callers get a 5xx). So every wait is bounded well
+inside it, by the SDKs' own timeouts where they have them:
+
+- azure-core (Table Storage, Azure ML's ARM calls, Azure Batch): the transport's
+  `connection_timeout` / `read_timeout` per HTTP request, and the RetryPolicy's `timeout`, the
+  budget of one operation with all its retries and their back-off sleeps
+  (azure/core/pipeline/policies/_retry.py: `_configure_timeout` caps each try's connection
+  timeout at what is left and raises once nothing is; a try started just before the budget
+  ends may still read for up to `read_timeout`, hence OPERATION = RETRY_TIMEOUT + READ_TIMEOUT);
+- a poller's `wait(timeout)` for the one long-running operation an activity may still wait on
+  (Azure ML's cancel), never `.result()` without a timeout;
+- paramiko's `timeout` (TCP connect and SSH negotiation), `banner_timeout`, `auth_timeout`,
+  `channel_timeout` and the per-command channel timeout, plus a budget per backend call that
+  no sequence of SSH steps over the VM pool may exceed (adapters/compute/ssh_vm.py);
+- waits that take minutes (an Azure ML cluster being created, a Batch pool allocating nodes
+  and prefetching the 5 GB image, VMs pulling it) are not waited for in an activity at all:
+  `ensure_capacity` starts the work and returns, and the shard orchestration polls
+  `capacity_status` with durable timers until CAPACITY_DEADLINE_SECONDS.
+
+tests/test_bounds.py reads `functionTimeout` from host.json and fails if it differs from
+FUNCTION_TIMEOUT_SECONDS or if any function's worst case (the bounds of the calls it makes one
+after another) does not end HEADROOM_SECONDS before it.
+"""
+
+from __future__ import annotations
+
+from domain import names
+from domain.jobs import Tier
+
+FUNCTION_TIMEOUT_SECONDS = 600  # host.json "functionTimeout": "00:10:00"
+# What an invocation needs besides its own calls: the host's dispatch, binding conversion, a
+# cold instance importing the app. Every function's worst case ends this long before the limit.
+HEADROOM_SECONDS = 60
+
+# --- Table Storage (the state store): one operation ---------------------------------------
+TABLE_CONNECTION_TIMEOUT = 10
+TABLE_READ_TIMEOUT = 20
+TABLE_RETRY_TOTAL = 3
+TABLE_RETRY_BACKOFF_MAX = 8
+TABLE_RETRY_TIMEOUT = 40
+TABLE_OPERATION_SECONDS = TABLE_RETRY_TIMEOUT + TABLE_READ_TIMEOUT
+# What a function's Table reads and writes may take together at most: two operations at their
+# very worst (a store that hangs fails the function at its first operation, long before the
+# host's timeout). Some functions touch one row per task, so this is a budget the bounds above
+# make hold for a store that answers, not a count of calls.
+TABLE_ALLOWANCE_SECONDS = 2 * TABLE_OPERATION_SECONDS
+
+# --- Azure ML (ARM through azure-ai-ml): one operation, and the cancel's wait -----------------
+AZUREML_CONNECTION_TIMEOUT = 10
+AZUREML_READ_TIMEOUT = 20
+AZUREML_RETRY_TOTAL = 4
+AZUREML_RETRY_BACKOFF_MAX = 30
+AZUREML_RETRY_TIMEOUT = 40
+AZUREML_OPERATION_SECONDS = AZUREML_RETRY_TIMEOUT + AZUREML_READ_TIMEOUT
+# How long a cancel waits for Azure ML to confirm it; unconfirmed, the cancel fails as
+# transient and the orchestration's retry (or the sweeper) asks again.
+AZUREML_CANCEL_WAIT_SECONDS = 30
+
+# --- Azure Batch: one operation -----------------------------------------------------------
+BATCH_CONNECTION_TIMEOUT = 10
+BATCH_READ_TIMEOUT = 20
+BATCH_RETRY_TOTAL = 4
+BATCH_RETRY_BACKOFF_MAX = 30
+BATCH_RETRY_TIMEOUT = 40
+BATCH_OPERATION_SECONDS = BATCH_RETRY_TIMEOUT + BATCH_READ_TIMEOUT
+
+# --- VMs over SSH ---------------------------------------------------------------------------
+# Each of: the TCP connect with the SSH negotiation, the banner, authentication, opening a
+# channel (paramiko applies them one after another, so a connect takes up to 3x this).
+SSH_CONNECT_TIMEOUT = 10
+# A short remote command (docker inspect / ps / version, mkdir, rm -f): the channel timeout,
+# i.e. the longest silence before the command counts as hung.
+SSH_COMMAND_TIMEOUT = 30
+# `docker run -d` runs under GNU `timeout` on the VM: with the image prefetched it returns in
+# seconds; one that still pulls is cut here (the layers pulled so far stay) and retried.
+SSH_DOCKER_RUN_TIMEOUT = 120
+# One backend call over the whole pool: no step starts that could end after this.
+SSH_CALL_SECONDS = 240
+
+# --- Capacity: polled by the shard orchestration with durable timers, never in an activity -
+CAPACITY_POLL_SECONDS = 60
+# A cluster or pool not usable by then counts as a failure of the tier (the next one is
+# tried). Batch allocates within the pool's 30-minute resize timeout, then prefetches the image.
+CAPACITY_DEADLINE_SECONDS = 45 * 60
+
+# --- The sweeper (a timer function, under the same functionTimeout) -------------------------
+# No job check starts after this; those left are checked by the next sweep.
+SWEEP_BUDGET_SECONDS = 120
+
+# --- Worst case of one ComputeBackend call, by tier -----------------------------------------
+# Azure ML and Batch: SDK operations one after another (read from the adapters' code paths),
+# each at its worst; SSH: the per-call budget; the simulator does no I/O.
+_AML_OPS = {
+    # compute get; the workspace's location (the SDK reads it to create a cluster); the PUT
+    "ensure_capacity": 3,
+    "capacity_status": 1,  # compute get
+    "submit": 4,  # job get (idempotency); environment PUT; job PUT; job get after a 409
+    "status": 2,  # job get; run history of a failed job
+    # job get; cancel POST (then the wait below); job get + run history after a refusal
+    "cancel": 4,
+}
+_BATCH_OPS = {
+    # pool get; then pool create, or resize POST, or pool get and node list (already sized)
+    "ensure_capacity": 3,
+    "capacity_status": 2,  # pool get; node list
+    "submit": 3,  # task create; job create after JobNotFound; task create again
+    "status": 3,  # task get; pool get and node list for a waiting task
+    "cancel": 4,  # task terminate; status after a 409
+}
+BACKEND_METHODS = ("ensure_capacity", "capacity_status", "submit", "status", "cancel")
+BACKEND_CALL_SECONDS: dict[Tier, dict[str, float]] = {
+    Tier.AZURE_ML: {
+        m: n * AZUREML_OPERATION_SECONDS + (AZUREML_CANCEL_WAIT_SECONDS if m == "cancel" else 0)
+        for m, n in _AML_OPS.items()
+    },
+    Tier.BATCH: {m: n * BATCH_OPERATION_SECONDS for m, n in _BATCH_OPS.items()},
+    Tier.VM: dict.fromkeys(BACKEND_METHODS, SSH_CALL_SECONDS),
+}
+
+# --- Which backend calls each activity makes, one after another ----------------------------
+ACTIVITY_BACKEND_CALLS: dict[str, tuple[str, ...]] = {
+    names.PREPARE_ATTEMPT: (),
+    names.ENSURE_CAPACITY: ("ensure_capacity",),
+    names.CAPACITY_STATUS: ("capacity_status",),
+    names.SUBMIT_JOB: ("submit",),
+    names.FINISH_ATTEMPT: ("cancel",),
+    names.CLOSE_SHARD: (),
+    names.FINALIZE_EVALUATION: (),
+}
+
+
+def activity_worst_case_seconds(activity: str, tier: Tier) -> float:
+    """The longest `activity` can take on `tier`: its backend calls plus its Table work."""
+    calls = BACKEND_CALL_SECONDS[tier]
+    return sum(calls[m] for m in ACTIVITY_BACKEND_CALLS[activity]) + TABLE_ALLOWANCE_SECONDS
+
+
+def sweep_worst_case_seconds(tier: Tier) -> float:
+    """The longest a sweep can take: its budget, then the one job check still running (a
+    status read or a cancel, never both), plus Table work."""
+    calls = BACKEND_CALL_SECONDS[tier]
+    return SWEEP_BUDGET_SECONDS + max(calls["status"], calls["cancel"]) + TABLE_ALLOWANCE_SECONDS
