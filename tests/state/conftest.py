@@ -1,6 +1,6 @@
 """One `table` fixture, two backends: the in-memory fake and a fresh table on Azurite.
 
-Every test that takes `table` runs on both, so whatever the fake
+Every test that takes `table` (or `store`, built on it) runs on both, so whatever the fake
 answers is checked against what the real client gets back from Azurite. The Azurite case
 carries the `azurite` mark: `-m "not azurite"` keeps only the fast, in-memory half.
 """
@@ -14,6 +14,7 @@ from typing import cast
 import pytest
 from azure.data.tables import TableClient, TableServiceClient
 
+from adapters.state.table_store import StateStore
 from tests.fakes.memory_tables import MemoryTableClient
 
 MEMORY = "memory"
@@ -36,3 +37,8 @@ def table(request: pytest.FixtureRequest) -> Iterator[TableClient]:
         service.delete_table(name)
         client.close()
         service.close()
+
+
+@pytest.fixture
+def store(table: TableClient) -> StateStore:
+    return StateStore(table)
