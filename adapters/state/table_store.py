@@ -451,9 +451,11 @@ class StateStore:
             if row.get("outcome") in FINAL_TASK_OUTCOMES:
                 return None
             failed_in = [j for j in str(row.get("failed_in", "")).split(",") if j]
+            if outcome == "failed" and job_name in failed_in:
+                # A duplicated message (the runner re-sent after a timeout): this job's failure
+                # is already counted, also when it was the last one the retries allow.
+                return None
             if outcome == "failed" and len(failed_in) < retry_limit:
-                if job_name in failed_in:
-                    return None  # a duplicated message
                 return {
                     **row,
                     "outcome": "pending",

@@ -497,12 +497,6 @@ def test_a_duplicated_failure_is_not_a_second_failure(store: StateStore) -> None
     assert task(store, "t1") == row
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="table_store.record_task_result checks `job_name in failed_in` only while "
-    "len(failed_in) < retry_limit, so a duplicate of the last allowed failure (with the "
-    "default task_retries=1: of the first) is counted as a second failure and made final",
-)
 def test_a_duplicated_failure_at_the_retry_limit_is_not_a_second_failure(
     store: StateStore,
 ) -> None:
