@@ -11,6 +11,8 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from azure.core.credentials import TokenCredential
+
 from adapters.compute.base import ComputeBackend
 from adapters.state.table_store import StateStore
 from adapters.telemetry import traced
@@ -68,13 +70,39 @@ def _make_backend(settings: AppSettings, tier: Tier) -> ComputeBackend:
     return SshVmBackend.from_settings(settings)
 
 
+def storage_credential(settings: AppSettings) -> TokenCredential:
+    """The credential of an identity-based AzureWebJobsStorage, as the Functions host picks it:
+    `__credential=managedidentity` means the app's managed identity (`__clientId` names a
+    user-assigned one, else the system-assigned one); unset, the developer's own identity
+    outside Azure (functions-reference, "Local development with identity-based connections"),
+    which DefaultAzureCredential finds (az login, environment), with AZURE_CLIENT_ID as for
+    the compute tiers."""
+    if settings.storage_credential == "managedidentity":
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=settings.storage_client_id)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+
+
+def _make_store(settings: AppSettings) -> StateStore:
+    """The one place that builds the state store: AzureWebJobsStorage's connection string when
+    it has one (it wins, as for the host), else its identity-based form, with no key."""
+    prefix = settings.state_table_prefix
+    if settings.storage_connection is not None:
+        return StateStore.from_connection_string(
+            settings.storage_connection.get_secret_value(), prefix
+        )
+    endpoint = settings.storage_table_endpoint
+    assert endpoint is not None  # the settings refuse to load without one form or the other
+    return StateStore.from_endpoint(endpoint, storage_credential(settings), prefix)
+
+
 @functools.cache
 def services() -> Services:
     settings = load_settings()
-    store = StateStore.from_connection_string(
-        settings.storage_connection.get_secret_value(), settings.state_table_prefix
-    )
-    return Services(settings=settings, store=store)
+    return Services(settings=settings, store=_make_store(settings))
 
 
 def reset_services() -> None:

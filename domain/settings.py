@@ -8,7 +8,9 @@ Secret values are `SecretStr`, so they never print in logs, reprs or errors.
 from __future__ import annotations
 
 import functools
+import ipaddress
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -16,8 +18,10 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
@@ -51,7 +55,27 @@ class AppSettings(BaseSettings):
     )
 
     # --- Storage and Durable Functions -------------------------------------------------------
-    storage_connection: SecretStr = Field(alias="AzureWebJobsStorage")
+    # AzureWebJobsStorage is a connection string, or (no key) an identity-based connection by the
+    # Functions convention: AzureWebJobsStorage__tableServiceUri (or __accountName), with
+    # __credential=managedidentity and __clientId for a user-assigned identity ("Connecting to
+    # host storage with an identity", learn.microsoft.com/azure/azure-functions/
+    # functions-reference#connecting-to-host-storage-with-an-identity). The host and the Durable
+    # extension read the same settings (plus __blobServiceUri and __queueServiceUri), so one set
+    # serves all three. Declared before AzureWebJobsStorage, whose check reads them.
+    storage_account_name: str | None = Field(
+        default=None, alias="AzureWebJobsStorage__accountName", pattern=r"^[a-z0-9]{3,24}$"
+    )
+    storage_table_service_uri: str | None = Field(
+        default=None, alias="AzureWebJobsStorage__tableServiceUri"
+    )
+    storage_credential: Literal["managedidentity"] | None = Field(
+        default=None, alias="AzureWebJobsStorage__credential"
+    )
+    storage_client_id: str | None = Field(default=None, alias="AzureWebJobsStorage__clientId")
+    # validate_default: the check that either form is there runs when the setting is absent.
+    storage_connection: SecretStr | None = Field(
+        default=None, alias="AzureWebJobsStorage", validate_default=True
+    )
     task_hub_name: str = Field(
         default="waaeval", alias="TASK_HUB_NAME", pattern=r"^[A-Za-z][A-Za-z0-9]{2,44}$"
     )
@@ -61,14 +85,18 @@ class AppSettings(BaseSettings):
 
     # --- The evaluation API -------------------------------------------------------------------
     max_workers: int = Field(default=20, alias="MAX_WORKERS", ge=1, le=200)
-    # Where jobs reach the heartbeat endpoint, e.g. https://<app>.azurewebsites.net
-    public_base_url: str = Field(default="http://127.0.0.1:7071", alias="PUBLIC_BASE_URL")
     heartbeat_secret: SecretStr = Field(alias="HEARTBEAT_SECRET", min_length=16)
 
     # --- Compute ------------------------------------------------------------------------------
     # `simulated` runs every tier on the in-process simulator; `azure` uses the real tiers.
     compute_backend: Literal["simulated", "azure"] = Field(
         default="simulated", alias="COMPUTE_BACKEND"
+    )
+    # Where jobs reach the heartbeat endpoint, e.g. https://<app>.azurewebsites.net. Declared
+    # after COMPUTE_BACKEND, which its check reads; validate_default: the loopback default is
+    # refused for the real tiers even when the setting is absent.
+    public_base_url: str = Field(
+        default="http://127.0.0.1:7071", alias="PUBLIC_BASE_URL", validate_default=True
     )
     # A registry in the same region as the compute pulls the ~5 GB image in under 2 minutes;
     # from Docker Hub it takes 5-10 and eats most of the container-start deadline.
@@ -104,19 +132,100 @@ class AppSettings(BaseSettings):
     # reads its environment.
     vm_ssh_private_key: SecretStr | None = Field(default=None, alias="VM_SSH_PRIVATE_KEY")
 
+    @field_validator("storage_credential", mode="before")
+    @classmethod
+    def _credential_name(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
+
+    @field_validator("storage_table_service_uri")
+    @classmethod
+    def _table_uri(cls, v: str | None) -> str | None:
+        # The Table client sends the identity's bearer token, which azure-core refuses to send
+        # over plain http.
+        if v is not None and urlsplit(v).scheme != "https":
+            raise ValueError("must be an https URL, e.g. https://<account>.table.core.windows.net")
+        return v
+
+    @field_validator("storage_connection")
+    @classmethod
+    def _storage_given(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        identity_fields = ("storage_table_service_uri", "storage_account_name")
+        if any(name not in info.data for name in identity_fields):
+            return v  # one of them is malformed, and reported as such
+        if v is None and not any(info.data[name] for name in identity_fields):
+            raise PydanticCustomError(
+                "missing",
+                "Field required",
+                {
+                    "hint": "a storage connection string, or AzureWebJobsStorage__tableServiceUri"
+                    " or AzureWebJobsStorage__accountName for an identity-based connection"
+                },
+            )
+        return v
+
     @field_validator("public_base_url")
     @classmethod
-    def _http_url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+    def _http_url(cls, v: str, info: ValidationInfo) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry a user name or password")
+        if info.data.get("compute_backend") == "azure":
+            # Jobs on Azure ML, Batch or a VM post heartbeats to this URL from the cloud: a
+            # loopback or link-local address there is the job's own machine, and the app's
+            # endpoint is https (Functions serves http too, but the bearer token must not
+            # travel in clear text).
+            where = f"{parts.scheme}://{parts.hostname}"
+            if parts.scheme != "https":
+                raise ValueError(
+                    f"must be the https URL jobs reach the app at (https://<app>.azurewebsites.net)"
+                    f" when COMPUTE_BACKEND is azure, not {where}"
+                )
+            if _local_host(parts.hostname):
+                raise ValueError(
+                    f"must be a URL jobs in Azure can reach when COMPUTE_BACKEND is azure; {where}"
+                    " is local to the job's own machine"
+                )
         return v.rstrip("/")
+
+    @property
+    def storage_table_endpoint(self) -> str | None:
+        """The Table service URL of an identity-based AzureWebJobsStorage (None: a connection
+        string). __accountName means the public cloud's endpoint, as for the host (the docs:
+        not for sovereign clouds or custom DNS; use __tableServiceUri there)."""
+        if self.storage_table_service_uri:
+            return self.storage_table_service_uri.rstrip("/")
+        if self.storage_account_name:
+            return f"https://{self.storage_account_name}.table.core.windows.net"
+        return None
+
+
+def _local_host(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified or address.is_link_local
+
+
+def _alias(loc: str) -> str:
+    # A default that is validated (validate_default) is reported under its field name.
+    info = AppSettings.model_fields.get(loc)
+    return info.alias if info is not None and info.alias else loc
 
 
 def _describe(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
-        name = ".".join(str(p) for p in e["loc"]) or "?"
-        what = "is missing" if e["type"] == "missing" else f"is malformed: {e['msg']}"
+        name = ".".join(_alias(str(p)) for p in e["loc"]) or "?"
+        if e["type"] == "missing":
+            hint = (e.get("ctx") or {}).get("hint")
+            what = f"is missing ({hint})" if hint else "is missing"
+        else:
+            what = f"is malformed: {e['msg']}"
         parts.append(f"app setting {name} {what}")
     return "; ".join(parts)
 

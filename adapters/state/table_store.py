@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
@@ -120,6 +121,14 @@ class StateStore:
     @classmethod
     def from_connection_string(cls, connection_string: str, prefix: str) -> StateStore:
         service = TableServiceClient.from_connection_string(connection_string, **CLIENT_OPTIONS)
+        table = service.create_table_if_not_exists(f"{prefix}state")
+        return cls(table)
+
+    @classmethod
+    def from_endpoint(cls, endpoint: str, credential: TokenCredential, prefix: str) -> StateStore:
+        """An identity-based connection: the Table service URL and an Entra ID credential, no
+        key (the storage account may have shared-key access disabled)."""
+        service = TableServiceClient(endpoint, credential=credential, **CLIENT_OPTIONS)
         table = service.create_table_if_not_exists(f"{prefix}state")
         return cls(table)
 
