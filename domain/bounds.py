@@ -74,11 +74,12 @@ BATCH_OPERATION_SECONDS = BATCH_RETRY_TIMEOUT + BATCH_READ_TIMEOUT
 SSH_CONNECT_TIMEOUT = 10
 # A short remote command (docker inspect / ps / version, mkdir, rm -f): the channel timeout,
 # i.e. the longest silence before the command counts as hung.
-SSH_COMMAND_TIMEOUT = 30
+SSH_COMMAND_TIMEOUT = 20
 # `docker run -d` runs under GNU `timeout` on the VM: with the image prefetched it returns in
 # seconds; one that still pulls is cut here (the layers pulled so far stay) and retried.
 SSH_DOCKER_RUN_TIMEOUT = 120
-# One backend call over the whole pool: no step starts that could end after this.
+# One backend call over the whole pool: no step starts that could end after this. A submit to
+# a lone VM whose every step takes its full bound fits (tests/test_bounds.py).
 SSH_CALL_SECONDS = 240
 
 # --- Capacity: polled by the shard orchestration with durable timers, never in an activity -

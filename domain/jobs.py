@@ -98,6 +98,9 @@ class CapacityReport(BaseModel):
     resource_name: str
     created: bool = False
     updated: bool = False
+    # False while the capacity is still being made usable (a cluster being created, a pool
+    # allocating nodes, VMs pulling the image): `capacity_status` then says when it is.
+    ready: bool = True
     detail: str = ""
 
 

@@ -23,6 +23,7 @@ from adapters.compute._azure_errors import (
     service_message,
     status_code,
 )
+from domain import bounds
 from domain.job_state import from_azureml
 from domain.jobs import (
     BackendError,
@@ -35,6 +36,7 @@ from domain.jobs import (
     PermanentTierError,
     SubmitResult,
     Tier,
+    TransientBackendError,
 )
 
 if TYPE_CHECKING:
@@ -49,6 +51,10 @@ log = logging.getLogger(__name__)
 DEFAULT_COMMAND = "python -m shard_runner"
 # WAA runs Windows under QEMU inside the container: it needs the host's KVM device.
 DEFAULT_DOCKER_ARGS = "--device=/dev/kvm"
+
+# ARM provisioning states of a compute resource: usable, never going to be, on its way.
+_READY_STATES = frozenset({"succeeded"})
+_BROKEN_STATES = frozenset({"failed", "canceled", "deleting"})
 
 # Azure ML reports no failure category; a failed job is the job's own failure until the
 # shard runner's messages or the policy say otherwise.
@@ -99,6 +105,20 @@ def _quiet_sdk_activity_logs() -> None:
             sdk_logger.disabled = True
 
 
+# Passed by MLClient to every service client's azure-core pipeline: the ARM retry policy
+# honours Retry-After on throttling and 5xx, and `timeout` ends one operation with all its
+# retries within bounds.AZUREML_OPERATION_SECONDS, so an activity gives up in time and the
+# orchestration's own backoff takes over.
+CLIENT_OPTIONS: dict[str, Any] = {
+    "connection_timeout": bounds.AZUREML_CONNECTION_TIMEOUT,
+    "read_timeout": bounds.AZUREML_READ_TIMEOUT,
+    "retry_total": bounds.AZUREML_RETRY_TOTAL,
+    "retry_backoff_factor": 1.0,
+    "retry_backoff_max": bounds.AZUREML_RETRY_BACKOFF_MAX,
+    "timeout": bounds.AZUREML_RETRY_TIMEOUT,
+}
+
+
 class AzureMLBackend:
     tier = Tier.AZURE_ML
 
@@ -109,12 +129,14 @@ class AzureMLBackend:
         compute_name: str,
         command: str = DEFAULT_COMMAND,
         docker_args: str = DEFAULT_DOCKER_ARGS,
+        cancel_wait_seconds: float = bounds.AZUREML_CANCEL_WAIT_SECONDS,
     ) -> None:
         _quiet_sdk_activity_logs()
         self._ml = ml_client
         self._compute_name = compute_name
         self._command = command
         self._docker_args = docker_args
+        self._cancel_wait = cancel_wait_seconds
 
     @classmethod
     def from_settings(
@@ -144,11 +166,7 @@ class AzureMLBackend:
             settings.azure_resource_group,
             settings.azureml_workspace,
             enable_telemetry=False,
-            # The ARM retry policy honours Retry-After; bounded so an activity gives up in time
-            # and the orchestration's own backoff takes over.
-            retry_total=4,
-            retry_backoff_factor=1.0,
-            retry_backoff_max=30,
+            **CLIENT_OPTIONS,
         )
         return cls(client, compute_name=settings.azureml_compute_name)
 
@@ -171,16 +189,20 @@ class AzureMLBackend:
                 idle_time_before_scale_down=spec.idle_seconds_before_scale_down,
                 tier=want_tier,
             )
+            # Started, not waited for: creating a cluster takes minutes, and the shard
+            # orchestration polls `capacity_status` with durable timers instead. (The SDK's
+            # poller keeps polling on its own daemon thread; nothing waits on it.)
             self._call(
-                lambda: self._ml.compute.begin_create_or_update(cluster).result(),
+                lambda: self._ml.compute.begin_create_or_update(cluster),
                 f"creating compute cluster {self._compute_name!r}",
             )
-            log.info("azureml cluster created", extra={"tier": self.tier.value})
+            log.info("azureml cluster creation started", extra={"tier": self.tier.value})
             return CapacityReport(
                 tier=self.tier,
                 resource_name=self._compute_name,
                 created=True,
-                detail=f"created {spec.vm_size} {want_tier} cluster, 0..{spec.max_nodes} nodes",
+                ready=False,
+                detail=f"creating {spec.vm_size} {want_tier} cluster, 0..{spec.max_nodes} nodes",
             )
 
         if not isinstance(existing, AmlCompute):
@@ -203,6 +225,7 @@ class AzureMLBackend:
                 "the cluster or set AZUREML_COMPUTE_NAME to a new name",
                 code="ClusterPriorityMismatch",
             )
+        state = self._provisioning_state(existing)
         changes = []
         if (existing.max_instances or 0) < spec.max_nodes:
             changes.append(f"max nodes {existing.max_instances} -> {spec.max_nodes}")
@@ -212,22 +235,62 @@ class AzureMLBackend:
             changes.append(f"min nodes {existing.min_instances} -> 0")
             existing.min_instances = 0
         if not changes:
+            ready = state in _READY_STATES
             return CapacityReport(
                 tier=self.tier,
                 resource_name=self._compute_name,
-                detail=f"cluster ready: {existing.size}, 0..{existing.max_instances} nodes",
+                ready=ready,
+                detail=f"cluster {'ready' if ready else state or 'provisioning'}: "
+                f"{existing.size}, 0..{existing.max_instances} nodes",
             )
+        # Started, not waited for (see above).
         self._call(
-            lambda: self._ml.compute.begin_update(existing).result(),
+            lambda: self._ml.compute.begin_update(existing),
             f"updating compute cluster {self._compute_name!r}",
         )
-        log.info("azureml cluster updated: %s", "; ".join(changes))
+        log.info("azureml cluster update started: %s", "; ".join(changes))
         return CapacityReport(
             tier=self.tier,
             resource_name=self._compute_name,
             updated=True,
-            detail="updated " + "; ".join(changes),
+            ready=False,
+            detail="updating " + "; ".join(changes),
         )
+
+    def capacity_status(self, spec: CapacitySpec) -> CapacityReport:
+        """One read of the cluster: ready once its provisioning succeeded."""
+        try:
+            cluster = self._ml.compute.get(self._compute_name)
+        except ResourceNotFoundError:
+            raise PermanentTierError(
+                f"compute cluster {self._compute_name!r} does not exist (deleted meanwhile?)",
+                code="ClusterNotFound",
+            ) from None
+        except Exception as err:
+            raise self._classify(err, f"reading compute cluster {self._compute_name!r}") from None
+        state = self._provisioning_state(cluster)
+        return CapacityReport(
+            tier=self.tier,
+            resource_name=self._compute_name,
+            ready=state in _READY_STATES,
+            detail=f"cluster {state or 'provisioning'}",
+        )
+
+    def _provisioning_state(self, cluster: Any) -> str:
+        """The cluster's provisioning state, lower case; a cluster that will never be usable
+        is a permanent error for the tier, with the service's error code."""
+        # The SDK hands back an Enum for known states and a str for new ones.
+        raw = getattr(cluster, "provisioning_state", None)
+        state = str(getattr(raw, "value", raw) or "").lower()
+        if state in _BROKEN_STATES:
+            errors = getattr(cluster, "provisioning_errors", None)
+            raise PermanentTierError(
+                f"compute cluster {self._compute_name!r} is {state}"
+                + (f" ({errors})" if errors else "")
+                + ": delete it or set AZUREML_COMPUTE_NAME to a new name",
+                code="ClusterProvisioningFailed",
+            )
+        return state
 
     # --- jobs --------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> SubmitResult:
@@ -303,7 +366,9 @@ class AzureMLBackend:
         if current.state.is_terminal:
             return
         try:
-            self._ml.jobs.begin_cancel(job_name).result()
+            poller = self._ml.jobs.begin_cancel(job_name)
+            # Bounded: never `.result()` without a timeout inside an activity.
+            poller.wait(self._cancel_wait)
         except ResourceNotFoundError:
             return
         except Exception as err:
@@ -314,7 +379,15 @@ class AzureMLBackend:
             except (JobNotFoundError, BackendError):
                 pass
             raise self._classify(err, f"cancelling job {job_name!r}") from None
-        log.info("azureml job cancel requested", extra={"job_name": job_name})
+        if not poller.done():
+            # Requested but not confirmed: the caller asks again (the orchestration's cancel
+            # retry, or the sweeper), and the next attempt is not submitted meanwhile.
+            raise TransientBackendError(
+                f"cancel of job {job_name!r} requested; Azure ML did not confirm it within "
+                f"{self._cancel_wait:g} s",
+                code="CancelNotConfirmed",
+            )
+        log.info("azureml job cancelled", extra={"job_name": job_name})
 
     # --- helpers -----------------------------------------------------------------------------
     def _run_error(self, job_name: str) -> str:

@@ -14,6 +14,10 @@ class ComputeBackend(Protocol):
     Contract (checked by tests/contract/test_compute_contract.py for every implementation):
     - `submit` is idempotent on `spec.job_name`: a second submit of the same name returns the
       existing job with `created=False` and never starts a second one.
+    - `ensure_capacity` creates or checks the tier's capacity and returns without waiting for it
+      to become usable (`ready=False` until then); `capacity_status` is the cheap check that
+      says when it is, and raises `PermanentTierError` when it never will be (allocation failed,
+      the image cannot be pulled). Each call ends within its bound in `domain.bounds`.
     - `status` of an unknown job raises `domain.jobs.JobNotFoundError`.
     - `cancel` is idempotent: cancelling a finished or unknown job is not an error.
     - Errors are `domain.jobs.BackendError` subclasses whose `kind` says whether to retry
@@ -23,6 +27,8 @@ class ComputeBackend(Protocol):
     tier: Tier
 
     def ensure_capacity(self, spec: CapacitySpec) -> CapacityReport: ...
+
+    def capacity_status(self, spec: CapacitySpec) -> CapacityReport: ...
 
     def submit(self, spec: JobSpec) -> SubmitResult: ...
 

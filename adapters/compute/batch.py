@@ -26,6 +26,7 @@ from adapters.compute._azure_errors import (
     service_code,
     status_code,
 )
+from domain import bounds
 from domain.job_state import batch_node_failure, from_batch_task
 from domain.jobs import (
     BackendError,
@@ -68,6 +69,9 @@ TERMINATED_CODE = "taskended"
 EXISTS_CODES = frozenset({"taskexists", "jobexists", "poolexists"})
 QUOTA_HINT = re.compile(r"quota", re.IGNORECASE)
 _BATCH_ID = re.compile(r"[^A-Za-z0-9_-]")
+# Node states in which a node runs (or is ready to run) our tasks: the start task passed and
+# the pool's container images are on the node.
+USABLE_NODE_STATES = frozenset({"idle", "running"})
 FALLBACK_BATCH_JOB = "waa-jobs"
 
 ERRORS = ErrorClassifier(
@@ -105,6 +109,20 @@ def batch_job_id(job_name: str) -> str:
     if parsed is None:
         return FALLBACK_BATCH_JOB
     return _BATCH_ID.sub("-", f"waa-{parsed[0]}")[:64]
+
+
+# Passed to the BatchClient's azure-core pipeline: its retry policy honours Retry-After on
+# 429/503, and `timeout` ends one operation with all its retries within
+# bounds.BATCH_OPERATION_SECONDS, so an activity gives up in time and the orchestration's
+# backoff takes over.
+CLIENT_OPTIONS: dict[str, Any] = {
+    "connection_timeout": bounds.BATCH_CONNECTION_TIMEOUT,
+    "read_timeout": bounds.BATCH_READ_TIMEOUT,
+    "retry_total": bounds.BATCH_RETRY_TOTAL,
+    "retry_backoff_factor": 1.0,
+    "retry_backoff_max": bounds.BATCH_RETRY_BACKOFF_MAX,
+    "timeout": bounds.BATCH_RETRY_TIMEOUT,
+}
 
 
 class BatchBackend:
@@ -151,15 +169,7 @@ class BatchBackend:
             batch_credential = DefaultAzureCredential(
                 managed_identity_client_id=settings.azure_client_id
             )
-        client = BatchClient(
-            settings.batch_account_url,
-            batch_credential,
-            # Bounded so an activity gives up in time and the orchestration's backoff takes over;
-            # the policy honours Retry-After on 429/503.
-            retry_total=4,
-            retry_backoff_factor=1.0,
-            retry_backoff_max=30,
-        )
+        client = BatchClient(settings.batch_account_url, batch_credential, **CLIENT_OPTIONS)
         return cls(client, pool_id=settings.batch_pool_id, secrets=(key,) if key else ())
 
     # --- capacity ----------------------------------------------------------------------------
@@ -172,11 +182,14 @@ class BatchBackend:
             raise self._classify(err, f"reading pool {self._pool_id!r}") from None
 
         if pool is None:
+            # Returns at once: Batch allocates the nodes and prefetches the image in the
+            # background, and the shard orchestration polls `capacity_status` meanwhile.
             self._create_pool(spec)
             return CapacityReport(
                 tier=self.tier,
                 resource_name=self._pool_id,
                 created=True,
+                ready=False,
                 detail=f"created {spec.vm_size} pool with {spec.max_nodes} "
                 f"{'low-priority' if spec.spot else 'dedicated'} nodes, image prefetched",
             )
@@ -200,10 +213,9 @@ class BatchBackend:
             pool.target_low_priority_nodes if spec.spot else pool.target_dedicated_nodes
         ) or 0
         if current >= spec.max_nodes:
-            return CapacityReport(
-                tier=self.tier,
-                resource_name=self._pool_id,
-                detail="; ".join([f"pool ready with {current} target nodes", *notes]),
+            report = self.capacity_status(spec)
+            return report.model_copy(
+                update={"detail": "; ".join([f"{current} target nodes, {report.detail}", *notes])}
             )
         if _text(pool.allocation_state).lower() != "steady":
             # A resize is already under way; the next ensure_capacity retries.
@@ -217,8 +229,8 @@ class BatchBackend:
             if spec.spot
             else bm.BatchPoolResizeOptions(target_dedicated_nodes=spec.max_nodes)
         )
-        # Node allocation takes minutes; the LRO poller only watches for the pool to become
-        # steady, so don't block the activity on it.
+        # Node allocation takes minutes: started, not waited for (the SDK's poller watches for
+        # a steady pool on its own daemon thread; nothing waits on it), like a new pool.
         self._call(
             lambda: self._client.begin_resize_pool(self._pool_id, resize, polling_interval=30),
             f"resizing pool {self._pool_id!r}",
@@ -228,7 +240,29 @@ class BatchBackend:
             tier=self.tier,
             resource_name=self._pool_id,
             updated=True,
+            ready=False,
             detail="; ".join([f"resizing from {current} to {spec.max_nodes} nodes", *notes]),
+        )
+
+    def capacity_status(self, spec: CapacitySpec) -> CapacityReport:
+        """Ready once a node has passed its start task (the /dev/kvm check) with the image
+        prefetched; a permanent error when no node ever will (allocation failed, every node
+        unusable)."""
+        found = self._pool_and_nodes()
+        if found is None:
+            raise PermanentTierError(self._missing_pool(), code="PoolNotFound")
+        pool, nodes = found
+        blocked = _blocker(self._pool_id, pool, nodes)
+        if blocked is not None:
+            raise PermanentTierError(blocked, code="PoolUnusable")
+        states = [_text(n.state).lower() for n in nodes]
+        usable = sum(state in USABLE_NODE_STATES for state in states)
+        waiting = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))) or "no nodes"
+        return CapacityReport(
+            tier=self.tier,
+            resource_name=self._pool_id,
+            ready=usable > 0,
+            detail=f"pool {_text(pool.allocation_state).lower() or 'unknown'}: {waiting}",
         )
 
     def _create_pool(self, spec: CapacitySpec) -> None:
@@ -376,37 +410,25 @@ class BatchBackend:
         )
 
     def _pool_blocker(self) -> str | None:
-        """Why a waiting task can never start on this pool, if that is the case: allocation
-        failed (quota) and left no nodes, or every node is unusable / failed its start task."""
+        """Why a waiting task can never start on this pool, if that is the case."""
+        found = self._pool_and_nodes()
+        if found is None:
+            return self._missing_pool()
+        return _blocker(self._pool_id, *found)
+
+    def _pool_and_nodes(self) -> tuple[Any, list[Any]] | None:
+        """The pool and its nodes (two reads), None when the pool does not exist."""
         try:
             pool = self._client.get_pool(self._pool_id)
             nodes = list(self._client.list_nodes(self._pool_id))
         except ResourceNotFoundError:
-            return f"Batch pool {self._pool_id!r} does not exist: run ensure_capacity"
+            return None
         except Exception as err:
             raise self._classify(err, f"reading pool {self._pool_id!r}") from None
-        if not nodes and pool.resize_errors:
-            errors = "; ".join(f"{e.code}: {e.message}" for e in pool.resize_errors)
-            hint = (
-                " Request a core quota increase for the Batch account."
-                if QUOTA_HINT.search(errors)
-                else ""
-            )
-            return f"Batch pool {self._pool_id!r} could not allocate nodes: {errors}.{hint}"
-        failing = [
-            n for n in nodes if batch_node_failure(_text(n.state)) is FailureKind.PERMANENT_FOR_TIER
-        ]
-        if nodes and len(failing) == len(nodes):
-            errors = "; ".join(
-                f"{n.id} {_text(n.state)}"
-                + "".join(f" ({e.code}: {e.message})" for e in n.errors or [])
-                for n in failing
-            )
-            return (
-                f"every node of Batch pool {self._pool_id!r} is unusable: {errors}. The start "
-                "task checks /dev/kvm: use a VM size with nested virtualization"
-            )
-        return None
+        return pool, nodes
+
+    def _missing_pool(self) -> str:
+        return f"Batch pool {self._pool_id!r} does not exist: run ensure_capacity"
 
     def cancel(self, job_name: str) -> None:
         job_id = batch_job_id(job_name)
@@ -438,6 +460,33 @@ class BatchBackend:
         self, err: BaseException, action: str, secrets: tuple[str, ...] = ()
     ) -> BackendError:
         return ERRORS.classify(err, action, (*secrets, *self._secrets))
+
+
+def _blocker(pool_id: str, pool: Any, nodes: list[Any]) -> str | None:
+    """Why no task can ever start on this pool, if that is the case: allocation failed (quota)
+    and left no nodes, or every node is unusable / failed its start task."""
+    if not nodes and pool.resize_errors:
+        errors = "; ".join(f"{e.code}: {e.message}" for e in pool.resize_errors)
+        hint = (
+            " Request a core quota increase for the Batch account."
+            if QUOTA_HINT.search(errors)
+            else ""
+        )
+        return f"Batch pool {pool_id!r} could not allocate nodes: {errors}.{hint}"
+    failing = [
+        n for n in nodes if batch_node_failure(_text(n.state)) is FailureKind.PERMANENT_FOR_TIER
+    ]
+    if nodes and len(failing) == len(nodes):
+        errors = "; ".join(
+            f"{n.id} {_text(n.state)}"
+            + "".join(f" ({e.code}: {e.message})" for e in n.errors or [])
+            for n in failing
+        )
+        return (
+            f"every node of Batch pool {pool_id!r} is unusable: {errors}. The start "
+            "task checks /dev/kvm: use a VM size with nested virtualization"
+        )
+    return None
 
 
 def _exists(err: HttpResponseError) -> bool:

@@ -582,6 +582,10 @@ class SimulatedCloud:
         self._scripts: list[_Script] = []
         self._exhausted: set[Tier] = set()
         self._capacity: dict[tuple[Tier, str], CapacitySpec] = {}
+        # How long new capacity takes to become usable, per tier (default: at once), and when
+        # each resource made so far becomes usable.
+        self._capacity_delay: dict[Tier, timedelta] = {}
+        self._capacity_ready_at: dict[tuple[Tier, str], datetime] = {}
         self._idle_nodes: list[_Node] = []
         self._backends = {tier: SimulatedBackend(self, tier) for tier in Tier}
 
@@ -625,6 +629,12 @@ class SimulatedCloud:
                 deliveries = []
         self._send(job, deliveries)
 
+    def delay_capacity(self, tier: Tier, seconds: float) -> None:
+        """From now on capacity created on `tier` becomes usable `seconds` after
+        `ensure_capacity` created it (a cluster being created, a pool allocating nodes)."""
+        with self._lock:
+            self._capacity_delay[Tier(tier)] = timedelta(seconds=seconds)
+
     def exhaust_quota(self, tier: Tier) -> None:
         """From now on `ensure_capacity` and `submit` on `tier` fail for lack of quota."""
         with self._lock:
@@ -664,13 +674,34 @@ class SimulatedCloud:
             before = self._capacity.get(key)
             self._capacity[key] = spec
             if before is None:
-                return CapacityReport(tier=tier, resource_name=name, created=True)
+                delay = self._capacity_delay.get(tier, timedelta())
+                self._capacity_ready_at[key] = self.now() + delay
+                ready = self._capacity_ready(key)
+                return CapacityReport(tier=tier, resource_name=name, created=True, ready=ready)
             changed = (before.max_nodes, before.spot, before.idle_seconds_before_scale_down) != (
                 spec.max_nodes,
                 spec.spot,
                 spec.idle_seconds_before_scale_down,
             )
-            return CapacityReport(tier=tier, resource_name=name, updated=changed)
+            return CapacityReport(
+                tier=tier, resource_name=name, updated=changed, ready=self._capacity_ready(key)
+            )
+
+    def _capacity_status(self, tier: Tier, spec: CapacitySpec) -> CapacityReport:
+        with self._lock:
+            name = f"waa-{tier.value}-{spec.vm_size.lower().replace('_', '-')}"
+            key = (tier, name)
+            if key not in self._capacity:
+                raise PermanentTierError(
+                    f"no capacity {name} on {tier.value}: run ensure_capacity first",
+                    code="CapacityNotFound",
+                )
+            ready = self._capacity_ready(key)
+            detail = "ready" if ready else f"usable at {self._capacity_ready_at[key].isoformat()}"
+            return CapacityReport(tier=tier, resource_name=name, ready=ready, detail=detail)
+
+    def _capacity_ready(self, key: tuple[Tier, str]) -> bool:
+        return self.now() >= self._capacity_ready_at.get(key, self.now())
 
     def _prepare(self, tier: Tier, spec: JobSpec) -> _Prepared:
         key = (tier, spec.job_name)
@@ -1274,6 +1305,9 @@ class SimulatedBackend:
 
     def ensure_capacity(self, spec: CapacitySpec) -> CapacityReport:
         return self._cloud._ensure_capacity(self.tier, spec)
+
+    def capacity_status(self, spec: CapacitySpec) -> CapacityReport:
+        return self._cloud._capacity_status(self.tier, spec)
 
     def submit(self, spec: JobSpec) -> SubmitResult:
         return self._cloud._submit(self.tier, spec)

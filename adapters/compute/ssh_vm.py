@@ -12,6 +12,12 @@ Safety rules this module keeps:
 - Every remote command is an argv list joined with `shlex.join`, so no argument (task ids,
   environment values) is ever interpreted by the remote shell.
 - The heartbeat token is passed to the container but never logged or put in an error message.
+- Every call ends within bounds.SSH_CALL_SECONDS whatever the pool does: paramiko's connect,
+  banner, auth and channel timeouts and a channel timeout per command bound each step, a
+  deadline per call bounds the sequence of steps over the pool, and `docker run` runs under
+  GNU `timeout` on the VM (an image pull can print progress for much longer than any channel
+  timeout notices). The image is prefetched by a detached `docker pull` whose progress
+  `capacity_status` reads, so no call waits for a 5 GB download.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 
 import paramiko
 
+from domain import bounds
 from domain.job_state import from_docker
 from domain.jobs import (
     CapacityReport,
@@ -88,6 +95,17 @@ _CHECK_SCRIPT = (
     'echo "$v"\n'
 )
 _NO_SUCH = re.compile(r"no such (container|object)", re.IGNORECASE)
+# $1: the image, $2: its state file. Marks the pull as under way, then pulls detached; the
+# pull's exit status replaces the mark when it ends, its output goes to "$2.log". Constant
+# text: the image and the path arrive as arguments, never spliced into the script.
+_PREFETCH_SCRIPT = (
+    'mkdir -p "$(dirname "$2")" && echo pulling >"$2" && '
+    'nohup sh -c \'docker pull "$1" >"$2.log" 2>&1; echo $? >"$2"\' sh "$1" "$2" '
+    ">/dev/null 2>&1 &"
+)
+_PULL_STATE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+# Seconds `timeout` waits after its TERM before it KILLs a `docker run` that would not stop.
+RUN_KILL_AFTER_SECONDS = 5
 
 
 def parse_host_key(text: str) -> paramiko.PKey:
@@ -116,6 +134,33 @@ class _VmDown(Exception):
     """The VM cannot be used right now (unreachable, wrong host key, no Docker, no KVM)."""
 
 
+class _OutOfTime(Exception):
+    """The call's time budget ran out: no verdict on the VM it was talking to."""
+
+
+class _Deadline:
+    """The end of one backend call's time budget (bounds.SSH_CALL_SECONDS)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self._end - time.monotonic()
+
+    def cap(self, timeout: float) -> tuple[float, bool]:
+        """`timeout` cut to what is left, and whether the budget cut it; _OutOfTime when
+        nothing is left."""
+        left = self.remaining()
+        if left <= 0:
+            raise _OutOfTime()
+        return (left, True) if left < timeout else (timeout, False)
+
+    def require(self, seconds: float) -> None:
+        """_OutOfTime unless a step that may take `seconds` still fits."""
+        if self.remaining() < seconds:
+            raise _OutOfTime()
+
+
 @dataclass(frozen=True)
 class _Result:
     code: int
@@ -124,27 +169,39 @@ class _Result:
 
 
 class _Remote:
-    def __init__(self, vm: VmHost, client: paramiko.SSHClient, timeout: float) -> None:
+    def __init__(
+        self, vm: VmHost, client: paramiko.SSHClient, timeout: float, deadline: _Deadline
+    ) -> None:
         self.vm = vm
         self._client = client
         self._timeout = timeout
+        self._deadline = deadline
+
+    def time_left(self) -> float:
+        return self._deadline.remaining()
 
     def run(self, argv: Sequence[str], *, timeout: float | None = None) -> _Result:
         command = shlex.join(argv)
+        limit, cut = self._deadline.cap(timeout or self._timeout)
         try:
-            _, stdout, stderr = self._client.exec_command(command, timeout=timeout or self._timeout)
+            # The channel timeout: opening the channel, and each read of its output.
+            _, stdout, stderr = self._client.exec_command(command, timeout=limit)
             out = stdout.read().decode(errors="replace")
             err = stderr.read().decode(errors="replace")
             code = stdout.channel.recv_exit_status()
         except (TimeoutError, paramiko.SSHException, OSError) as exc:
+            if cut and isinstance(exc, TimeoutError):
+                raise _OutOfTime() from None
             raise _VmDown(f"{self.vm.label}: `{argv[0]}` did not answer ({exc})") from None
         return _Result(code, out, err)
 
     def upload(self, local: Path, remote_dir: str) -> str:
         """Copy `local` into `remote_dir` (relative to the home directory unless absolute);
         returns the absolute directory."""
+        limit, _ = self._deadline.cap(self._timeout)
         try:
             with self._client.open_sftp() as sftp:
+                sftp.get_channel().settimeout(limit)
                 home = sftp.normalize(".")
                 target = str(PurePosixPath(home) / remote_dir)
                 try:
@@ -175,9 +232,10 @@ class SshVmBackend:
         runner_remote_dir: str = REMOTE_RUNNER_DIR,
         container_python: str = "python",
         kill_after_seconds: int = 60,
-        connect_timeout: float = 15.0,
-        command_timeout: float = 60.0,
-        run_timeout: float = 900.0,
+        connect_timeout: float = bounds.SSH_CONNECT_TIMEOUT,
+        command_timeout: float = bounds.SSH_COMMAND_TIMEOUT,
+        run_timeout: float = bounds.SSH_DOCKER_RUN_TIMEOUT,
+        call_budget_seconds: float = bounds.SSH_CALL_SECONDS,
         recheck_after_seconds: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -198,8 +256,9 @@ class SshVmBackend:
         self._kill_after = kill_after_seconds
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
-        # `docker run -d` pulls a missing image before it returns; allow for that.
+        # `docker run -d` pulls a missing image before it returns: cut by `timeout` on the VM.
         self._run_timeout = run_timeout
+        self._call_budget = call_budget_seconds
         self._lock = threading.Lock()
         self._submit_lock = threading.Lock()
         # VM label -> (why it left the pool, when): submit skips it for `recheck_after`
@@ -252,8 +311,16 @@ class SshVmBackend:
 
     # --- SSH --------------------------------------------------------------------------------
 
+    def _deadline(self) -> _Deadline:
+        return _Deadline(self._call_budget)
+
     @contextlib.contextmanager
-    def _connect(self, vm: VmHost) -> Iterator[_Remote]:
+    def _connect(self, vm: VmHost, deadline: _Deadline) -> Iterator[_Remote]:
+        # Connect with negotiation, banner and auth run one after another, each under its own
+        # timeout: only a connect that fits whole is started (a failed one says nothing about
+        # the budget, and cutting its timeouts to what is left would never use the budget up).
+        deadline.require(3 * self._connect_timeout)
+        step = self._connect_timeout  # each of: TCP connect + negotiation, banner, auth
         client = paramiko.SSHClient()
         expected = self._host_keys[vm.label]
         known_name = vm.host if vm.port == 22 else f"[{vm.host}]:{vm.port}"
@@ -265,9 +332,12 @@ class SshVmBackend:
                 port=vm.port,
                 username=vm.user,
                 pkey=self._key,
-                timeout=self._connect_timeout,
-                banner_timeout=self._connect_timeout,
-                auth_timeout=self._connect_timeout,
+                # `timeout` bounds the TCP connect and the SSH negotiation, `channel_timeout`
+                # the opening of every channel (paramiko's default is an hour), as SFTP's.
+                timeout=step,
+                banner_timeout=step,
+                auth_timeout=step,
+                channel_timeout=step,
                 allow_agent=False,
                 look_for_keys=False,
             )
@@ -285,7 +355,7 @@ class SshVmBackend:
             client.close()
             raise _VmDown(f"{vm.label}: SSH connection failed ({exc})") from None
         try:
-            yield _Remote(vm, client, self._command_timeout)
+            yield _Remote(vm, client, self._command_timeout, deadline)
         finally:
             client.close()
 
@@ -323,20 +393,32 @@ class SshVmBackend:
     # --- ComputeBackend ---------------------------------------------------------------------
 
     def ensure_capacity(self, spec: CapacitySpec) -> CapacityReport:
+        """Checks every VM (Docker, /dev/kvm), uploads the shard runner and starts a detached
+        pull of the image where it is missing; ready when every usable VM has the image."""
+        deadline = self._deadline()
         usable: list[str] = []
+        missing_image = 0
         notes: list[str] = []
-        for vm in self._pool:
+        for index, vm in enumerate(self._pool):
             try:
-                with self._connect(vm) as remote:
+                with self._connect(vm, deadline) as remote:
                     version = self._check(remote)
                     remote.upload(self._runner_file, self._runner_remote_dir)
-                    image_note = self._prefetch(remote, spec.image) if spec.image else ""
+                    present, image_note = (
+                        self._prefetch(remote, spec.image) if spec.image else (True, "")
+                    )
             except _VmDown as exc:
                 self._mark_down(vm, str(exc))
                 notes.append(str(exc))
                 continue
+            except _OutOfTime:
+                notes.append(self._unchecked(self._pool[index:]))
+                if not usable:
+                    raise self._out_of_time("checking the VM pool", notes) from None
+                break
             self._mark_up(vm)
             usable.append(vm.label)
+            missing_image += not present
             notes.append(f"{vm.label}: usable (docker {version}){image_note}")
         if not usable:
             raise PermanentTierError(
@@ -347,32 +429,125 @@ class SshVmBackend:
         if spec.max_nodes > len(usable):
             summary += f" (fewer than the {spec.max_nodes} requested: shards will wait for a VM)"
         return CapacityReport(
-            tier=Tier.VM, resource_name="vm-pool", detail=summary + ". " + "; ".join(notes)
+            tier=Tier.VM,
+            resource_name="vm-pool",
+            ready=missing_image == 0,
+            detail=summary + ". " + "; ".join(notes),
         )
 
-    def _prefetch(self, remote: _Remote, image: str) -> str:
+    def capacity_status(self, spec: CapacitySpec) -> CapacityReport:
+        """Ready when every usable VM has the image; a pull that failed is started again, one
+        that can never succeed (no such image, no access) is a permanent error."""
+        deadline = self._deadline()
+        usable, pulling = 0, 0
+        notes: list[str] = []
+        for index, vm in enumerate(self._pool):
+            resting = self._resting(vm)
+            if resting is not None:
+                notes.append(resting)
+                continue
+            try:
+                with self._connect(vm, deadline) as remote:
+                    present = self._image_ready(remote, spec.image) if spec.image else True
+            except _VmDown as exc:
+                self._mark_down(vm, str(exc))
+                notes.append(str(exc))
+                continue
+            except _OutOfTime:
+                notes.append(self._unchecked(self._pool[index:]))
+                pulling += 1  # not known to be ready
+                break
+            usable += 1
+            pulling += not present
+            notes.append(f"{vm.label}: {'image present' if present else 'pulling the image'}")
+        if not usable:
+            if pulling:
+                raise self._out_of_time("checking the VM pool", notes)
+            raise PermanentTierError(
+                f"no usable VM in the pool of {len(self._pool)}: " + "; ".join(notes),
+                code="NoUsableVm",
+            )
+        return CapacityReport(
+            tier=Tier.VM,
+            resource_name="vm-pool",
+            ready=pulling == 0,
+            detail=f"{usable} of {len(self._pool)} VMs usable. " + "; ".join(notes),
+        )
+
+    def _pull_state(self, image: str) -> str:
+        return f"{self._runner_remote_dir}/prefetch/{_PULL_STATE_NAME.sub('_', image)}"
+
+    def _prefetch(self, remote: _Remote, image: str) -> tuple[bool, str]:
+        """(whether the image is on the VM, a note); starts its pull when it is not."""
         present = remote.run(["docker", "image", "inspect", "--format", "{{.Id}}", image])
         if present.code == 0:
-            return f", image {image} present"
-        # Pull in the background so the 5 GB download overlaps with the rest of the set-up;
-        # only the constant redirection is shell syntax, the argv is quoted.
-        started = remote.run(
-            ["sh", "-c", shlex.join(["nohup", "docker", "pull", image]) + " >/dev/null 2>&1 &"]
-        )
+            return True, f", image {image} present"
+        return False, self._start_pull(remote, image)
+
+    def _start_pull(self, remote: _Remote, image: str) -> str:
+        # Detached, so the 5 GB download overlaps with everything else and no call waits on it.
+        started = remote.run(["sh", "-c", _PREFETCH_SCRIPT, "sh", image, self._pull_state(image)])
         if started.code != 0:
             return f", image pull of {image} could not start ({_tail(started.err)})"
         return f", pulling image {image}"
+
+    def _image_ready(self, remote: _Remote, image: str) -> bool:
+        """Whether the image is on the VM; False while its pull runs (started again when it
+        failed or never started here)."""
+        if remote.run(["docker", "image", "inspect", "--format", "{{.Id}}", image]).code == 0:
+            return True
+        state_file = self._pull_state(image)
+        state = remote.run(["cat", state_file])
+        mark = state.out.strip() if state.code == 0 else ""
+        if mark == "pulling":
+            return False
+        if mark and mark != "0":
+            log_tail = _tail(remote.run(["tail", "-c", "2000", f"{state_file}.log"]).out)
+            if _INVALID_IMAGE.search(log_tail):
+                raise PermanentTierError(
+                    f"{remote.vm.label}: image {image} cannot be pulled ({log_tail})",
+                    code="InvalidImage",
+                )
+            log.warning("image pull on VM %s failed, pulling again: %s", remote.vm.label, log_tail)
+        self._start_pull(remote, image)
+        return False
+
+    def _unchecked(self, vms: Sequence[VmHost]) -> str:
+        labels = ", ".join(vm.label for vm in vms)
+        return f"not checked: {labels} (the call's {self._call_budget:g} s ran out)"
+
+    def _out_of_time(self, doing: str, notes: Sequence[str]) -> TransientBackendError:
+        return TransientBackendError(
+            f"{doing} took longer than {self._call_budget:g} s: " + "; ".join(notes),
+            code="CallBudget",
+        )
 
     def submit(self, spec: JobSpec) -> SubmitResult:
         name = spec.job_name
         if not _CONTAINER_NAME.match(name):
             raise ValueError(f"job name {name!r} is not a valid container name")
+        deadline = self._deadline()
+        try:
+            return self._submit(spec, deadline)
+        except _OutOfTime:
+            raise TransientBackendError(
+                f"submitting {name} took longer than {self._call_budget:g} s; the retry "
+                "finds the job if it started",
+                code="CallBudget",
+            ) from None
+
+    def _submit(self, spec: JobSpec, deadline: _Deadline) -> SubmitResult:
+        name = spec.job_name
         token = spec.heartbeat_token
         busy = 0
         # Picking a free VM and starting the container must not interleave with another submit
         # of this backend. (Two app instances can still race for one VM; the loser's container
         # then shares the VM until the orchestration's deadlines catch the slow shard.)
-        with self._submit_lock, contextlib.ExitStack() as stack:
+        # Waiting for another submit counts against this call's budget too.
+        if not self._submit_lock.acquire(timeout=max(0.0, deadline.remaining())):
+            raise _OutOfTime()
+        with contextlib.ExitStack() as stack:
+            stack.callback(self._submit_lock.release)
             reachable: list[_Remote] = []
             problems: list[str] = []
             # Idempotency first: the job may already run on any VM (a re-delivered activity).
@@ -383,7 +558,7 @@ class SshVmBackend:
                     problems.append(resting)
                     continue
                 try:
-                    remote = stack.enter_context(self._connect(vm))
+                    remote = stack.enter_context(self._connect(vm, deadline))
                     state = self._inspect(remote, name)
                 except _VmDown as exc:
                     self._mark_down(vm, str(exc))
@@ -459,8 +634,14 @@ class SshVmBackend:
 
     def _run(self, remote: _Remote, spec: JobSpec, runner_dir: str, token: str) -> bool:
         argv = self._docker_run_argv(spec, runner_dir, token)
+        # GNU `timeout` on the VM ends a `docker run` still pulling (its progress output would
+        # keep any channel timeout from firing); the channel timeout is only the backstop.
+        limit = min(self._run_timeout, remote.time_left() - RUN_KILL_AFTER_SECONDS - 1)
+        if limit <= 0:
+            raise _OutOfTime()
+        bounded = ["timeout", f"--kill-after={RUN_KILL_AFTER_SECONDS}", f"{limit:g}", *argv]
         try:
-            res = remote.run(argv, timeout=self._run_timeout)
+            res = remote.run(bounded, timeout=limit + RUN_KILL_AFTER_SECONDS + 1)
         except _VmDown as exc:
             # Most likely a slow image pull, not a broken VM: keep the VM in the pool. A retry
             # finds the container if Docker went on to create it.
@@ -472,6 +653,12 @@ class SshVmBackend:
         if res.code == 0:
             return True
         err = _redact(_tail(res.err), token)
+        if res.code in _TIMEOUT_EXIT_CODES:
+            raise TransientBackendError(
+                f"{remote.vm.label}: docker run did not finish within {limit:g} s (still pulling "
+                f"the image? {err})",
+                code="RunTimeout",
+            )
         if _NAME_CONFLICT.search(res.err):
             return False
         if _INVALID_IMAGE.search(res.err):
@@ -482,15 +669,19 @@ class SshVmBackend:
         raise TransientBackendError(f"{remote.vm.label}: docker run failed ({err})")
 
     def status(self, job_name: str) -> JobStatus:
+        deadline = self._deadline()
         unreachable: list[str] = []
-        for vm in self._ordered(job_name):
+        for index, vm in enumerate(self._ordered(job_name)):
             try:
-                with self._connect(vm) as remote:
+                with self._connect(vm, deadline) as remote:
                     state = self._inspect(remote, job_name)
                     cancelled = state is None and self._has_tombstone(remote, job_name)
             except _VmDown as exc:
                 unreachable.append(str(exc))
                 continue
+            except _OutOfTime:
+                unreachable.append(self._unchecked(self._ordered(job_name)[index:]))
+                break
             if state is not None:
                 with self._lock:
                     self._where[job_name] = vm
@@ -510,9 +701,10 @@ class SshVmBackend:
         """Removes a container that has not ended (`docker rm -f`) and leaves a tombstone on its
         VM, so that `status` reports CANCELLED from any app instance afterwards. A container
         that already ended is left as it is: its outcome stays readable."""
+        deadline = self._deadline()
         for vm in self._ordered(job_name):
             try:
-                with self._connect(vm) as remote:
+                with self._connect(vm, deadline) as remote:
                     state = self._inspect(remote, job_name)
                     if state is None:
                         continue
@@ -524,6 +716,12 @@ class SshVmBackend:
                 # A container on an unreachable VM still dies by its own `timeout`.
                 log.warning("cancel %s: skipped %s", job_name, exc)
                 continue
+            except _OutOfTime:
+                # Not every VM was asked: the caller tries again (the job may still run).
+                raise TransientBackendError(
+                    f"cancelling {job_name} took longer than {self._call_budget:g} s",
+                    code="CallBudget",
+                ) from None
             if res.code != 0 and not _NO_SUCH.search(res.err):
                 raise TransientBackendError(
                     f"{vm.label}: docker rm -f {job_name} failed ({_tail(res.err)})"

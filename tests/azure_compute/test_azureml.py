@@ -309,3 +309,76 @@ def test_from_settings_talks_to_the_configured_workspace(
         and "/workspaces/ws-1/computes/gpu-less" in r.path
         for r in aml.requests
     )
+
+
+# --- capacity that takes minutes, and bounded waits ------------------------------------------
+def test_a_cluster_being_created_is_not_waited_for(aml: FakeAzureML) -> None:
+    aml.new_compute_state = "Creating"
+    b = backend(aml)
+    report = b.ensure_capacity(capacity())
+    # Created and returned at once: the shard orchestration polls until it is usable.
+    assert report.created and not report.ready
+    assert not b.capacity_status(capacity()).ready
+    # Another shard ensuring the same cluster meanwhile finds it still on its way.
+    again = b.ensure_capacity(capacity())
+    assert not again.created and not again.ready
+    aml.set_compute_state("waa-cluster", "Succeeded")
+    assert b.capacity_status(capacity()).ready
+    assert b.ensure_capacity(capacity()).ready
+
+
+def test_a_cluster_whose_provisioning_failed_is_permanent_for_the_tier(aml: FakeAzureML) -> None:
+    aml.new_compute_state = "Creating"
+    b = backend(aml)
+    b.ensure_capacity(capacity())
+    aml.set_compute_state("waa-cluster", "Failed", error_code="QuotaExceeded")
+    with pytest.raises(PermanentTierError) as caught:
+        b.capacity_status(capacity())
+    assert caught.value.code == "ClusterProvisioningFailed"
+    assert "QuotaExceeded" in str(caught.value) and "AZUREML_COMPUTE_NAME" in str(caught.value)
+
+
+def test_a_deleted_cluster_is_permanent_for_the_tier(aml: FakeAzureML) -> None:
+    with pytest.raises(PermanentTierError, match="does not exist"):
+        backend(aml).capacity_status(capacity())
+
+
+def test_an_unconfirmed_cancel_waits_its_bound_and_is_transient(aml: FakeAzureML) -> None:
+    b = AzureMLBackend(
+        make_client(aml, retries=2), compute_name="waa-cluster", cancel_wait_seconds=0.2
+    )
+    b.ensure_capacity(capacity())
+    b.submit(job_spec(NAME))
+    aml.confirm_cancels = False
+    with pytest.raises(TransientBackendError) as caught:
+        b.cancel(NAME)
+    assert caught.value.code == "CancelNotConfirmed"
+    assert aml.job_status(NAME) == "CancelRequested"
+    # The retry finds it confirmed.
+    aml.confirm_cancels = True
+    b.cancel(NAME)
+    assert b.status(NAME).state is JobState.CANCELLED
+
+
+def test_from_settings_client_carries_the_bounds_and_works(
+    aml: FakeAzureML, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK accepts the per-operation bounds (connection/read timeouts, the retry policy's
+    # total timeout) on every call the backend makes.
+    assert aml.ca_file is not None
+    monkeypatch.setenv("AZUREML_DEV_URL_MFE", aml.url)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", aml.ca_file)
+    b = AzureMLBackend.from_settings(
+        settings(
+            AZURE_SUBSCRIPTION_ID="sub-1",
+            AZURE_RESOURCE_GROUP="rg-1",
+            AZUREML_WORKSPACE="ws-1",
+            AZUREML_COMPUTE_NAME="waa-cluster",
+        ),
+        StaticTokenCredential(),
+    )
+    b.ensure_capacity(capacity())
+    assert b.capacity_status(capacity()).ready
+    assert b.submit(job_spec(NAME)).created
+    b.cancel(NAME)
+    assert b.status(NAME).state is JobState.CANCELLED

@@ -282,3 +282,51 @@ def test_from_settings_with_shared_key(batch: FakeBatch) -> None:
     assert b.submit(job_spec(NAME)).created
     assert "pool-from-settings" in batch.pools
     assert batch.auth_failures == 0
+
+
+# --- capacity that takes minutes -----------------------------------------------------------------
+def test_a_new_pool_is_not_waited_for_and_is_ready_once_a_node_is_usable(batch: FakeBatch) -> None:
+    b = backend(batch)
+    report = b.ensure_capacity(capacity_spec(max_nodes=2))
+    # Created and returned at once: allocation and the image prefetch run in the background.
+    assert report.created and not report.ready
+    # The nodes are still starting (booting, pulling the image, running the /dev/kvm check).
+    batch.set_node_states(POOL, "starting")
+    status = b.capacity_status(capacity_spec(max_nodes=2))
+    assert not status.ready and "2 starting" in status.detail
+    assert not b.ensure_capacity(capacity_spec(max_nodes=2)).ready
+    batch.set_node_states(POOL, "idle")
+    assert b.capacity_status(capacity_spec(max_nodes=2)).ready
+    assert b.ensure_capacity(capacity_spec(max_nodes=2)).ready
+
+
+def test_a_pool_that_cannot_allocate_is_permanent_for_the_tier(batch: FakeBatch) -> None:
+    b = ready(batch)
+    batch.set_resize_error(POOL, "AccountCoreQuotaReached", "The core quota was reached.")
+    with pytest.raises(PermanentTierError) as caught:
+        b.capacity_status(capacity_spec())
+    assert caught.value.code == "PoolUnusable" and "quota" in str(caught.value)
+
+
+def test_a_pool_of_nodes_without_kvm_is_permanent_for_the_tier(batch: FakeBatch) -> None:
+    b = ready(batch, max_nodes=2)
+    batch.set_node_states(POOL, "starttaskfailed", error="test -c /dev/kvm failed")
+    with pytest.raises(PermanentTierError, match="nested virtualization"):
+        b.capacity_status(capacity_spec(max_nodes=2))
+
+
+def test_from_settings_client_carries_the_bounds_and_works(batch: FakeBatch) -> None:
+    # The SDK accepts the per-operation bounds on every call the backend makes.
+    b = BatchBackend.from_settings(
+        settings(
+            BATCH_ACCOUNT_URL=batch.url,
+            BATCH_POOL_ID=POOL,
+            BATCH_ACCOUNT_NAME=batch.account_name,
+            BATCH_ACCOUNT_KEY=batch.account_key,
+        )
+    )
+    b.ensure_capacity(capacity_spec())
+    assert b.capacity_status(capacity_spec()).ready
+    assert b.submit(job_spec(NAME)).created
+    b.cancel(NAME)
+    assert b.status(NAME).state is JobState.CANCELLED

@@ -122,3 +122,12 @@ def test_ensure_capacity_twice_is_idempotent(h: ContractHarness) -> None:
     again = h.backend.ensure_capacity(h.capacity_spec())
     assert (again.created, again.updated) == (False, False)
     assert again.resource_name
+
+
+def test_capacity_status_says_when_ensured_capacity_is_usable(h: ContractHarness) -> None:
+    # The fixture ensured capacity, which every fake makes usable at once.
+    report = h.backend.capacity_status(h.capacity_spec())
+    assert report.ready is True
+    assert report.tier is h.backend.tier and report.resource_name
+    # A second look changes nothing: the check is read-only.
+    assert h.backend.capacity_status(h.capacity_spec()).ready is True

@@ -67,6 +67,11 @@ class FakeAzureML(FaultInjectingServer):
         # Run history (a separate data-plane API) is where a failed job's error text lives.
         self.run_errors: dict[str, tuple[str, str]] = {}
         self._ops = 0
+        # The provisioning state a newly created cluster reports (the service takes minutes
+        # to go from Creating to Succeeded); tests move it on with `set_compute_state`.
+        self.new_compute_state = "Succeeded"
+        # False: cancel operations stay in progress until tests set it back to True.
+        self.confirm_cancels = True
 
     # --- controls for tests --------------------------------------------------------------
     def set_job_status(
@@ -77,6 +82,16 @@ class FakeAzureML(FaultInjectingServer):
             self.jobs[name]["properties"]["status"] = status
             if error is not None:
                 self.run_errors[name] = error
+
+    def set_compute_state(self, name: str, state: str, *, error_code: str | None = None) -> None:
+        """Move a cluster to provisioning `state`; `error_code` is what it then reports."""
+        with self.lock:
+            props = self.computes[name]["properties"]
+            props["provisioningState"] = state
+            if error_code is not None:
+                props["provisioningErrors"] = [
+                    {"error": {"code": error_code, "message": f"{error_code} (fake)"}}
+                ]
 
     def job_status(self, name: str) -> str:
         return str(self.jobs[name]["properties"]["status"])
@@ -181,7 +196,10 @@ class FakeAzureML(FaultInjectingServer):
             "name": name,
             "type": "Microsoft.MachineLearningServices/workspaces/computes",
             "location": body.get("location") or self.location,
-            "properties": {**props, "provisioningState": "Succeeded"},
+            "properties": {
+                **props,
+                "provisioningState": "Succeeded" if existing else self.new_compute_state,
+            },
         }
         self.computes[name] = resource
         return Reply(201 if existing is None else 200, resource)
@@ -242,6 +260,8 @@ class FakeAzureML(FaultInjectingServer):
         return Reply(202, None, {"Location": f"{self.url}/operations/{op}", "Retry-After": "0"})
 
     def _operation(self, op: str) -> Reply:
+        if not self.confirm_cancels:
+            return Reply(202, None, {"Location": f"{self.url}/operations/{op}", "Retry-After": "1"})
         name = op.split("-", 2)[-1]
         job = self.jobs.get(name)
         if job is not None and job["properties"]["status"] == "CancelRequested":

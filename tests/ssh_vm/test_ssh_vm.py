@@ -432,3 +432,94 @@ def test_unreadable_private_key_message_has_no_key_material() -> None:
     with pytest.raises(ValueError) as err:
         load_private_key("-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n")
     assert "c2VjcmV0" not in str(err.value)
+
+
+# --- capacity that takes minutes, and bounded calls ----------------------------------------------
+def _wait_ready(backend: SshVmBackend, spec: CapacitySpec) -> bool:
+    # The pull runs detached on the VM and lands shortly after: look a bounded number of times.
+    import time
+
+    for _ in range(200):
+        if backend.capacity_status(spec).ready:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_missing_image_is_pulled_detached_and_polled(vm_sshd: Sshd, tmp_path: Path) -> None:
+    backend = _backend(vm_sshd, tmp_path)
+    spec = _capacity(image="registry/waa:2")
+    report = backend.ensure_capacity(spec)
+    # Returned at once: no call waits for a 5 GB download.
+    assert not report.ready and "pulling image registry/waa:2" in report.detail
+    assert _wait_ready(backend, spec)
+    # Once there, ensuring again finds it present.
+    again = backend.ensure_capacity(spec)
+    assert again.ready and "image registry/waa:2 present" in again.detail
+
+
+def test_a_vm_that_never_started_the_pull_gets_it_started(vm_sshd: Sshd, tmp_path: Path) -> None:
+    # No ensure_capacity on this VM (it was down then): the status check starts the pull.
+    backend = _backend(vm_sshd, tmp_path)
+    spec = _capacity(image="registry/waa:3")
+    assert not backend.capacity_status(spec).ready
+    assert _wait_ready(backend, spec)
+
+
+def test_an_image_that_cannot_be_pulled_is_permanent_for_the_tier(
+    vm_sshd: Sshd, tmp_path: Path
+) -> None:
+    import time
+
+    backend = _backend(vm_sshd, tmp_path)
+    spec = _capacity(image="nobody/doesnotexist:1")
+    assert not backend.ensure_capacity(spec).ready
+    caught: PermanentTierError | None = None
+    for _ in range(200):  # until the detached pull has failed
+        try:
+            backend.capacity_status(spec)
+        except PermanentTierError as err:
+            caught = err
+            break
+        time.sleep(0.05)
+    assert caught is not None and caught.code == "InvalidImage"
+    assert "pull access denied" in str(caught)
+
+
+def test_a_pool_of_silent_vms_ends_the_call_within_its_budget(
+    vm_sshd: Sshd, tmp_path: Path
+) -> None:
+    import socket
+
+    # Listening sockets that never answer: TCP connects, the SSH banner never comes. Walking
+    # all six VMs would end in "no usable VM" (permanent) after up to 6 x 3 x connect_timeout;
+    # the call's budget ends it first, as transient: nothing is known about the VMs not tried.
+    silent = []
+    for _ in range(6):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        silent.append(s)
+    try:
+        pool = [
+            VmHost(
+                host="127.0.0.1", port=s.getsockname()[1], user="root", host_key=vm_sshd.host_key
+            )
+            for s in silent
+        ]
+        backend = SshVmBackend(
+            pool,
+            key=load_private_key(vm_sshd.user_private_key),
+            runner_remote_dir=str(tmp_path / "remote-runner"),
+            connect_timeout=0.5,
+            call_budget_seconds=2.0,
+        )
+        with pytest.raises(TransientBackendError) as err:
+            backend.submit(_spec())
+        assert err.value.code == "CallBudget"
+        with pytest.raises(TransientBackendError) as err:
+            backend.capacity_status(_capacity(image="registry/waa:1"))
+        assert err.value.code == "CallBudget" and "not checked" in str(err.value)
+    finally:
+        for s in silent:
+            s.close()

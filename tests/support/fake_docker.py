@@ -117,8 +117,15 @@ def main(args: list) -> None:
             f.write(json.dumps(name) + "\n")
         print(uuid.uuid4().hex)
     elif cmd == "image":
-        fail(f"Error: No such image: {args[-1]}")
+        # `image inspect`: only what `docker pull` fetched is there.
+        pulled = STATE / "pulled"
+        if pulled.exists() and pulled.read_text() == args[-1]:
+            print("sha256:" + "0" * 64)
+        else:
+            fail(f"Error: No such image: {args[-1]}")
     elif cmd == "pull":
+        if "doesnotexist" in args[-1]:
+            fail(f"Error response from daemon: pull access denied for {args[-1]}")
         (STATE / "pulled").write_text(args[-1])
     else:
         fail(f"fake docker: unsupported command {args!r}", 2)
