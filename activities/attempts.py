@@ -21,6 +21,7 @@ from domain import names
 from domain.cost import DEFAULT_PROVISIONING_MINUTES, hourly_price, job_cost
 from domain.jobs import (
     BackendError,
+    CapacityReport,
     CapacitySpec,
     FailureKind,
     JobSpec,
@@ -160,7 +161,6 @@ def submit_job(payload: dict) -> dict[str, Any]:
 
     backend = svc.backend(tier)
     try:
-        _ensure_capacity_once(store, backend, payload, now)
         result = backend.submit(
             _job_spec(
                 payload,
@@ -205,26 +205,89 @@ def submit_job(payload: dict) -> dict[str, Any]:
     return {"status": "submitted", "reason": "", "failure_kind": None}
 
 
-def _ensure_capacity_once(
-    store: StateStore, backend: Any, payload: dict[str, Any], now: datetime
-) -> None:
-    """Create or check the tier's capacity the first time this evaluation uses the tier."""
-    eid, tier = payload["evaluation_id"], payload["tier"]
-    evaluation = store.get_evaluation(eid) or {}
-    if tier in (evaluation.get("capacity_ready") or "").split(","):
-        return
-    backend.ensure_capacity(
-        CapacitySpec(
-            evaluation_id=eid,
-            tier=Tier(tier),
-            vm_size=payload["vm_size"],
-            max_nodes=int(payload["workers"]),
-            spot=payload["spot"],
-            image=payload["image"],
-        )
+def _capacity_spec(payload: dict[str, Any]) -> CapacitySpec:
+    return CapacitySpec(
+        evaluation_id=payload["evaluation_id"],
+        tier=Tier(payload["tier"]),
+        vm_size=payload["vm_size"],
+        max_nodes=int(payload["workers"]),
+        spot=payload["spot"],
+        image=payload["image"],
     )
-    ready = [t for t in (evaluation.get("capacity_ready") or "").split(",") if t]
-    store.update_evaluation(eid, capacity_ready=",".join(sorted({*ready, tier})))
+
+
+def _ready_tiers(evaluation: dict[str, Any]) -> set[str]:
+    return {t for t in str(evaluation.get("capacity_ready") or "").split(",") if t}
+
+
+def _capacity_answer(
+    store: StateStore, payload: dict[str, Any], report: CapacityReport
+) -> dict[str, Any]:
+    """What the shard orchestration needs of a capacity report; a ready tier is recorded on
+    the evaluation, so that later attempts and other shards skip the check."""
+    eid, tier = payload["evaluation_id"], payload["tier"]
+    if not report.ready:
+        return {"status": "pending", "reason": report.detail, "failure_kind": None}
+
+    def add_tier(row: dict[str, Any]) -> dict[str, Any] | None:
+        ready = _ready_tiers(row)
+        return (
+            None if tier in ready else {**row, "capacity_ready": ",".join(sorted({*ready, tier}))}
+        )
+
+    store.update_evaluation_with(eid, add_tier)
+    return {"status": "ready", "reason": report.detail, "failure_kind": None}
+
+
+def _capacity_failed(err: BackendError) -> dict[str, Any]:
+    return {"status": "failed", "reason": str(err), "failure_kind": err.kind.value}
+
+
+@bp.activity_trigger(input_name="payload", activity=names.ENSURE_CAPACITY)
+def ensure_capacity(payload: dict) -> dict[str, Any]:
+    """Create or check the tier's capacity the first time this evaluation uses the tier, and
+    return without waiting for it: {"status": "ready" | "pending" | "failed", ...}. Pending
+    capacity (a cluster being created, a pool allocating nodes, VMs pulling the image) is
+    polled by the orchestration with `capacity_status` between durable timers. Raises only
+    transient errors, which the orchestration's retry policy retries."""
+    svc = runtime.services()
+    store = svc.store
+    fields = ids(
+        evaluation_id=payload["evaluation_id"], shard=payload["shard_index"], tier=payload["tier"]
+    )
+    if payload["tier"] in _ready_tiers(store.get_evaluation(payload["evaluation_id"]) or {}):
+        return {"status": "ready", "reason": "", "failure_kind": None}
+    try:
+        report = svc.backend(Tier(payload["tier"])).ensure_capacity(_capacity_spec(payload))
+    except BackendError as err:
+        if err.is_transient:
+            log.warning("transient capacity error: %s", err, **fields)
+            raise
+        log.error("capacity failed permanently for this tier: %s", err, **fields)
+        return _capacity_failed(err)
+    log.info("capacity %s: %s", "ready" if report.ready else "pending", report.detail, **fields)
+    return _capacity_answer(store, payload, report)
+
+
+@bp.activity_trigger(input_name="payload", activity=names.CAPACITY_STATUS)
+def capacity_status(payload: dict) -> dict[str, Any]:
+    """One cheap look at capacity that `ensure_capacity` left pending. A transient error is
+    just another "pending": the orchestration polls again until its deadline."""
+    svc = runtime.services()
+    fields = ids(
+        evaluation_id=payload["evaluation_id"], shard=payload["shard_index"], tier=payload["tier"]
+    )
+    try:
+        report = svc.backend(Tier(payload["tier"])).capacity_status(_capacity_spec(payload))
+    except BackendError as err:
+        if err.is_transient:
+            log.warning("capacity status unavailable: %s", err, **fields)
+            return {"status": "pending", "reason": str(err), "failure_kind": None}
+        log.error("capacity failed permanently for this tier: %s", err, **fields)
+        return _capacity_failed(err)
+    if report.ready:
+        log.info("capacity ready: %s", report.detail, **fields)
+    return _capacity_answer(svc.store, payload, report)
 
 
 FAILED_OUTCOMES = {"start_timeout", "stuck", "job_failed", "submit_failed"}

@@ -1,6 +1,9 @@
 """The shard orchestration: run one shard's tasks to a recorded outcome, whatever fails.
 
-Per attempt: pick a tier (domain policy), submit through an activity with a retry policy for
+Per attempt: pick a tier (domain policy); the first time the shard uses a tier, make sure its
+capacity is usable (an activity starts a cluster or pool and returns; the orchestration polls
+its status between durable timers, so no activity waits minutes for it); submit through an
+activity with a retry policy for
 transient errors, race the container-started event against a durable-timer deadline, then race
 job-ended against the run deadline. On failure: cancel the job (a timer firing stops nothing by
 itself), back off with a durable timer, and resubmit only the tasks without a result, failing
@@ -19,7 +22,7 @@ from typing import Any
 import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskBase
 
-from domain import names
+from domain import bounds, names
 from domain.jobs import FailureKind, Tier
 from domain.naming import job_name
 from domain.outcomes import CANCELLED_BY_USER
@@ -68,6 +71,8 @@ def shard(context: df.DurableOrchestrationContext) -> Orchestration:
     config = PolicyConfig.model_validate(inp["policy"])
     attempts: list[AttemptRecord] = []
     close_reason = ""
+    # Tiers whose capacity this shard has seen usable (rebuilt identically on every replay).
+    ready_tiers: set[Tier] = set()
 
     prepare = {"evaluation_id": evaluation_id, "shard_index": index, "task_ids": task_ids}
 
@@ -114,6 +119,23 @@ def shard(context: df.DurableOrchestrationContext) -> Orchestration:
         assert tier is not None
 
         name = job_name(evaluation_id, index, attempt)
+        capacity: dict[str, Any] = {"status": "ready"}
+        if tier not in ready_tiers:
+            context.set_custom_status(_status(index, attempt, tier.value, "waiting_for_capacity"))
+            capacity = yield from _await_capacity(
+                context,
+                {
+                    **inp["job"],
+                    "evaluation_id": evaluation_id,
+                    "shard_index": index,
+                    "tier": tier.value,
+                },
+            )
+            if capacity["status"] == "cancelled":
+                close_reason = CANCELLED_BY_USER
+                break
+            if capacity["status"] == "ready":
+                ready_tiers.add(tier)
         context.set_custom_status(_status(index, attempt, tier.value, "submitting"))
         submit_input = {
             **inp["job"],
@@ -126,16 +148,19 @@ def shard(context: df.DurableOrchestrationContext) -> Orchestration:
             "instance_id": context.instance_id,
             "failover": bool(attempts) and attempts[-1].tier is not tier,
         }
-        try:
-            submitted = yield context.call_activity_with_retry(
-                names.SUBMIT_JOB, SUBMIT_RETRY, submit_input
-            )
-        except Exception as err:  # the retry policy gave up on a transient error
-            submitted = {
-                "status": "failed",
-                "reason": f"submission failed: {_first_line(err)}",
-                "failure_kind": FailureKind.TRANSIENT.value,
-            }
+        if capacity["status"] != "ready":  # failed: this attempt ends before any job
+            submitted = capacity
+        else:
+            try:
+                submitted = yield context.call_activity_with_retry(
+                    names.SUBMIT_JOB, SUBMIT_RETRY, submit_input
+                )
+            except Exception as err:  # the retry policy gave up on a transient error
+                submitted = {
+                    "status": "failed",
+                    "reason": f"submission failed: {_first_line(err)}",
+                    "failure_kind": FailureKind.TRANSIENT.value,
+                }
 
         if submitted["status"] == "budget":
             close_reason = submitted["reason"]
@@ -213,6 +238,43 @@ def _sleep_unless_cancelled(
         timer.cancel()
         return True
     return False
+
+
+def _await_capacity(
+    context: df.DurableOrchestrationContext, capacity_input: dict[str, Any]
+) -> Generator[TaskBase, Any, dict[str, Any]]:
+    """Make the tier's capacity usable: one activity starts or checks it and returns at once;
+    while it is pending, a cheap status activity every CAPACITY_POLL_SECONDS (a durable timer
+    in between, raced against the user's cancel), until CAPACITY_DEADLINE_SECONDS. Returns
+    {"status": "ready" | "failed" | "cancelled", "reason", "failure_kind"}."""
+    try:
+        answer = yield context.call_activity_with_retry(
+            names.ENSURE_CAPACITY, SUBMIT_RETRY, capacity_input
+        )
+    except Exception as err:  # the retry policy gave up on a transient error
+        return {
+            "status": "failed",
+            "reason": f"capacity check failed: {_first_line(err)}",
+            "failure_kind": FailureKind.TRANSIENT.value,
+        }
+    deadline = context.current_utc_datetime + timedelta(seconds=bounds.CAPACITY_DEADLINE_SECONDS)
+    while answer["status"] == "pending":
+        left = (deadline - context.current_utc_datetime).total_seconds()
+        if left <= 0:
+            minutes = bounds.CAPACITY_DEADLINE_SECONDS / 60
+            return {
+                "status": "failed",
+                "reason": f"{capacity_input['tier']} capacity not usable within {minutes:g} min"
+                + (f" ({answer['reason']})" if answer.get("reason") else ""),
+                "failure_kind": FailureKind.PERMANENT_FOR_TIER.value,
+            }
+        if (yield from _sleep_unless_cancelled(context, min(bounds.CAPACITY_POLL_SECONDS, left))):
+            return {"status": "cancelled", "reason": CANCELLED_BY_USER, "failure_kind": None}
+        try:
+            answer = yield context.call_activity(names.CAPACITY_STATUS, capacity_input)
+        except Exception as err:  # an unexpected failure: look again at the next poll
+            answer = {"status": "pending", "reason": _first_line(err), "failure_kind": None}
+    return answer
 
 
 def _await_job(

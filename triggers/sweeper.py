@@ -5,12 +5,17 @@ Reads only the `active` partition (never scans the table) and, per job:
 - a started job with no heartbeat past its threshold is stuck: cancel it and tell its shard;
 - otherwise ask the backend, and record a terminal state that no event reported.
 Every write is forward-only with ETags and every cancel is idempotent, so two overlapping
-sweeps do no harm.
+sweeps do no harm. A sweep starts no job check after bounds.SWEEP_BUDGET_SECONDS (the timer
+function runs under the same functionTimeout as everything else); the jobs left are checked
+by the next sweep, and the order is shuffled so that a sweep cut short never leaves the same
+jobs unchecked twice running.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +25,7 @@ import azure.functions as func
 from adapters import runtime, telemetry
 from adapters.logs import ids
 from adapters.state.table_store import parse_time
-from domain import names
+from domain import bounds, names
 from domain.jobs import BackendError, FailureKind, JobNotFoundError, JobState, Tier
 from triggers.offload import off_loop
 from triggers.signals import signal_ended
@@ -47,8 +52,17 @@ async def stuck_job_sweeper(
 async def sweep(client: df.DurableOrchestrationClient) -> dict[str, int]:
     svc = await off_loop(runtime.services)
     store = svc.store
-    report = {"orphans": 0, "stuck": 0, "reconciled": 0, "cleaned": 0}
-    for active in await off_loop(store.active_jobs):
+    report = {"orphans": 0, "stuck": 0, "reconciled": 0, "cleaned": 0, "deferred": 0}
+    started = time.monotonic()
+    jobs = await off_loop(store.active_jobs)
+    random.shuffle(jobs)
+    for checked, active in enumerate(jobs):
+        if checked and time.monotonic() - started > bounds.SWEEP_BUDGET_SECONDS:
+            report["deferred"] = len(jobs) - checked
+            log.warning(
+                "sweep budget used up: %d job(s) left for the next sweep", len(jobs) - checked
+            )
+            break
         name, eid = active["RowKey"], active["evaluation_id"]
         fields = ids(
             evaluation_id=eid, shard=active["shard_index"], attempt=active["attempt"], job_name=name

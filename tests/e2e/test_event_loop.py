@@ -135,7 +135,7 @@ def test_no_table_or_backend_call_runs_on_the_event_loop(
     monkeypatch.setattr(store, "_table", _LoopGuard(store._table, violations))
     for tier in Tier:
         backend = sim.cloud.backend(tier)
-        for method in ("ensure_capacity", "submit", "status", "cancel"):
+        for method in ("ensure_capacity", "capacity_status", "submit", "status", "cancel"):
             where = f"{tier.value}.{method}"
             monkeypatch.setattr(
                 backend, method, _guarded(getattr(backend, method), where, violations)

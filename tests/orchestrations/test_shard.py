@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from domain import names
+from domain import bounds, names
 from domain.jobs import FailureKind, Tier
 from domain.naming import job_name
 from domain.outcomes import CANCELLED_BY_USER
@@ -54,6 +54,9 @@ class World:
     cancel_failures: int = 0  # finish_attempt calls (not best effort) that raise first
     on_prepare: Callable[[World, int], None] | None = None
     prepares: int = 0
+    # Per tier, what ensure_capacity and then each capacity_status answer, in order
+    # ("ready", "pending" or "failed"); once a tier's script is used up, its capacity is ready.
+    capacity: dict[str, list[str]] = field(default_factory=dict)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -98,6 +101,15 @@ class World:
             self.ctx.raise_event(ended, failed, after=2 * MIN)
         return {"status": "submitted", "reason": "", "failure_kind": None}
 
+    def capacity_answer(self, payload: dict[str, Any]) -> dict[str, Any]:
+        script = self.capacity.get(payload["tier"], [])
+        status = script.pop(0) if script else "ready"
+        if status == "failed":
+            kind = FailureKind.PERMANENT_FOR_TIER.value
+            return {"status": "failed", "reason": "cluster quota exceeded", "failure_kind": kind}
+        reason = "cluster creating" if status == "pending" else ""
+        return {"status": status, "reason": reason, "failure_kind": None}
+
     def finish_attempt(self, payload: dict[str, Any]) -> dict[str, Any]:
         if self.cancel_failures and not payload.get("cancel_best_effort"):
             self.cancel_failures -= 1
@@ -138,6 +150,8 @@ def run_shard(
         setup(world)
     ctx.activities = {
         names.PREPARE_ATTEMPT: world.prepare_attempt,
+        names.ENSURE_CAPACITY: world.capacity_answer,
+        names.CAPACITY_STATUS: world.capacity_answer,
         names.SUBMIT_JOB: world.submit_job,
         names.FINISH_ATTEMPT: world.finish_attempt,
         names.CLOSE_SHARD: world.close_shard,
@@ -345,3 +359,77 @@ def test_without_a_start_deadline_a_job_that_never_starts_waits_for_the_run_dead
     assert outcomes(world)[0] == ("azureml", "stuck")
     finished_at = next(t for t, n, _ in world.ctx.calls if n == names.FINISH_ATTEMPT)
     assert finished_at == EPOCH + timedelta(hours=4) + RUN_DEADLINE_GRACE
+
+
+# --- capacity: started by one activity, polled between durable timers ---------------------
+
+
+def test_pending_capacity_is_polled_with_durable_timers_before_the_first_submission() -> None:
+    poll = timedelta(seconds=bounds.CAPACITY_POLL_SECONDS)
+    _, world = run_shard(
+        [COMPLETES], setup=lambda w: w.capacity.update(azureml=["pending", "pending", "pending"])
+    )
+    assert outcomes(world) == [("azureml", "completed")]
+    ensured = [t for t, n, _ in world.ctx.calls if n == names.ENSURE_CAPACITY]
+    polled = [t for t, n, _ in world.ctx.calls if n == names.CAPACITY_STATUS]
+    assert ensured == [EPOCH]
+    assert polled == [EPOCH + poll, EPOCH + 2 * poll, EPOCH + 3 * poll]
+    # The third poll saw it ready: the job is submitted at once, and its start deadline only
+    # starts counting then.
+    (submitted_at,) = [t for t, n, _ in world.ctx.calls if n == names.SUBMIT_JOB]
+    assert submitted_at == EPOCH + 3 * poll
+    assert len(world.ctx.timers) >= 3
+    assert world.ctx.calls_of(names.CAPACITY_STATUS)[0] == {
+        "image": "winarena:latest",
+        "vm_size": "Standard_D4s_v5",
+        "evaluation_id": EVALUATION,
+        "shard_index": 0,
+        "tier": "azureml",
+    }
+
+
+def test_capacity_not_usable_by_the_deadline_fails_over_to_the_next_tier() -> None:
+    deadline = timedelta(seconds=bounds.CAPACITY_DEADLINE_SECONDS)
+    polls = bounds.CAPACITY_DEADLINE_SECONDS // bounds.CAPACITY_POLL_SECONDS
+    _, world = run_shard(
+        [COMPLETES, COMPLETES], setup=lambda w: w.capacity.update(azureml=["pending"] * 1000)
+    )
+    assert outcomes(world) == [("azureml", "submit_failed"), ("batch", "completed")]
+    first = world.ctx.calls_of(names.FINISH_ATTEMPT)[0]
+    assert first["submitted"] is False
+    assert first["failure_kind"] == FailureKind.PERMANENT_FOR_TIER.value
+    assert first["reason"] == (
+        f"azureml capacity not usable within {deadline.total_seconds() / 60:g} min "
+        "(cluster creating)"
+    )
+    # Polled up to the deadline and not after it; no job was ever submitted to Azure ML.
+    polled = [t for t, n, p in world.ctx.calls if n == names.CAPACITY_STATUS]
+    assert len(polled) == polls and polled[-1] == EPOCH + deadline
+    assert [s["tier"] for s in submissions(world)] == ["batch"]
+
+
+def test_capacity_that_fails_for_good_fails_over_without_waiting() -> None:
+    _, world = run_shard(
+        [COMPLETES, COMPLETES], setup=lambda w: w.capacity.update(azureml=["failed"])
+    )
+    assert outcomes(world) == [("azureml", "submit_failed"), ("batch", "completed")]
+    assert world.ctx.calls_of(names.FINISH_ATTEMPT)[0]["reason"] == "cluster quota exceeded"
+    assert world.ctx.calls_of(names.CAPACITY_STATUS) == []
+    assert [s["tier"] for s in submissions(world)] == ["batch"]
+
+
+def test_capacity_is_ensured_once_per_tier_of_the_shard() -> None:
+    _, world = run_shard([NEVER_STARTS, NEVER_STARTS, COMPLETES])
+    assert [c["tier"] for c in world.ctx.calls_of(names.ENSURE_CAPACITY)] == ["azureml", "batch"]
+
+
+def test_cancel_while_waiting_for_capacity_submits_nothing() -> None:
+    def pending_then_cancel(world: World) -> None:
+        world.capacity["azureml"] = ["pending"] * 1000
+        world.ctx.raise_event(names.CANCEL_EVENT, None, after=timedelta(minutes=5, seconds=30))
+
+    summary, world = run_shard([COMPLETES], setup=pending_then_cancel)
+    assert submissions(world) == []
+    assert outcomes(world) == []
+    assert summary["reason"] == CANCELLED_BY_USER
+    assert world.ctx.timers[-1].cancelled
