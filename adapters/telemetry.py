@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -249,8 +249,18 @@ class TracedBackend:
         self.tier = inner.tier
 
     def ensure_capacity(self, spec: CapacitySpec) -> CapacityReport:
-        with _span("ensure_capacity", self.tier.value, {"evaluation_id": spec.evaluation_id}):
-            return self.inner.ensure_capacity(spec)
+        return self._capacity("ensure_capacity", self.inner.ensure_capacity, spec)
+
+    def capacity_status(self, spec: CapacitySpec) -> CapacityReport:
+        return self._capacity("capacity_status", self.inner.capacity_status, spec)
+
+    def _capacity(
+        self, operation: str, call: Callable[[CapacitySpec], CapacityReport], spec: CapacitySpec
+    ) -> CapacityReport:
+        with _span(operation, self.tier.value, {"evaluation_id": spec.evaluation_id}) as span:
+            report = call(spec)
+            span.set_attribute("ready", report.ready)
+            return report
 
     def submit(self, spec: JobSpec) -> SubmitResult:
         # Only the ids: the spec also holds the job's heartbeat token.

@@ -16,7 +16,7 @@ from opentelemetry.trace import StatusCode
 from adapters import runtime, telemetry
 from adapters.compute.simulated import QuotaExceeded, TransientSubmitErrors
 from adapters.logs import configure_json_logging, ids
-from domain.jobs import BackendError, FailureKind, JobNotFoundError, JobSpec, Tier
+from domain.jobs import BackendError, CapacitySpec, FailureKind, JobNotFoundError, JobSpec, Tier
 from domain.messages import heartbeat_token
 from domain.naming import job_name
 from tests.simulated.support import make_cloud, spec
@@ -137,3 +137,23 @@ def test_log_ids_arrive_as_attributes_and_in_the_json_log_alike(exported: Export
     for name in ("evaluation_id", "shard", "attempt", "job_name"):
         assert attrs[name] == line[name]
     assert record.log_record.severity_text == "INFO"
+
+
+def test_capacity_calls_are_spans_with_the_evaluation_and_whether_it_is_ready(
+    exported: Exported,
+) -> None:
+    cloud, _, _ = make_cloud()
+    backend = telemetry.traced(cloud.backend(Tier.BATCH))
+    capacity = CapacitySpec(
+        evaluation_id="ev1", tier=Tier.BATCH, vm_size="Standard_D4s_v5", max_nodes=2
+    )
+
+    first = backend.ensure_capacity(capacity)
+    later = backend.capacity_status(capacity)
+
+    spans = {span.name: dict(span.attributes or {}) for span in exported.finished_spans()}
+    assert set(spans) == {"compute.ensure_capacity", "compute.capacity_status"}
+    assert spans["compute.ensure_capacity"]["ready"] is first.ready
+    assert spans["compute.capacity_status"]["ready"] is later.ready
+    for attrs in spans.values():
+        assert (attrs["tier"], attrs["evaluation_id"]) == ("batch", "ev1")
