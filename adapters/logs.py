@@ -10,9 +10,20 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 FIELDS = ("evaluation_id", "shard", "attempt", "job_name", "tier", "instance_id")
+REDACTED = "***"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Remove secret values from text that may echo a request (service error messages and a
+    failed SSH command's output do)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 def ids(**fields: Any) -> dict[str, Any]:

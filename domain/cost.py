@@ -8,14 +8,9 @@ start-up, not turn into a budget check that silently passes.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from importlib import resources
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-if TYPE_CHECKING:
-    from domain.planning import ShardPlan
 
 DEFAULT_PROVISIONING_MINUTES = 15.0
 
@@ -43,14 +38,6 @@ class PriceTable(BaseModel):
         if self.recommended not in self.sizes:
             raise ValueError(f"recommended size {self.recommended!r} has no price")
         return self
-
-
-class CostEstimate(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    total_usd: float
-    per_task_usd: float
-    makespan_minutes: float
 
 
 def _load_price_table() -> PriceTable:
@@ -89,33 +76,3 @@ def hourly_price(vm_size: str, spot: bool) -> float:
 def job_cost(vm_size: str, spot: bool, seconds: float) -> float:
     """USD for one node running `seconds` (negative durations, e.g. from clock skew, cost 0)."""
     return hourly_price(vm_size, spot) * max(0.0, seconds) / 3600.0
-
-
-def estimate_evaluation(
-    plan: Sequence[ShardPlan],
-    vm_size: str,
-    spot: bool,
-    provisioning_minutes: float = DEFAULT_PROVISIONING_MINUTES,
-) -> CostEstimate:
-    """Expected cost and makespan of running `plan` once with no failures.
-
-    Every shard pays for its own node from provisioning (allocation, image pull, boot) to its
-    last task; shards run in parallel, so the makespan is provisioning plus the longest shard.
-    Each shard is priced at its own (possibly right-sized) size; `vm_size` prices shards that
-    carry no size.
-    """
-    if provisioning_minutes < 0:
-        raise ValueError("provisioning_minutes must not be negative")
-    total = 0.0
-    longest = 0.0
-    tasks = 0
-    for shard in plan:
-        minutes = provisioning_minutes + shard.expected_minutes
-        total += job_cost(shard.vm_size or vm_size, spot, minutes * 60.0)
-        longest = max(longest, shard.expected_minutes)
-        tasks += len(shard.task_ids)
-    return CostEstimate(
-        total_usd=total,
-        per_task_usd=total / tasks if tasks else 0.0,
-        makespan_minutes=provisioning_minutes + longest if plan else 0.0,
-    )

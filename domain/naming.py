@@ -24,7 +24,6 @@ _EVALUATION_ID = re.compile(EVALUATION_ID_PATTERN)
 _JOB_NAME = re.compile(JOB_NAME_PATTERN)
 _NUMBER = r"(0|[1-9][0-9]{0,5})"
 _PARSE = re.compile(rf"^{JOB_NAME_PREFIX}-([a-z0-9]{{1,32}})-s{_NUMBER}-a{_NUMBER}$")
-_SHARD_INSTANCE = re.compile(rf"^([a-z0-9]{{1,32}}):s{_NUMBER}$")
 
 
 def new_evaluation_id(seed_bytes: bytes) -> str:
@@ -44,13 +43,6 @@ def shard_instance_id(evaluation_id: str, shard_index: int) -> str:
     if shard_index < 0:
         raise ValueError("shard_index must not be negative")
     return f"{evaluation_id}:s{shard_index}"
-
-
-def parse_shard_instance_id(instance_id: str) -> tuple[str, int] | None:
-    match = _SHARD_INSTANCE.fullmatch(instance_id)
-    if match is None:
-        return None
-    return match.group(1), int(match.group(2))
 
 
 def job_name(evaluation_id: str, shard_index: int, attempt: int) -> str:

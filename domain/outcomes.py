@@ -26,7 +26,13 @@ CANCELLED_BY_USER = "cancelled by user"
 BUDGET_EXHAUSTED = "budget exhausted"
 ATTEMPTS_EXHAUSTED = "attempts exhausted"
 NO_TIER_LEFT = "no compute tier left"
-NO_RESULT_REPORTED = "job ended without reporting a result for this task"
+
+
+def first_line(err: BaseException) -> str:
+    """An exception as a one-line reason: a durable activity failure carries the whole remote
+    traceback in its message, which no reason or custom status should."""
+    text = str(err).strip()
+    return text.splitlines()[0][:500] if text else type(err).__name__
 
 
 def attempts_exhausted(detail: str) -> str:

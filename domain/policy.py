@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from domain.jobs import FailureKind, Tier
 from domain.messages import RunnerFailure, RunnerFailureCode
-from domain.outcomes import BUDGET_EXHAUSTED, CANCELLED_BY_USER, attempts_exhausted, no_tier_left
+from domain.outcomes import attempts_exhausted, no_tier_left
 
 if TYPE_CHECKING:
     from domain.requests import EvaluationRequest
@@ -181,9 +181,11 @@ def next_step(
 ) -> Decision:
     """What the shard does next, given its attempts so far (oldest first).
 
+    A user's cancel and a refused budget reservation end the shard before it asks (the shard
+    orchestration stops at once on either), so they are never an input here.
+
     - Nothing left to run: give up (there is nothing to do).
     - No attempt yet: the first tier in `tiers` whose breaker is closed, at once.
-    - Last attempt cancelled or stopped by the budget: give up with that reason.
     - `max_attempts` used: give up.
     - Transient failure, tier under `max_attempts_per_tier`, breaker closed: same tier after
       `backoff_seconds` (evaluation_id and shard_index seed the jitter).
@@ -206,10 +208,6 @@ def next_step(
         return _give_up(no_tier_left("the circuit breaker is open for every tier"))
 
     last = attempts[-1]
-    if last.outcome is AttemptOutcome.CANCELLED:
-        return _give_up(CANCELLED_BY_USER)
-    if last.outcome is AttemptOutcome.BUDGET:
-        return _give_up(BUDGET_EXHAUSTED)
     if len(attempts) >= config.max_attempts:
         detail = f"{len(attempts)} attempt(s), last on {last.tier}: {last.outcome}"
         if last.reason:

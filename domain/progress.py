@@ -1,11 +1,6 @@
-"""Progress figures for the status document: remaining time and outcome counts."""
+"""Progress figures for the status document: remaining time."""
 
 from __future__ import annotations
-
-from collections import Counter
-from collections.abc import Iterable
-
-from domain.outcomes import TaskOutcome
 
 
 def eta_seconds(
@@ -28,11 +23,3 @@ def eta_seconds(
         return None
     minutes = max(remaining_expected_minutes / active_shards, longest_shard_remaining_minutes)
     return (minutes + max(0.0, startup_minutes)) * 60.0
-
-
-def summarize_counts(outcomes: Iterable[TaskOutcome | str]) -> dict[str, int]:
-    """Counts per outcome, every outcome present (zero if none), plus "total"."""
-    counts = Counter(TaskOutcome(o) for o in outcomes)
-    summary = {outcome.value: counts.get(outcome, 0) for outcome in TaskOutcome}
-    summary["total"] = sum(counts.values())
-    return summary

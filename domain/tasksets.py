@@ -17,7 +17,6 @@ from domain.messages import TASK_ID_PATTERN
 
 UNKNOWN_DOMAIN = "unknown"
 FULL_SET = "waa-full"
-SMOKE_SET = "waa-smoke"
 
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 

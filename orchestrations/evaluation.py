@@ -12,6 +12,7 @@ from azure.durable_functions.models.Task import TaskBase
 
 from domain import names
 from domain.naming import shard_instance_id
+from domain.outcomes import first_line
 
 bp = df.Blueprint()
 
@@ -45,7 +46,7 @@ def evaluation(context: df.DurableOrchestrationContext) -> Generator[TaskBase, A
     except Exception as err:
         # A shard orchestration itself failed (it records its own task outcomes in every
         # normal path). Wait for the others so that finalizing doesn't race running shards.
-        error = str(err).strip().splitlines()[0][:500] if str(err).strip() else type(err).__name__
+        error = first_line(err)
         for call in calls:
             if not call.is_completed:
                 try:

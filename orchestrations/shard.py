@@ -25,7 +25,7 @@ from azure.durable_functions.models.Task import TaskBase
 from domain import bounds, names
 from domain.jobs import FailureKind, Tier
 from domain.naming import job_name
-from domain.outcomes import CANCELLED_BY_USER
+from domain.outcomes import CANCELLED_BY_USER, first_line
 from domain.policy import (
     AttemptOutcome,
     AttemptRecord,
@@ -158,7 +158,7 @@ def shard(context: df.DurableOrchestrationContext) -> Orchestration:
             except Exception as err:  # the retry policy gave up on a transient error
                 submitted = {
                     "status": "failed",
-                    "reason": f"submission failed: {_first_line(err)}",
+                    "reason": f"submission failed: {first_line(err)}",
                     "failure_kind": FailureKind.TRANSIENT.value,
                 }
 
@@ -254,7 +254,7 @@ def _await_capacity(
     except Exception as err:  # the retry policy gave up on a transient error
         return {
             "status": "failed",
-            "reason": f"capacity check failed: {_first_line(err)}",
+            "reason": f"capacity check failed: {first_line(err)}",
             "failure_kind": FailureKind.TRANSIENT.value,
         }
     deadline = context.current_utc_datetime + timedelta(seconds=bounds.CAPACITY_DEADLINE_SECONDS)
@@ -273,7 +273,7 @@ def _await_capacity(
         try:
             answer = yield context.call_activity(names.CAPACITY_STATUS, capacity_input)
         except Exception as err:  # an unexpected failure: look again at the next poll
-            answer = {"status": "pending", "reason": _first_line(err), "failure_kind": None}
+            answer = {"status": "pending", "reason": first_line(err), "failure_kind": None}
     return answer
 
 
@@ -340,7 +340,3 @@ def _ended_outcome(payload: dict[str, Any]) -> tuple[AttemptOutcome, str, str | 
     if payload.get("stuck"):
         return AttemptOutcome.STUCK, reason, kind or FailureKind.TRANSIENT.value
     return AttemptOutcome.JOB_FAILED, reason or f"job {state}", kind or FailureKind.JOB_FAILED.value
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0][:500] if str(err).strip() else type(err).__name__

@@ -26,11 +26,10 @@ from domain.planning import plan_shards
 from domain.policy import PolicyConfig
 from domain.requests import EvaluationRequest, RequestError, parse_evaluation_request, resolve_tasks
 from triggers.offload import off_loop
+from triggers.signals import is_live
 
 bp = df.Blueprint()
 log = logging.getLogger(__name__)
-
-RUNNING_STATES = {"Running", "Pending", "ContinuedAsNew"}
 
 
 def json_response(
@@ -251,12 +250,7 @@ async def cancel_evaluation(
     # sees the flag in its next activity.
     for index in range(int(evaluation["shard_count"])):
         instance = shard_instance_id(evaluation_id, index)
-        status = await client.get_status(instance)
-        if (
-            status is not None
-            and status.runtime_status is not None
-            and status.runtime_status.value in RUNNING_STATES
-        ):
+        if await is_live(client, instance):
             try:
                 await client.raise_event(
                     instance, names.CANCEL_EVENT, {"reason": "cancelled by user"}

@@ -21,6 +21,19 @@ from triggers.offload import off_loop
 
 log = logging.getLogger(__name__)
 
+# Runtime statuses of an instance that still waits for its events ("Pending": scheduled, not
+# yet started); any other status, or no instance at all, means nobody will read a raised event.
+LIVE_STATUSES = frozenset({"Running", "Pending", "ContinuedAsNew"})
+
+
+async def is_live(client: df.DurableOrchestrationClient, instance_id: str) -> bool:
+    status = await client.get_status(instance_id)
+    return (
+        status is not None
+        and status.runtime_status is not None
+        and status.runtime_status.value in LIVE_STATUSES
+    )
+
 
 async def _raise(
     client: df.DurableOrchestrationClient, instance_id: str, event: str, data: dict[str, Any]

@@ -28,12 +28,10 @@ from adapters.state.table_store import parse_time
 from domain import bounds, names
 from domain.jobs import BackendError, FailureKind, JobNotFoundError, JobState, Tier
 from triggers.offload import off_loop
-from triggers.signals import signal_ended
+from triggers.signals import is_live, signal_ended
 
 bp = df.Blueprint()
 log = logging.getLogger(__name__)
-
-LIVE = {"Running", "Pending", "ContinuedAsNew"}
 
 
 @bp.function_name(names.SWEEPER_FUNCTION)
@@ -110,13 +108,7 @@ async def _sweep_job(
     eid, name = job["evaluation_id"], job["job_name"]
     backend = await off_loop(svc.backend, Tier(job["tier"]))
 
-    status = await client.get_status(job["instance_id"])
-    orchestration_live = (
-        status is not None
-        and status.runtime_status is not None
-        and status.runtime_status.value in LIVE
-    )
-    if not orchestration_live:
+    if not await is_live(client, job["instance_id"]):
         await off_loop(backend.cancel, name)
         await off_loop(
             store.advance_job,

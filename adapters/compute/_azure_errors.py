@@ -16,20 +16,11 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
+from adapters.logs import redact
 from domain.jobs import BackendError, PermanentTierError, TransientBackendError
-
-REDACTED = "***"
 
 # Retryable on the same tier: throttling, server errors and timeouts.
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Remove secret values from text that may echo a request (service error messages do)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
 
 
 def status_code(err: BaseException) -> int | None:

@@ -22,10 +22,10 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from adapters.compute._azure_errors import (
     ErrorClassifier,
     Refusal,
-    redact,
     service_code,
     status_code,
 )
+from adapters.logs import redact
 from domain import bounds
 from domain.job_state import batch_node_failure, from_batch_task
 from domain.jobs import (

@@ -38,6 +38,7 @@ from typing import Any
 
 import paramiko
 
+from adapters.logs import redact
 from domain import bounds
 from domain.job_state import from_docker
 from domain.jobs import (
@@ -585,8 +586,8 @@ class SshVmBackend:
                     runner_dir = remote.upload(self._runner_file, self._runner_remote_dir)
                     created = self._run(remote, spec, runner_dir, token)
                 except _VmDown as exc:
-                    self._mark_down(vm, _redact(str(exc), token))
-                    problems.append(_redact(str(exc), token))
+                    self._mark_down(vm, redact(str(exc), [token]))
+                    problems.append(redact(str(exc), [token]))
                     continue
                 with self._lock:
                     self._where[name] = vm
@@ -647,12 +648,12 @@ class SshVmBackend:
             # finds the container if Docker went on to create it.
             raise TransientBackendError(
                 f"{remote.vm.label}: docker run did not finish within {self._run_timeout:g} s "
-                f"({_redact(str(exc), token)})",
+                f"({redact(str(exc), [token])})",
                 code="RunTimeout",
             ) from None
         if res.code == 0:
             return True
-        err = _redact(_tail(res.err), token)
+        err = redact(_tail(res.err), [token])
         if res.code in _TIMEOUT_EXIT_CODES:
             raise TransientBackendError(
                 f"{remote.vm.label}: docker run did not finish within {limit:g} s (still pulling "
@@ -780,7 +781,3 @@ def _job_id(vm: VmHost, job_name: str) -> str:
 def _tail(text: str, limit: int = 400) -> str:
     text = " ".join(text.split())
     return text[-limit:] if text else "no error output"
-
-
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text

@@ -11,11 +11,9 @@ from domain.cost import (
     SPOT_DISCOUNT,
     PriceTable,
     UnknownVmSizeError,
-    estimate_evaluation,
     hourly_price,
     job_cost,
 )
-from domain.planning import ShardPlan
 
 PRICES = {
     "Standard_D2_v3": 0.096,
@@ -50,36 +48,6 @@ def test_job_cost() -> None:
     assert job_cost("Standard_D2_v3", True, 7200) == pytest.approx(2 * 0.096 * (1 - SPOT_DISCOUNT))
     assert job_cost("Standard_D2_v3", False, 0) == 0.0
     assert job_cost("Standard_D2_v3", False, -10) == 0.0
-
-
-def _shard(index: int, minutes: float, n: int, size: str = "Standard_D4s_v5") -> ShardPlan:
-    return ShardPlan(
-        index=index,
-        task_ids=[f"t{index}-{i}" for i in range(n)],
-        expected_minutes=minutes,
-        vm_size=size,
-    )
-
-
-def test_estimate_evaluation_arithmetic() -> None:
-    plan = [_shard(0, 45, 5), _shard(1, 105, 5, "Standard_D2_v3")]
-    est = estimate_evaluation(plan, "Standard_D4s_v5", spot=False, provisioning_minutes=15)
-    # Shard 0: 60 min on D4s_v5; shard 1: 120 min on D2_v3 (its own, right-sized size).
-    expected = 1 * 0.208 + 2 * 0.096
-    assert est.total_usd == pytest.approx(expected)
-    assert est.per_task_usd == pytest.approx(expected / 10)
-    assert est.makespan_minutes == pytest.approx(120)
-
-
-def test_estimate_evaluation_spot_and_empty() -> None:
-    plan = [_shard(0, 45, 3)]
-    on_demand = estimate_evaluation(plan, "Standard_D4s_v5", spot=False)
-    spot = estimate_evaluation(plan, "Standard_D4s_v5", spot=True)
-    assert spot.total_usd == pytest.approx(on_demand.total_usd * (1 - SPOT_DISCOUNT))
-    empty = estimate_evaluation([], "Standard_D4s_v5", spot=False)
-    assert (empty.total_usd, empty.per_task_usd, empty.makespan_minutes) == (0.0, 0.0, 0.0)
-    with pytest.raises(ValueError):
-        estimate_evaluation(plan, "Standard_D4s_v5", spot=False, provisioning_minutes=-1)
 
 
 def test_shipped_price_file_validates_and_bad_tables_are_rejected() -> None:

@@ -9,7 +9,6 @@ from domain.naming import (
     job_name,
     new_evaluation_id,
     parse_job_name,
-    parse_shard_instance_id,
     shard_instance_id,
 )
 
@@ -27,9 +26,6 @@ def test_evaluation_id_is_short_lowercase_and_stable() -> None:
 
 def test_shard_instance_id() -> None:
     assert shard_instance_id("abc123", 7) == "abc123:s7"
-    assert parse_shard_instance_id("abc123:s7") == ("abc123", 7)
-    assert parse_shard_instance_id("abc123") is None
-    assert parse_shard_instance_id("abc123:s7\n") is None
     with pytest.raises(ValueError):
         shard_instance_id("abc123", -1)
 

@@ -6,7 +6,6 @@ import pytest
 
 from domain.jobs import FailureKind, Tier
 from domain.messages import RunnerFailure, RunnerFailureCode
-from domain.outcomes import BUDGET_EXHAUSTED, CANCELLED_BY_USER
 from domain.policy import (
     AttemptOutcome,
     AttemptRecord,
@@ -249,13 +248,6 @@ def test_whole_resilient_sequence_walks_the_tiers() -> None:
         attempts.append(rec(len(attempts) + 1, decision.tier, AttemptOutcome.START_TIMEOUT))
     assert tiers_used == [Tier.AZURE_ML, Tier.AZURE_ML, Tier.BATCH, Tier.BATCH, Tier.VM, Tier.VM]
     assert len(attempts) == CONFIG.max_attempts
-
-
-def test_cancel_and_budget_end_the_shard() -> None:
-    cancelled = step([rec(1, Tier.AZURE_ML, AttemptOutcome.CANCELLED)])
-    assert (cancelled.action, cancelled.reason) == ("give_up", CANCELLED_BY_USER)
-    budget = step([rec(1, Tier.AZURE_ML, AttemptOutcome.BUDGET)])
-    assert (budget.action, budget.reason) == ("give_up", BUDGET_EXHAUSTED)
 
 
 def test_nothing_remaining_gives_up() -> None:

@@ -7,7 +7,7 @@ from domain.outcomes import (
     attempts_exhausted,
     no_tier_left,
 )
-from domain.progress import eta_seconds, summarize_counts
+from domain.progress import eta_seconds
 
 
 def test_eta() -> None:
@@ -17,23 +17,6 @@ def test_eta() -> None:
     # The slowest shard bounds the estimate from below.
     assert eta_seconds(100, 10, longest_shard_remaining_minutes=30) == pytest.approx(1800)
     assert eta_seconds(100, 10, startup_minutes=15) == pytest.approx(1500)
-
-
-def test_summarize_counts() -> None:
-    counts = summarize_counts(
-        [TaskOutcome.COMPLETED, TaskOutcome.COMPLETED, TaskOutcome.NOT_RUN, "failed"]
-    )
-    assert counts == {
-        "pending": 0,
-        "running": 0,
-        "completed": 2,
-        "failed": 1,
-        "not_run": 1,
-        "total": 4,
-    }
-    assert summarize_counts([])["total"] == 0
-    with pytest.raises(ValueError):
-        summarize_counts(["bogus"])
 
 
 def test_outcomes() -> None:
