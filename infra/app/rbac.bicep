@@ -1,0 +1,61 @@
+// Data-plane roles on the app's storage account and Application Insights, as the official
+// quickstart assigns them (infra/app/rbac.bicep there): the identity owns blobs (deployment
+// package, Durable Functions leases and large messages) and contributes to queues (Durable
+// Functions) and tables (Durable Functions history, the control plane's state table); it
+// publishes metrics to Application Insights. The deploying user gets the same, to look at the
+// state table and logs while checking a deployment.
+
+param storageAccountName string
+param applicationInsightsName string
+param identityPrincipalId string
+@description('Object id of the deploying user; empty: no user roles.')
+param userPrincipalId string = ''
+
+// Built-in role definition ids (learn.microsoft.com/azure/role-based-access-control/built-in-roles).
+var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+var storageRoles = [storageBlobDataOwner, storageQueueDataContributor, storageTableDataContributor]
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource identityOnStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for role in storageRoles: {
+    name: guid(storage.id, identityPrincipalId, role)
+    scope: storage
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
+      principalId: identityPrincipalId
+      principalType: 'ServicePrincipal'
+    }
+  }
+]
+
+resource identityOnAppInsights 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, identityPrincipalId, monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource userOnStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for role in storageRoles: if (!empty(userPrincipalId)) {
+    name: guid(storage.id, userPrincipalId, role)
+    scope: storage
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
+      principalId: userPrincipalId
+      principalType: 'User'
+    }
+  }
+]
