@@ -24,7 +24,9 @@ NAIVE_JOB_TIMEOUT_SECONDS = 4 * 3600
 
 
 class PolicyConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Snapshotted into orchestration inputs, so read back from histories after a deploy: a
+    # field a later deploy no longer knows is ignored, as in every contract (domain/contracts).
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     max_attempts: int = Field(default=6, ge=1)  # total per shard, over all tiers
     max_attempts_per_tier: int = Field(default=2, ge=1)  # a tier that keeps failing is left

@@ -11,6 +11,7 @@ import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskBase
 
 from domain import names
+from domain.contracts import EvaluationInput, FinalizeEvaluationInput, ShardInput
 from domain.naming import shard_instance_id
 from domain.outcomes import first_line
 
@@ -18,25 +19,27 @@ bp = df.Blueprint()
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=names.EVALUATION_ORCHESTRATOR)
-def evaluation(context: df.DurableOrchestrationContext) -> Generator[TaskBase, Any, Any]:
-    inp: dict[str, Any] = context.get_input()
-    evaluation_id: str = inp["evaluation_id"]
-    shards: list[dict[str, Any]] = inp["shards"]
+def evaluation(
+    context: df.DurableOrchestrationContext,
+) -> Generator[TaskBase, Any, dict[str, Any]]:
+    inp = EvaluationInput.from_json(context.get_input())
+    evaluation_id = inp.evaluation_id
+    shards = inp.shards
     context.set_custom_status({"phase": "running", "shards": len(shards)})
 
     calls = [
         context.call_sub_orchestrator(
             names.SHARD_ORCHESTRATOR,
-            {
-                "evaluation_id": evaluation_id,
-                "shard_index": s["index"],
-                "task_ids": s["task_ids"],
-                "tiers": inp["tiers"],
-                "policy": inp["policy"],
+            ShardInput(
+                evaluation_id=evaluation_id,
+                shard_index=s.index,
+                task_ids=s.task_ids,
+                tiers=inp.tiers,
+                policy=inp.policy,
                 # Right-sizing may give a shard its own VM size.
-                "job": {**inp["job"], "vm_size": s["vm_size"]},
-            },
-            shard_instance_id(evaluation_id, s["index"]),
+                job=inp.job.model_copy(update={"vm_size": s.vm_size}),
+            ).to_json(),
+            shard_instance_id(evaluation_id, s.index),
         )
         for s in shards
     ]
@@ -56,7 +59,8 @@ def evaluation(context: df.DurableOrchestrationContext) -> Generator[TaskBase, A
 
     context.set_custom_status({"phase": "finalizing", "shards": len(shards)})
     summary = yield context.call_activity(
-        names.FINALIZE_EVALUATION, {"evaluation_id": evaluation_id, "error": error}
+        names.FINALIZE_EVALUATION,
+        FinalizeEvaluationInput(evaluation_id=evaluation_id, error=error).to_json(),
     )
     context.set_custom_status({"phase": "done", "shards": len(shards)})
     return summary

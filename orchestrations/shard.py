@@ -1,21 +1,25 @@
 """The shard orchestration: run one shard's tasks to a recorded outcome, whatever fails.
 
-Per attempt: pick a tier (domain policy); the first time the shard uses a tier, make sure its
-capacity is usable (an activity starts a cluster or pool and returns; the orchestration polls
-its status between durable timers, so no activity waits minutes for it); submit through an
-activity with a retry policy for
-transient errors, race the container-started event against a durable-timer deadline, then race
-job-ended against the run deadline. On failure: cancel the job (a timer firing stops nothing by
-itself), back off with a durable timer, and resubmit only the tasks without a result, failing
-over Azure ML -> Batch -> VM as the policy decides.
+Per attempt (the README's sequence diagram, one named step each): decide (domain policy: which
+tier, after how long, or give up), back off with a durable timer, make the tier's capacity
+usable the first time the shard uses it (an activity starts a cluster or pool and returns; the
+orchestration polls its status between durable timers, so no activity waits minutes for it),
+submit through an activity with a retry policy for transient errors, await the container's
+start (the started event raced against a durable-timer deadline), await the job's end (the
+ended event raced against the run deadline), finish the attempt (cancel the job: a timer firing
+stops nothing by itself; record why it ended). Then the next attempt resubmits only the tasks
+without a result, failing over Azure ML -> Batch -> VM as the policy decides; at the end, close
+the shard.
 
 Replay rules: no I/O, no environment, no wall clock, no randomness here. Time is
-`context.current_utc_datetime`; configuration arrives in the input.
+`context.current_utc_datetime`; configuration arrives in the input. Activities and events speak
+the models of `domain.contracts`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -23,9 +27,24 @@ import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskBase
 
 from domain import bounds, names
-from domain.jobs import FailureKind, Tier
+from domain.contracts import (
+    CapacityInput,
+    CapacityResult,
+    CapacityStatus,
+    CloseShardInput,
+    FinishAttemptInput,
+    JobEnded,
+    PrepareAttemptInput,
+    ShardInput,
+    ShardState,
+    ShardSummary,
+    SubmitJobInput,
+    SubmitJobResult,
+    SubmitStatus,
+)
+from domain.jobs import FailureKind, JobState, Tier
 from domain.naming import job_name
-from domain.outcomes import CANCELLED_BY_USER, first_line
+from domain.outcomes import ATTEMPTS_EXHAUSTED, CANCELLED_BY_USER, first_line
 from domain.policy import (
     AttemptOutcome,
     AttemptRecord,
@@ -54,289 +73,382 @@ CANCEL_RETRY = df.RetryOptions(
 # notices a job that outlives its kill switch (an event lost, a backend that ignored it).
 RUN_DEADLINE_GRACE = timedelta(minutes=15)
 
-Orchestration = Generator[TaskBase, Any, Any]
-
-
-def _status(shard: int, attempt: int, tier: str | None, phase: str) -> dict[str, Any]:
-    return {"shard": shard, "attempt": attempt, "tier": tier, "phase": phase}
-
 
 @bp.orchestration_trigger(context_name="context", orchestration=names.SHARD_ORCHESTRATOR)
-def shard(context: df.DurableOrchestrationContext) -> Orchestration:
-    inp: dict[str, Any] = context.get_input()
-    evaluation_id: str = inp["evaluation_id"]
-    index: int = inp["shard_index"]
-    task_ids: list[str] = inp["task_ids"]
-    tiers = [Tier(t) for t in inp["tiers"]]
-    config = PolicyConfig.model_validate(inp["policy"])
-    attempts: list[AttemptRecord] = []
-    close_reason = ""
-    # Tiers whose capacity this shard has seen usable (rebuilt identically on every replay).
-    ready_tiers: set[Tier] = set()
+def shard(context: df.DurableOrchestrationContext) -> Generator[TaskBase, Any, dict[str, Any]]:
+    run = _ShardRun(context, ShardInput.from_json(context.get_input()))
+    state = yield from run.prepare()
+    while True:
+        decision = run.decide(state)
+        backed_off = yield from run.back_off(decision, state)
+        if backed_off is None:
+            close_reason = CANCELLED_BY_USER
+            break
+        decision, state = backed_off
+        if decision.action == "give_up":
+            close_reason = decision.reason
+            break
+        assert decision.tier is not None
+        tier = decision.tier
 
-    prepare = {"evaluation_id": evaluation_id, "shard_index": index, "task_ids": task_ids}
+        capacity = yield from run.ensure_capacity(tier)
+        if capacity is None:
+            close_reason = CANCELLED_BY_USER
+            break
+        run.show("submitting", tier)
+        if capacity.status is CapacityStatus.READY:
+            submitted = yield from run.submit(tier, state.remaining)
+        else:  # this attempt ends before any job
+            submitted = SubmitJobResult(
+                status=SubmitStatus.FAILED,
+                reason=capacity.reason,
+                failure_kind=capacity.failure_kind,
+            )
+        if submitted.status is SubmitStatus.BUDGET:
+            close_reason = submitted.reason
+            break
 
-    def decide(state: dict[str, Any]) -> Decision:
-        if state["cancel_requested"]:
+        if submitted.status is SubmitStatus.SUBMITTED:
+            run.show("waiting_for_container", tier)
+            ended = yield from run.await_job(tier)
+        else:
+            ended = run.not_submitted(tier, submitted)
+        state = yield from run.finish(ended, submitted=submitted.status is SubmitStatus.SUBMITTED)
+        if ended.outcome is AttemptOutcome.CANCELLED:
+            close_reason = CANCELLED_BY_USER
+            break
+
+    summary = yield from run.close(close_reason or ATTEMPTS_EXHAUSTED)
+    return summary.to_json()
+
+
+class _ShardRun:
+    """One shard's attempts so far and the steps of the next one. Rebuilt identically on every
+    replay: everything here derives from the input and the history."""
+
+    def __init__(self, context: df.DurableOrchestrationContext, inp: ShardInput) -> None:
+        self.context = context
+        self.inp = inp
+        self.config: PolicyConfig = inp.policy
+        self.attempts: list[AttemptRecord] = []
+        # Tiers whose capacity this shard has seen usable.
+        self.ready_tiers: set[Tier] = set()
+
+    @property
+    def next_attempt(self) -> int:
+        return len(self.attempts) + 1
+
+    def show(self, phase: str, tier: Tier | None, attempt: int | None = None) -> None:
+        self.context.set_custom_status(
+            {
+                "shard": self.inp.shard_index,
+                "attempt": self.next_attempt if attempt is None else attempt,
+                "tier": tier.value if tier is not None else None,
+                "phase": phase,
+            }
+        )
+
+    # --- decide -----------------------------------------------------------------------------
+    def prepare(self) -> Generator[TaskBase, Any, ShardState]:
+        request = PrepareAttemptInput(
+            evaluation_id=self.inp.evaluation_id,
+            shard_index=self.inp.shard_index,
+            task_ids=self.inp.task_ids,
+        )
+        answer = yield self.context.call_activity(names.PREPARE_ATTEMPT, request.to_json())
+        return ShardState.from_json(answer)
+
+    def decide(self, state: ShardState) -> Decision:
+        if state.cancel_requested:
             return Decision(
                 action="give_up", tier=None, delay_seconds=0.0, reason=CANCELLED_BY_USER
             )
         return next_step(
-            config,
-            attempts=attempts,
-            tiers=tiers,
+            self.config,
+            attempts=self.attempts,
+            tiers=self.inp.tiers,
             breaker=_breaker(state),
-            remaining_tasks=len(state["remaining"]),
-            evaluation_id=evaluation_id,
-            shard_index=index,
+            remaining_tasks=len(state.remaining),
+            evaluation_id=self.inp.evaluation_id,
+            shard_index=self.inp.shard_index,
         )
 
-    state = yield context.call_activity(names.PREPARE_ATTEMPT, prepare)
-    while True:
-        decision = decide(state)
-        if decision.action == "submit" and decision.delay_seconds > 0:
+    # --- back off ---------------------------------------------------------------------------
+    def back_off(
+        self, decision: Decision, state: ShardState
+    ) -> Generator[TaskBase, Any, tuple[Decision, ShardState] | None]:
+        """Sleep the delay the decision asks for (None: the user cancelled meanwhile).
+
+        Other shards kept failing while this one backed off: the breaker may have opened for
+        the tier chosen before the sleep. Decide again on fresh state rather than send the
+        attempt to a tier the evaluation now avoids; a new tier that wants its own backoff is
+        slept for first."""
+        while decision.action == "submit" and decision.delay_seconds > 0:
             assert decision.tier is not None
-            attempt = len(attempts) + 1
-            context.set_custom_status(_status(index, attempt, decision.tier.value, "backing_off"))
-            if (yield from _sleep_unless_cancelled(context, decision.delay_seconds)):
-                close_reason = CANCELLED_BY_USER
+            self.show("backing_off", decision.tier)
+            if (yield from self._sleep_unless_cancelled(decision.delay_seconds)):
+                return None
+            state = yield from self.prepare()
+            still_wanted = (
+                state.remaining
+                and not state.cancel_requested
+                and not _breaker(state).is_open(decision.tier, self.config.breaker_threshold)
+            )
+            if still_wanted:
                 break
-            # Other shards kept failing while this one backed off: the breaker may have opened
-            # for the tier chosen before the sleep. Decide again on fresh state rather than
-            # send the attempt to a tier the evaluation now avoids.
-            state = yield context.call_activity(names.PREPARE_ATTEMPT, prepare)
-            if _breaker(state).is_open(decision.tier, config.breaker_threshold) or not (
-                state["remaining"] and not state["cancel_requested"]
-            ):
-                decision = decide(state)
-                if decision.action == "submit" and decision.delay_seconds > 0:
-                    continue  # the new tier wants its own backoff: sleep again first
-        if decision.action == "give_up":
-            close_reason = decision.reason
-            break
-        attempt = len(attempts) + 1
-        tier = decision.tier
-        assert tier is not None
+            decision = self.decide(state)
+        return decision, state
 
-        name = job_name(evaluation_id, index, attempt)
-        capacity: dict[str, Any] = {"status": "ready"}
-        if tier not in ready_tiers:
-            context.set_custom_status(_status(index, attempt, tier.value, "waiting_for_capacity"))
-            capacity = yield from _await_capacity(
-                context,
-                {
-                    **inp["job"],
-                    "evaluation_id": evaluation_id,
-                    "shard_index": index,
-                    "tier": tier.value,
-                },
-            )
-            if capacity["status"] == "cancelled":
-                close_reason = CANCELLED_BY_USER
-                break
-            if capacity["status"] == "ready":
-                ready_tiers.add(tier)
-        context.set_custom_status(_status(index, attempt, tier.value, "submitting"))
-        submit_input = {
-            **inp["job"],
-            "evaluation_id": evaluation_id,
-            "shard_index": index,
-            "attempt": attempt,
-            "tier": tier.value,
-            "job_name": name,
-            "task_ids": state["remaining"],
-            "instance_id": context.instance_id,
-            "failover": bool(attempts) and attempts[-1].tier is not tier,
-        }
-        if capacity["status"] != "ready":  # failed: this attempt ends before any job
-            submitted = capacity
-        else:
-            try:
-                submitted = yield context.call_activity_with_retry(
-                    names.SUBMIT_JOB, SUBMIT_RETRY, submit_input
-                )
-            except Exception as err:  # the retry policy gave up on a transient error
-                submitted = {
-                    "status": "failed",
-                    "reason": f"submission failed: {first_line(err)}",
-                    "failure_kind": FailureKind.TRANSIENT.value,
-                }
+    def _sleep_unless_cancelled(self, seconds: float) -> Generator[TaskBase, Any, bool]:
+        context = self.context
+        timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=seconds))
+        cancel = context.wait_for_external_event(names.CANCEL_EVENT)
+        winner = yield context.task_any([timer, cancel])
+        if winner is cancel:
+            timer.cancel()
+            return True
+        return False
 
-        if submitted["status"] == "budget":
-            close_reason = submitted["reason"]
-            break
-        if submitted["status"] == "submitted":
-            context.set_custom_status(_status(index, attempt, tier.value, "waiting_for_container"))
-            outcome, reason, kind = yield from _await_job(context, config, attempt)
-        else:
-            outcome, reason, kind = (
-                AttemptOutcome.SUBMIT_FAILED,
-                submitted["reason"],
-                submitted["failure_kind"],
-            )
+    # --- capacity ---------------------------------------------------------------------------
+    def ensure_capacity(self, tier: Tier) -> Generator[TaskBase, Any, CapacityResult | None]:
+        """Make the tier's capacity usable, the first time this shard uses the tier: one
+        activity starts or checks it and returns at once; while it is pending, a cheap status
+        activity every CAPACITY_POLL_SECONDS (a durable timer in between, raced against the
+        user's cancel), until CAPACITY_DEADLINE_SECONDS. None: the user cancelled."""
+        if tier in self.ready_tiers:
+            return CapacityResult(status=CapacityStatus.READY)
+        self.show("waiting_for_capacity", tier)
+        capacity = yield from self._await_capacity(tier)
+        if capacity is not None and capacity.status is CapacityStatus.READY:
+            self.ready_tiers.add(tier)
+        return capacity
 
-        attempts.append(
-            AttemptRecord(
-                attempt=attempt,
-                tier=tier,
-                outcome=outcome,
-                reason=reason,
-                failure_kind=FailureKind(kind) if kind else None,
-            )
-        )
-        finish = {
-            "evaluation_id": evaluation_id,
-            "shard_index": index,
-            "task_ids": task_ids,
-            "attempt": attempt,
-            "tier": tier.value,
-            "job_name": name,
-            "submitted": submitted["status"] == "submitted",
-            "outcome": outcome.value,
-            "reason": reason,
-            "failure_kind": kind,
-        }
+    def _await_capacity(self, tier: Tier) -> Generator[TaskBase, Any, CapacityResult | None]:
+        context = self.context
+        # The snapshot is forwarded with the keys it was recorded with (see contracts).
+        request = CapacityInput.from_json(
+            {
+                **self.inp.job.to_json(),
+                "evaluation_id": self.inp.evaluation_id,
+                "shard_index": self.inp.shard_index,
+                "tier": tier,
+            }
+        ).to_json()
         try:
-            state = yield context.call_activity_with_retry(
-                names.FINISH_ATTEMPT, CANCEL_RETRY, finish
+            answer = CapacityResult.from_json(
+                (
+                    yield context.call_activity_with_retry(
+                        names.ENSURE_CAPACITY, SUBMIT_RETRY, request
+                    )
+                )
+            )
+        except Exception as err:  # the retry policy gave up on a transient error
+            return CapacityResult(
+                status=CapacityStatus.FAILED,
+                reason=f"capacity check failed: {first_line(err)}",
+                failure_kind=FailureKind.TRANSIENT,
+            )
+        deadline = context.current_utc_datetime + timedelta(
+            seconds=bounds.CAPACITY_DEADLINE_SECONDS
+        )
+        while answer.status is CapacityStatus.PENDING:
+            left = (deadline - context.current_utc_datetime).total_seconds()
+            if left <= 0:
+                minutes = bounds.CAPACITY_DEADLINE_SECONDS / 60
+                return CapacityResult(
+                    status=CapacityStatus.FAILED,
+                    reason=f"{tier.value} capacity not usable within {minutes:g} min"
+                    + (f" ({answer.reason})" if answer.reason else ""),
+                    failure_kind=FailureKind.PERMANENT_FOR_TIER,
+                )
+            if (yield from self._sleep_unless_cancelled(min(bounds.CAPACITY_POLL_SECONDS, left))):
+                return None
+            try:
+                answer = CapacityResult.from_json(
+                    (yield context.call_activity(names.CAPACITY_STATUS, request))
+                )
+            except Exception as err:  # an unexpected failure: look again at the next poll
+                answer = CapacityResult(status=CapacityStatus.PENDING, reason=first_line(err))
+        return answer
+
+    # --- submit -----------------------------------------------------------------------------
+    def submit(self, tier: Tier, task_ids: list[str]) -> Generator[TaskBase, Any, SubmitJobResult]:
+        attempt = self.next_attempt
+        request = SubmitJobInput.from_json(
+            {
+                **self.inp.job.to_json(),
+                "evaluation_id": self.inp.evaluation_id,
+                "shard_index": self.inp.shard_index,
+                "attempt": attempt,
+                "tier": tier,
+                "job_name": job_name(self.inp.evaluation_id, self.inp.shard_index, attempt),
+                "task_ids": task_ids,
+                "instance_id": self.context.instance_id,
+                "failover": bool(self.attempts) and self.attempts[-1].tier is not tier,
+            }
+        )
+        try:
+            answer = yield self.context.call_activity_with_retry(
+                names.SUBMIT_JOB, SUBMIT_RETRY, request.to_json()
+            )
+        except Exception as err:  # the retry policy gave up on a transient error
+            return SubmitJobResult(
+                status=SubmitStatus.FAILED,
+                reason=f"submission failed: {first_line(err)}",
+                failure_kind=FailureKind.TRANSIENT,
+            )
+        return SubmitJobResult.from_json(answer)
+
+    # --- await start, await end -------------------------------------------------------------
+    def await_job(self, tier: Tier) -> Generator[TaskBase, Any, AttemptRecord]:
+        """Wait for the attempt's job: started within the start deadline, then ended within
+        the run deadline (which counts from the submission)."""
+        waits = _JobWaits.open(self.context, self.config, self.next_attempt)
+        winner = yield from waits.await_start()
+        if winner is waits.started:
+            winner = yield from waits.await_end()
+        outcome, reason, kind = waits.verdict(winner)
+        return AttemptRecord(
+            attempt=self.next_attempt, tier=tier, outcome=outcome, reason=reason, failure_kind=kind
+        )
+
+    def not_submitted(self, tier: Tier, answer: SubmitJobResult) -> AttemptRecord:
+        """The attempt ended without a job: refused, or the tier's capacity not usable."""
+        return AttemptRecord(
+            attempt=self.next_attempt,
+            tier=tier,
+            outcome=AttemptOutcome.SUBMIT_FAILED,
+            reason=answer.reason,
+            failure_kind=answer.failure_kind,
+        )
+
+    # --- finish, close ----------------------------------------------------------------------
+    def finish(
+        self, ended: AttemptRecord, *, submitted: bool
+    ) -> Generator[TaskBase, Any, ShardState]:
+        self.attempts.append(ended)
+        request = FinishAttemptInput(
+            evaluation_id=self.inp.evaluation_id,
+            shard_index=self.inp.shard_index,
+            task_ids=self.inp.task_ids,
+            attempt=ended.attempt,
+            tier=ended.tier,
+            job_name=job_name(self.inp.evaluation_id, self.inp.shard_index, ended.attempt),
+            submitted=submitted,
+            outcome=ended.outcome,
+            reason=ended.reason,
+            failure_kind=ended.failure_kind,
+        )
+        try:
+            answer = yield self.context.call_activity_with_retry(
+                names.FINISH_ATTEMPT, CANCEL_RETRY, request.to_json()
             )
         except Exception:
             # The backend kept refusing the cancel: record it as pending for the sweeper to
             # retry, so the job is stopped even though this shard moves on.
-            state = yield context.call_activity(
-                names.FINISH_ATTEMPT, {**finish, "cancel_best_effort": True}
+            best_effort = request.model_copy(update={"cancel_best_effort": True})
+            answer = yield self.context.call_activity(names.FINISH_ATTEMPT, best_effort.to_json())
+        return ShardState.from_json(answer)
+
+    def close(self, reason: str) -> Generator[TaskBase, Any, ShardSummary]:
+        self.show("closing", None, attempt=len(self.attempts))
+        request = CloseShardInput(
+            evaluation_id=self.inp.evaluation_id,
+            shard_index=self.inp.shard_index,
+            task_ids=self.inp.task_ids,
+            reason=reason,
+            attempts=len(self.attempts),
+        )
+        answer = yield self.context.call_activity(names.CLOSE_SHARD, request.to_json())
+        return ShardSummary.from_json(answer)
+
+
+@dataclass
+class _JobWaits:
+    """One attempt's waits: its events (per-attempt names, so an older attempt's late event
+    never satisfies them), the user's cancel, and the two deadlines."""
+
+    context: df.DurableOrchestrationContext
+    config: PolicyConfig
+    run_deadline: TaskBase
+    started: TaskBase
+    ended: TaskBase
+    cancel: TaskBase
+    start_deadline: TaskBase | None
+
+    @classmethod
+    def open(
+        cls, context: df.DurableOrchestrationContext, config: PolicyConfig, attempt: int
+    ) -> _JobWaits:
+        # Created in this order on every replay: the SDK numbers timers as they are created.
+        now = context.current_utc_datetime
+        run_deadline = context.create_timer(
+            now + timedelta(seconds=config.job_timeout_seconds) + RUN_DEADLINE_GRACE
+        )
+        started = context.wait_for_external_event(names.started_event(attempt))
+        ended = context.wait_for_external_event(names.ended_event(attempt))
+        cancel = context.wait_for_external_event(names.CANCEL_EVENT)
+        start_deadline = None
+        if config.start_deadline_enabled:
+            start_deadline = context.create_timer(
+                now + timedelta(seconds=config.container_start_timeout_seconds)
             )
-        if outcome is AttemptOutcome.CANCELLED:
-            close_reason = CANCELLED_BY_USER
-            break
+        return cls(context, config, run_deadline, started, ended, cancel, start_deadline)
 
-    context.set_custom_status(_status(index, len(attempts), None, "closing"))
-    summary = yield context.call_activity(
-        names.CLOSE_SHARD,
-        {
-            "evaluation_id": evaluation_id,
-            "shard_index": index,
-            "task_ids": task_ids,
-            "reason": close_reason or "attempts exhausted",
-            "attempts": len(attempts),
-        },
+    def await_start(self) -> Generator[TaskBase, Any, TaskBase]:
+        """The started event, or whatever ended the wait before it."""
+        waits = [self.started, self.ended, self.cancel, self.run_deadline]
+        if self.start_deadline is not None:
+            waits.append(self.start_deadline)
+        winner = yield self.context.task_any(waits)
+        if (
+            self.start_deadline is not None
+            and winner is not self.start_deadline
+            and not self.start_deadline.is_completed
+        ):
+            self.start_deadline.cancel()
+        return winner
+
+    def await_end(self) -> Generator[TaskBase, Any, TaskBase]:
+        return (yield self.context.task_any([self.ended, self.cancel, self.run_deadline]))
+
+    def verdict(self, winner: TaskBase) -> tuple[AttemptOutcome, str, FailureKind | None]:
+        config = self.config
+        verdict: tuple[AttemptOutcome, str, FailureKind | None]
+        if winner is self.ended:
+            verdict = _ended_outcome(JobEnded.from_json(self.ended.result))
+        elif winner is self.cancel:
+            verdict = (AttemptOutcome.CANCELLED, CANCELLED_BY_USER, None)
+        elif winner is self.start_deadline:
+            minutes = config.container_start_timeout_seconds / 60
+            verdict = (
+                AttemptOutcome.START_TIMEOUT,
+                f"container did not start within {minutes:g} min (no heartbeat)",
+                FailureKind.TRANSIENT,
+            )
+        else:
+            hours = config.job_timeout_seconds / 3600
+            verdict = (
+                AttemptOutcome.STUCK,
+                f"job still running past its {hours:g} h deadline",
+                FailureKind.TRANSIENT,
+            )
+        if not self.run_deadline.is_completed:
+            self.run_deadline.cancel()
+        return verdict
+
+
+def _breaker(state: ShardState) -> BreakerState:
+    return BreakerState(failures=dict(state.breaker))
+
+
+def _ended_outcome(event: JobEnded) -> tuple[AttemptOutcome, str, FailureKind | None]:
+    if event.state is JobState.COMPLETED:
+        return AttemptOutcome.COMPLETED, event.reason or "job completed", None
+    if event.stuck:
+        return AttemptOutcome.STUCK, event.reason, event.failure_kind or FailureKind.TRANSIENT
+    return (
+        AttemptOutcome.JOB_FAILED,
+        event.reason or f"job {event.state.value}",
+        event.failure_kind or FailureKind.JOB_FAILED,
     )
-    return summary
-
-
-def _breaker(state: dict[str, Any]) -> BreakerState:
-    return BreakerState(failures={Tier(k): v for k, v in state["breaker"].items()})
-
-
-def _sleep_unless_cancelled(
-    context: df.DurableOrchestrationContext, seconds: float
-) -> Generator[TaskBase, Any, bool]:
-    timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=seconds))
-    cancel = context.wait_for_external_event(names.CANCEL_EVENT)
-    winner = yield context.task_any([timer, cancel])
-    if winner is cancel:
-        timer.cancel()
-        return True
-    return False
-
-
-def _await_capacity(
-    context: df.DurableOrchestrationContext, capacity_input: dict[str, Any]
-) -> Generator[TaskBase, Any, dict[str, Any]]:
-    """Make the tier's capacity usable: one activity starts or checks it and returns at once;
-    while it is pending, a cheap status activity every CAPACITY_POLL_SECONDS (a durable timer
-    in between, raced against the user's cancel), until CAPACITY_DEADLINE_SECONDS. Returns
-    {"status": "ready" | "failed" | "cancelled", "reason", "failure_kind"}."""
-    try:
-        answer = yield context.call_activity_with_retry(
-            names.ENSURE_CAPACITY, SUBMIT_RETRY, capacity_input
-        )
-    except Exception as err:  # the retry policy gave up on a transient error
-        return {
-            "status": "failed",
-            "reason": f"capacity check failed: {first_line(err)}",
-            "failure_kind": FailureKind.TRANSIENT.value,
-        }
-    deadline = context.current_utc_datetime + timedelta(seconds=bounds.CAPACITY_DEADLINE_SECONDS)
-    while answer["status"] == "pending":
-        left = (deadline - context.current_utc_datetime).total_seconds()
-        if left <= 0:
-            minutes = bounds.CAPACITY_DEADLINE_SECONDS / 60
-            return {
-                "status": "failed",
-                "reason": f"{capacity_input['tier']} capacity not usable within {minutes:g} min"
-                + (f" ({answer['reason']})" if answer.get("reason") else ""),
-                "failure_kind": FailureKind.PERMANENT_FOR_TIER.value,
-            }
-        if (yield from _sleep_unless_cancelled(context, min(bounds.CAPACITY_POLL_SECONDS, left))):
-            return {"status": "cancelled", "reason": CANCELLED_BY_USER, "failure_kind": None}
-        try:
-            answer = yield context.call_activity(names.CAPACITY_STATUS, capacity_input)
-        except Exception as err:  # an unexpected failure: look again at the next poll
-            answer = {"status": "pending", "reason": first_line(err), "failure_kind": None}
-    return answer
-
-
-def _await_job(
-    context: df.DurableOrchestrationContext, config: PolicyConfig, attempt: int
-) -> Generator[TaskBase, Any, tuple[AttemptOutcome, str, str | None]]:
-    """Wait for one attempt's job: started within the start deadline, then ended within the
-    run deadline. Returns (outcome, reason, failure kind)."""
-    now = context.current_utc_datetime
-    run_deadline = context.create_timer(
-        now + timedelta(seconds=config.job_timeout_seconds) + RUN_DEADLINE_GRACE
-    )
-    started = context.wait_for_external_event(names.started_event(attempt))
-    ended = context.wait_for_external_event(names.ended_event(attempt))
-    cancel = context.wait_for_external_event(names.CANCEL_EVENT)
-    waits = [started, ended, cancel, run_deadline]
-    start_deadline = None
-    if config.start_deadline_enabled:
-        start_deadline = context.create_timer(
-            now + timedelta(seconds=config.container_start_timeout_seconds)
-        )
-        waits.append(start_deadline)
-
-    winner = yield context.task_any(waits)
-    if (
-        start_deadline is not None
-        and winner is not start_deadline
-        and not start_deadline.is_completed
-    ):
-        start_deadline.cancel()
-    if winner is started:
-        winner = yield context.task_any([ended, cancel, run_deadline])
-
-    result: tuple[AttemptOutcome, str, str | None]
-    if winner is ended:
-        result = _ended_outcome(ended.result)
-    elif winner is cancel:
-        result = (AttemptOutcome.CANCELLED, CANCELLED_BY_USER, None)
-    elif winner is start_deadline:
-        minutes = config.container_start_timeout_seconds / 60
-        result = (
-            AttemptOutcome.START_TIMEOUT,
-            f"container did not start within {minutes:g} min (no heartbeat)",
-            FailureKind.TRANSIENT.value,
-        )
-    else:
-        hours = config.job_timeout_seconds / 3600
-        result = (
-            AttemptOutcome.STUCK,
-            f"job still running past its {hours:g} h deadline",
-            FailureKind.TRANSIENT.value,
-        )
-    if not run_deadline.is_completed:
-        run_deadline.cancel()
-    return result
-
-
-def _ended_outcome(payload: dict[str, Any]) -> tuple[AttemptOutcome, str, str | None]:
-    state = payload.get("state")
-    reason = payload.get("reason", "")
-    kind = payload.get("failure_kind")
-    if state == "completed":
-        return AttemptOutcome.COMPLETED, reason or "job completed", None
-    if payload.get("stuck"):
-        return AttemptOutcome.STUCK, reason, kind or FailureKind.TRANSIENT.value
-    return AttemptOutcome.JOB_FAILED, reason or f"job {state}", kind or FailureKind.JOB_FAILED.value

@@ -1,0 +1,220 @@
+"""What the orchestrations, their activities and the events they wait on say to each other.
+
+One model per hop, in one place: the orchestration inputs (the evaluation, a shard, the job
+snapshot every job of the evaluation is run with), every activity's input and result, and the
+payloads of the events a shard waits on. A sender builds a model and sends `to_json()`; a
+receiver reads with `model_validate`. Keys such as `heartbeat_timeout_seconds` are spelled here
+and nowhere else.
+
+These messages are written into Durable histories and replayed from there after a deploy, so:
+- what travels is plain JSON of the same shape as before the models existed (the replay test in
+  `tests/replay` holds histories recorded then);
+- every field added later has a default, and unknown fields are ignored (`extra="ignore"`), so
+  an instance started by an older or newer deploy still reads its history;
+- `to_json()` sends the fields the sender set and leaves the others to the receiver's default
+  (`exclude_unset`): a message that was forwarded (the job snapshot) keeps the keys it was
+  recorded with, and an optional flag such as `cancel_best_effort` is absent unless raised.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_serializer
+
+from domain.jobs import FailureKind, JobState, Tier
+from domain.outcomes import CANCELLED_BY_USER
+from domain.policy import AttemptOutcome, PolicyConfig
+
+_POLICY = PolicyConfig.model_fields
+
+# A reason read from a table row may be missing or null there: it reads as no reason.
+Reason = Annotated[str, BeforeValidator(lambda v: "" if v is None else v)]
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        return cls.model_validate(data)
+
+
+class _CarriesPolicy(Contract):
+    policy: PolicyConfig
+
+    # The policy travels whole: `exclude_unset` would otherwise drop the fields that
+    # `PolicyConfig.for_request` left at their defaults.
+    @field_serializer("policy")
+    def _whole_policy(self, policy: PolicyConfig) -> dict[str, Any]:
+        return policy.model_dump(mode="json")
+
+
+# --- orchestration inputs -----------------------------------------------------------------------
+
+
+class JobSnapshot(Contract):
+    """How every job of the evaluation runs, fixed when it starts so replays never read
+    settings. The defaults are the request's (an instance always carries them all)."""
+
+    vm_size: str
+    spot: bool = False
+    image: str = ""
+    agent: str = "navi"
+    model: str = "gpt-4o"
+    max_steps: int = 15
+    workers: int = 10  # the evaluation's shards in parallel: the capacity to make usable
+    job_timeout_seconds: float = _POLICY["job_timeout_seconds"].default
+    heartbeat_timeout_seconds: float = _POLICY["heartbeat_timeout_seconds"].default
+    stuck_detection: bool = _POLICY["stuck_detection_enabled"].default
+    task_retries: int = _POLICY["task_retries"].default
+
+
+class PlannedShard(Contract):
+    index: int
+    task_ids: list[str]
+    vm_size: str
+
+
+class EvaluationInput(_CarriesPolicy):
+    evaluation_id: str
+    shards: list[PlannedShard]
+    tiers: list[Tier]
+    job: JobSnapshot
+
+
+class ShardInput(_CarriesPolicy):
+    evaluation_id: str
+    shard_index: int
+    task_ids: list[str]
+    tiers: list[Tier]
+    # Right-sizing may give a shard its own VM size: the snapshot's vm_size is the shard's.
+    job: JobSnapshot
+
+
+# --- activities ---------------------------------------------------------------------------------
+
+
+class PrepareAttemptInput(Contract):
+    evaluation_id: str
+    shard_index: int
+    task_ids: list[str]
+
+
+class ShardState(Contract):
+    """What a shard decides its next attempt on (prepare_attempt's and finish_attempt's
+    result): tasks still without a final outcome, tier failures so far in the evaluation (the
+    circuit breaker), and whether the user cancelled."""
+
+    remaining: list[str]
+    breaker: dict[Tier, int] = Field(default_factory=dict)
+    cancel_requested: bool = False
+
+
+class CapacityInput(JobSnapshot):
+    evaluation_id: str
+    shard_index: int
+    tier: Tier
+
+
+class CapacityStatus(StrEnum):
+    READY = "ready"
+    PENDING = "pending"  # being made usable: poll `capacity_status` again
+    FAILED = "failed"
+
+
+class CapacityResult(Contract):
+    """ensure_capacity's and capacity_status's answer."""
+
+    status: CapacityStatus
+    reason: Reason = ""
+    failure_kind: FailureKind | None = None
+
+
+class SubmitJobInput(JobSnapshot):
+    evaluation_id: str
+    shard_index: int
+    attempt: int
+    tier: Tier
+    job_name: str
+    task_ids: list[str]
+    instance_id: str  # the shard orchestration's, which the job's events are raised on
+    failover: bool = False  # the previous attempt ran on another tier
+
+
+class SubmitStatus(StrEnum):
+    SUBMITTED = "submitted"
+    FAILED = "failed"  # this attempt ends without a job (refused, or capacity not usable)
+    BUDGET = "budget"  # not submitted: the next job's projected cost would pass the budget
+
+
+class SubmitJobResult(Contract):
+    status: SubmitStatus
+    reason: Reason = ""
+    failure_kind: FailureKind | None = None
+
+
+class FinishAttemptInput(Contract):
+    evaluation_id: str
+    shard_index: int
+    task_ids: list[str]  # all of the shard's, to tell which remain
+    attempt: int
+    tier: Tier
+    job_name: str
+    submitted: bool  # a job exists for this attempt (and may need cancelling)
+    outcome: AttemptOutcome
+    reason: Reason
+    failure_kind: FailureKind | None = None
+    # The retried cancel kept failing: record it for the sweeper instead of failing again.
+    cancel_best_effort: bool = False
+
+
+class CloseShardInput(Contract):
+    evaluation_id: str
+    shard_index: int
+    task_ids: list[str]
+    reason: Reason  # recorded with every task left without an outcome
+    attempts: int
+
+
+class ShardSummary(Contract):
+    """close_shard's result, and the shard orchestration's output."""
+
+    shard_index: int
+    not_run: int
+    attempts: int
+    reason: Reason = ""
+
+
+class FinalizeEvaluationInput(Contract):
+    evaluation_id: str
+    error: str = ""  # a shard orchestration failed: its first line
+
+
+# --- events a shard waits on --------------------------------------------------------------------
+
+
+class ContainerStarted(Contract):
+    """`container_started_a{N}`: the attempt's first heartbeat arrived."""
+
+    job_name: str = ""
+
+
+class JobEnded(Contract):
+    """`job_ended_a{N}`: the attempt's job reached a terminal state (Event Grid, the runner's
+    last heartbeat, or the sweeper's reconciliation; `stuck` when the sweeper stopped it)."""
+
+    state: JobState
+    reason: Reason = ""
+    failure_kind: FailureKind | None = None
+    stuck: bool = False
+
+
+class CancelRequested(Contract):
+    """`cancel`: the user cancelled the evaluation."""
+
+    reason: str = CANCELLED_BY_USER
