@@ -18,6 +18,19 @@ from adapters import runtime, telemetry
 from adapters.logs import ids
 from adapters.state.table_store import FINAL_TASK_OUTCOMES, StateStore, utcnow_iso
 from domain import names
+from domain.contracts import (
+    CapacityInput,
+    CapacityResult,
+    CapacityStatus,
+    CloseShardInput,
+    FinishAttemptInput,
+    PrepareAttemptInput,
+    ShardState,
+    ShardSummary,
+    SubmitJobInput,
+    SubmitJobResult,
+    SubmitStatus,
+)
 from domain.cost import DEFAULT_PROVISIONING_MINUTES, hourly_price, job_cost
 from domain.jobs import (
     BackendError,
@@ -26,10 +39,11 @@ from domain.jobs import (
     FailureKind,
     JobSpec,
     JobState,
-    Tier,
 )
 from domain.messages import heartbeat_token
+from domain.outcomes import TaskOutcome
 from domain.planning import expected_minutes
+from domain.policy import AttemptOutcome
 from domain.tasksets import TaskRef, domain_of
 
 bp = df.Blueprint()
@@ -38,25 +52,26 @@ log = logging.getLogger(__name__)
 HEARTBEAT_PATH = "/api/heartbeats"
 
 
-def _shard_state(store: StateStore, evaluation_id: str, task_ids: list[str]) -> dict[str, Any]:
+def _shard_state(store: StateStore, evaluation_id: str, task_ids: list[str]) -> ShardState:
     """What the shard decides on, from one read of the evaluation's partition."""
     rows = store.get_evaluation_rows(evaluation_id)
     if rows is None:
         raise LookupError(f"evaluation {evaluation_id} has no state rows")
     final = {t["task_id"] for t in rows["tasks"] if t.get("outcome") in FINAL_TASK_OUTCOMES}
-    return {
-        "remaining": [t for t in task_ids if t not in final],
-        "breaker": rows["breaker"],
-        "cancel_requested": bool(rows["evaluation"].get("cancel_requested", False)),
-    }
+    return ShardState(
+        remaining=[t for t in task_ids if t not in final],
+        breaker=rows["breaker"],
+        cancel_requested=bool(rows["evaluation"].get("cancel_requested", False)),
+    )
 
 
 @bp.activity_trigger(input_name="payload", activity=names.PREPARE_ATTEMPT)
 def prepare_attempt(payload: dict) -> dict[str, Any]:
     """What the next attempt needs: tasks still without a result, tier failures so far in this
     evaluation (the circuit breaker), and whether the user cancelled."""
+    request = PrepareAttemptInput.from_json(payload)
     store = runtime.services().store
-    return _shard_state(store, payload["evaluation_id"], payload["task_ids"])
+    return _shard_state(store, request.evaluation_id, request.task_ids).to_json()
 
 
 def estimate_job_usd(task_ids: list[str], vm_size: str, spot: bool) -> float:
@@ -66,47 +81,47 @@ def estimate_job_usd(task_ids: list[str], vm_size: str, spot: bool) -> float:
     return hourly_price(vm_size, spot) * minutes / 60
 
 
-def _job_spec(payload: dict[str, Any], secret: str, base_url: str) -> JobSpec:
-    name = payload["job_name"]
-    task_ids: list[str] = payload["task_ids"]
+def _job_spec(request: SubmitJobInput, secret: str, base_url: str) -> JobSpec:
+    name = request.job_name
+    task_ids = request.task_ids
     heartbeat_url = base_url + HEARTBEAT_PATH
     return JobSpec(
         job_name=name,
-        evaluation_id=payload["evaluation_id"],
-        shard_index=payload["shard_index"],
-        attempt=payload["attempt"],
-        tier=Tier(payload["tier"]),
+        evaluation_id=request.evaluation_id,
+        shard_index=request.shard_index,
+        attempt=request.attempt,
+        tier=request.tier,
         task_ids=task_ids,
-        vm_size=payload["vm_size"],
-        spot=payload["spot"],
-        image=payload["image"],
-        timeout_seconds=int(payload["job_timeout_seconds"]),
+        vm_size=request.vm_size,
+        spot=request.spot,
+        image=request.image,
+        timeout_seconds=int(request.job_timeout_seconds),
         heartbeat_url=heartbeat_url,
         heartbeat_token=heartbeat_token(secret, name),
         environment={
             "WAA_JOB_NAME": name,
             "WAA_TASK_IDS": ",".join(task_ids),
             "WAA_HEARTBEAT_URL": heartbeat_url,
-            "WAA_MAX_STEPS": str(payload["max_steps"]),
-            "WAA_AGENT": payload["agent"],
-            "WAA_MODEL": payload["model"],
+            "WAA_MAX_STEPS": str(request.max_steps),
+            "WAA_AGENT": request.agent,
+            "WAA_MODEL": request.model,
         },
         tags={
-            "waa_evaluation": payload["evaluation_id"],
-            "waa_shard": str(payload["shard_index"]),
-            "waa_attempt": str(payload["attempt"]),
+            "waa_evaluation": request.evaluation_id,
+            "waa_shard": str(request.shard_index),
+            "waa_attempt": str(request.attempt),
         },
-        experiment_name=f"waa-{payload['evaluation_id']}",
+        experiment_name=f"waa-{request.evaluation_id}",
     )
 
 
-def _log_fields(payload: dict[str, Any]) -> dict[str, Any]:
+def _log_fields(request: SubmitJobInput | FinishAttemptInput) -> dict[str, Any]:
     return ids(
-        evaluation_id=payload["evaluation_id"],
-        shard=payload["shard_index"],
-        attempt=payload["attempt"],
-        job_name=payload["job_name"],
-        tier=payload["tier"],
+        evaluation_id=request.evaluation_id,
+        shard=request.shard_index,
+        attempt=request.attempt,
+        job_name=request.job_name,
+        tier=request.tier.value,
     )
 
 
@@ -114,56 +129,56 @@ def _log_fields(payload: dict[str, Any]) -> dict[str, Any]:
 def submit_job(payload: dict) -> dict[str, Any]:
     """Submit one attempt's job. Returns {"status": "submitted" | "failed" | "budget", ...};
     raises only for transient errors, which the orchestration's retry policy retries."""
+    request = SubmitJobInput.from_json(payload)
     svc = runtime.services()
     store = svc.store
     now = runtime.now()
-    eid, name = payload["evaluation_id"], payload["job_name"]
-    tier = Tier(payload["tier"])
-    fields = _log_fields(payload)
+    eid, name, tier = request.evaluation_id, request.job_name, request.tier
+    fields = _log_fields(request)
 
     existing = store.get_job(eid, name)
     if existing is None:
-        estimate = estimate_job_usd(payload["task_ids"], payload["vm_size"], payload["spot"])
+        estimate = estimate_job_usd(request.task_ids, request.vm_size, request.spot)
         if not store.reserve_budget(eid, estimate):
             log.warning("budget would be exceeded; not submitting", **fields)
-            return {
-                "status": "budget",
-                "reason": "budget exhausted: the next job's projected cost would pass budget_usd",
-                "failure_kind": None,
-            }
+            return SubmitJobResult(
+                status=SubmitStatus.BUDGET,
+                reason="budget exhausted: the next job's projected cost would pass budget_usd",
+                failure_kind=None,
+            ).to_json()
         existing, registered = store.register_job(
             {
                 "job_name": name,
                 "evaluation_id": eid,
-                "shard_index": payload["shard_index"],
-                "attempt": payload["attempt"],
-                "instance_id": payload["instance_id"],
+                "shard_index": request.shard_index,
+                "attempt": request.attempt,
+                "instance_id": request.instance_id,
                 "tier": tier.value,
-                "vm_size": payload["vm_size"],
-                "spot": payload["spot"],
-                "task_count": len(payload["task_ids"]),
+                "vm_size": request.vm_size,
+                "spot": request.spot,
+                "task_count": len(request.task_ids),
                 "reserved_usd": estimate,
                 "submitted_at": utcnow_iso(now),
-                "heartbeat_timeout_seconds": float(payload["heartbeat_timeout_seconds"]),
-                "stuck_detection": bool(payload["stuck_detection"]),
-                "task_retries": int(payload["task_retries"]),
+                "heartbeat_timeout_seconds": float(request.heartbeat_timeout_seconds),
+                "stuck_detection": bool(request.stuck_detection),
+                "task_retries": int(request.task_retries),
             }
         )
-        if registered and payload.get("failover"):
+        if registered and request.failover:
             telemetry.failover(tier.value)
     if JobState(existing["state"]).is_terminal:
         # A re-delivery after the attempt already failed permanently: report it again.
-        return {
-            "status": "failed",
-            "reason": existing.get("detail", "job ended"),
-            "failure_kind": existing.get("failure_kind") or FailureKind.JOB_FAILED.value,
-        }
+        return SubmitJobResult(
+            status=SubmitStatus.FAILED,
+            reason=existing.get("detail", "job ended"),
+            failure_kind=existing.get("failure_kind") or FailureKind.JOB_FAILED,
+        ).to_json()
 
     backend = svc.backend(tier)
     try:
         result = backend.submit(
             _job_spec(
-                payload,
+                request,
                 svc.settings.heartbeat_secret.get_secret_value(),
                 svc.settings.public_base_url,
             )
@@ -176,11 +191,9 @@ def submit_job(payload: dict) -> dict[str, Any]:
         store.advance_job(
             eid, name, JobState.FAILED, at=now, detail=str(err), failure_kind=err.kind
         )
-        return {
-            "status": "failed",
-            "reason": f"{tier.value}: {err}",
-            "failure_kind": err.kind.value,
-        }
+        return SubmitJobResult(
+            status=SubmitStatus.FAILED, reason=f"{tier.value}: {err}", failure_kind=err.kind
+        ).to_json()
 
     store.update_job(
         eid,
@@ -189,12 +202,12 @@ def submit_job(payload: dict) -> dict[str, Any]:
             {**r, "backend_job_id": result.backend_job_id} if not r.get("backend_job_id") else None
         ),
     )
-    store.mark_tasks_running(eid, payload["task_ids"], attempt=payload["attempt"], job_name=name)
+    store.mark_tasks_running(eid, request.task_ids, attempt=request.attempt, job_name=name)
     store.update_shard(
         eid,
-        payload["shard_index"],
+        request.shard_index,
         tier=tier.value,
-        attempt=payload["attempt"],
+        attempt=request.attempt,
         job_name=name,
         status="submitted",
         updated_at=utcnow_iso(now),
@@ -202,17 +215,23 @@ def submit_job(payload: dict) -> dict[str, Any]:
     log.info("job submitted (created=%s)", result.created, **fields)
     if result.created:
         telemetry.job_submitted(tier.value)
-    return {"status": "submitted", "reason": "", "failure_kind": None}
+    return SubmitJobResult(status=SubmitStatus.SUBMITTED, reason="", failure_kind=None).to_json()
 
 
-def _capacity_spec(payload: dict[str, Any]) -> CapacitySpec:
+def _capacity_spec(request: CapacityInput) -> CapacitySpec:
     return CapacitySpec(
-        evaluation_id=payload["evaluation_id"],
-        tier=Tier(payload["tier"]),
-        vm_size=payload["vm_size"],
-        max_nodes=int(payload["workers"]),
-        spot=payload["spot"],
-        image=payload["image"],
+        evaluation_id=request.evaluation_id,
+        tier=request.tier,
+        vm_size=request.vm_size,
+        max_nodes=request.workers,
+        spot=request.spot,
+        image=request.image,
+    )
+
+
+def _capacity_log_fields(request: CapacityInput) -> dict[str, Any]:
+    return ids(
+        evaluation_id=request.evaluation_id, shard=request.shard_index, tier=request.tier.value
     )
 
 
@@ -221,13 +240,13 @@ def _ready_tiers(evaluation: dict[str, Any]) -> set[str]:
 
 
 def _capacity_answer(
-    store: StateStore, payload: dict[str, Any], report: CapacityReport
+    store: StateStore, request: CapacityInput, report: CapacityReport
 ) -> dict[str, Any]:
     """What the shard orchestration needs of a capacity report; a ready tier is recorded on
     the evaluation, so that later attempts and other shards skip the check."""
-    eid, tier = payload["evaluation_id"], payload["tier"]
+    eid, tier = request.evaluation_id, request.tier.value
     if not report.ready:
-        return {"status": "pending", "reason": report.detail, "failure_kind": None}
+        return _capacity(CapacityStatus.PENDING, report.detail)
 
     def add_tier(row: dict[str, Any]) -> dict[str, Any] | None:
         ready = _ready_tiers(row)
@@ -236,11 +255,17 @@ def _capacity_answer(
         )
 
     store.update_evaluation_with(eid, add_tier)
-    return {"status": "ready", "reason": report.detail, "failure_kind": None}
+    return _capacity(CapacityStatus.READY, report.detail)
+
+
+def _capacity(
+    status: CapacityStatus, reason: str, failure_kind: FailureKind | None = None
+) -> dict[str, Any]:
+    return CapacityResult(status=status, reason=reason, failure_kind=failure_kind).to_json()
 
 
 def _capacity_failed(err: BackendError) -> dict[str, Any]:
-    return {"status": "failed", "reason": str(err), "failure_kind": err.kind.value}
+    return _capacity(CapacityStatus.FAILED, str(err), err.kind)
 
 
 @bp.activity_trigger(input_name="payload", activity=names.ENSURE_CAPACITY)
@@ -250,15 +275,14 @@ def ensure_capacity(payload: dict) -> dict[str, Any]:
     capacity (a cluster being created, a pool allocating nodes, VMs pulling the image) is
     polled by the orchestration with `capacity_status` between durable timers. Raises only
     transient errors, which the orchestration's retry policy retries."""
+    request = CapacityInput.from_json(payload)
     svc = runtime.services()
     store = svc.store
-    fields = ids(
-        evaluation_id=payload["evaluation_id"], shard=payload["shard_index"], tier=payload["tier"]
-    )
-    if payload["tier"] in _ready_tiers(store.get_evaluation(payload["evaluation_id"]) or {}):
-        return {"status": "ready", "reason": "", "failure_kind": None}
+    fields = _capacity_log_fields(request)
+    if request.tier.value in _ready_tiers(store.get_evaluation(request.evaluation_id) or {}):
+        return _capacity(CapacityStatus.READY, "")
     try:
-        report = svc.backend(Tier(payload["tier"])).ensure_capacity(_capacity_spec(payload))
+        report = svc.backend(request.tier).ensure_capacity(_capacity_spec(request))
     except BackendError as err:
         if err.is_transient:
             log.warning("transient capacity error: %s", err, **fields)
@@ -266,28 +290,27 @@ def ensure_capacity(payload: dict) -> dict[str, Any]:
         log.error("capacity failed permanently for this tier: %s", err, **fields)
         return _capacity_failed(err)
     log.info("capacity %s: %s", "ready" if report.ready else "pending", report.detail, **fields)
-    return _capacity_answer(store, payload, report)
+    return _capacity_answer(store, request, report)
 
 
 @bp.activity_trigger(input_name="payload", activity=names.CAPACITY_STATUS)
 def capacity_status(payload: dict) -> dict[str, Any]:
     """One cheap look at capacity that `ensure_capacity` left pending. A transient error is
     just another "pending": the orchestration polls again until its deadline."""
+    request = CapacityInput.from_json(payload)
     svc = runtime.services()
-    fields = ids(
-        evaluation_id=payload["evaluation_id"], shard=payload["shard_index"], tier=payload["tier"]
-    )
+    fields = _capacity_log_fields(request)
     try:
-        report = svc.backend(Tier(payload["tier"])).capacity_status(_capacity_spec(payload))
+        report = svc.backend(request.tier).capacity_status(_capacity_spec(request))
     except BackendError as err:
         if err.is_transient:
             log.warning("capacity status unavailable: %s", err, **fields)
-            return {"status": "pending", "reason": str(err), "failure_kind": None}
+            return _capacity(CapacityStatus.PENDING, str(err))
         log.error("capacity failed permanently for this tier: %s", err, **fields)
         return _capacity_failed(err)
     if report.ready:
         log.info("capacity ready: %s", report.detail, **fields)
-    return _capacity_answer(svc.store, payload, report)
+    return _capacity_answer(svc.store, request, report)
 
 
 FAILED_OUTCOMES = {"start_timeout", "stuck", "job_failed", "submit_failed"}
@@ -298,40 +321,41 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
     """Close one attempt: cancel its job unless it completed (a durable timer firing stops
     nothing in the cloud), record the job's end and cost, count a tier failure for the breaker,
     and return what the next attempt needs."""
+    request = FinishAttemptInput.from_json(payload)
     svc = runtime.services()
     store = svc.store
     now = runtime.now()
-    eid, name, tier = payload["evaluation_id"], payload["job_name"], Tier(payload["tier"])
-    outcome: str = payload["outcome"]
-    fields = _log_fields(payload)
+    eid, name, tier = request.evaluation_id, request.job_name, request.tier
+    outcome = request.outcome
+    fields = _log_fields(request)
 
-    state = _shard_state(store, eid, payload["task_ids"])
+    state = _shard_state(store, eid, request.task_ids)
     job = store.get_job(eid, name)
     if job is not None:
         final = (
             JobState.COMPLETED
-            if outcome == "completed"
-            else (JobState.CANCELLED if outcome == "cancelled" else JobState.FAILED)
+            if outcome is AttemptOutcome.COMPLETED
+            else (JobState.CANCELLED if outcome is AttemptOutcome.CANCELLED else JobState.FAILED)
         )
-        kind = FailureKind(payload["failure_kind"]) if payload.get("failure_kind") else None
+        kind = request.failure_kind
         # Record the orchestration's verdict before cancelling: the cancel makes the backend
         # report the job as cancelled at once, and a sweep reconciling that state (or its
         # Event Grid event) must not overwrite why the attempt really ended.
         _, ended_now = store.advance_job(
-            eid, name, final, at=now, detail=payload["reason"], failure_kind=kind
+            eid, name, final, at=now, detail=request.reason, failure_kind=kind
         )
-        if ended_now and outcome == "start_timeout":
+        if ended_now and outcome is AttemptOutcome.START_TIMEOUT:
             telemetry.start_deadline_hit(tier.value)
         # A runner that reported "finished" leaves a container that is still exiting. If tasks
         # remain, the next attempt may be submitted at once (a failover has no backoff): stop
         # this job first, so the shard never has two jobs in the cloud. Cancelling a job that
         # has already ended is a no-op on every backend.
-        leftover = outcome == "completed" and bool(state["remaining"])
-        if (outcome != "completed" or leftover) and payload["submitted"]:
+        leftover = outcome is AttemptOutcome.COMPLETED and bool(state.remaining)
+        if (outcome is not AttemptOutcome.COMPLETED or leftover) and request.submitted:
             try:
                 svc.backend(tier).cancel(name)
             except BackendError as err:
-                if not payload.get("cancel_best_effort"):
+                if not request.cancel_best_effort:
                     # Fail the activity: the retry policy tries the cancel again, and the next
                     # attempt is not submitted while this job may still run.
                     log.warning("cancel failed, retrying: %s", err, **fields)
@@ -347,18 +371,19 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
         _settle_cost(store, eid, name, now)
         store.release_tasks(eid, name)
     if outcome in FAILED_OUTCOMES:
-        state["breaker"] = store.record_tier_failure(eid, tier.value, name)
+        breaker = store.record_tier_failure(eid, tier.value, name)
+        state = ShardState.from_json({**state.to_json(), "breaker": breaker})
 
     store.update_shard(
         eid,
-        payload["shard_index"],
+        request.shard_index,
         status="attempt_ended",
-        last_outcome=outcome,
-        reason=payload["reason"][:1000],
+        last_outcome=outcome.value,
+        reason=request.reason[:1000],
         updated_at=utcnow_iso(now),
     )
-    log.info("attempt ended: %s (%s)", outcome, payload["reason"], **fields)
-    return state
+    log.info("attempt ended: %s (%s)", outcome.value, request.reason, **fields)
+    return state.to_json()
 
 
 def _settle_cost(store: StateStore, evaluation_id: str, job_name: str, now: datetime) -> None:
@@ -391,27 +416,29 @@ def _settle_cost(store: StateStore, evaluation_id: str, job_name: str, now: date
 @bp.activity_trigger(input_name="payload", activity=names.CLOSE_SHARD)
 def close_shard(payload: dict) -> dict[str, Any]:
     """Give every task of the shard that still has no outcome one, with the reason."""
+    request = CloseShardInput.from_json(payload)
     store = runtime.services().store
     now = runtime.now()
-    eid = payload["evaluation_id"]
-    remaining = store.tasks_without_outcome(eid, payload["task_ids"])
-    reason = payload["reason"]
-    store.close_tasks(eid, remaining, outcome="not_run", reason=reason, at=now)
+    eid = request.evaluation_id
+    remaining = store.tasks_without_outcome(eid, request.task_ids)
+    reason = request.reason
+    store.close_tasks(eid, remaining, outcome=TaskOutcome.NOT_RUN.value, reason=reason, at=now)
     store.update_shard(
         eid,
-        payload["shard_index"],
+        request.shard_index,
         status="done",
-        attempts=payload["attempts"],
+        attempts=request.attempts,
         reason=reason[:1000] if remaining else "",
         updated_at=utcnow_iso(now),
     )
     log.info(
         "shard closed: %d task(s) not run",
         len(remaining),
-        **ids(evaluation_id=eid, shard=payload["shard_index"]),
+        **ids(evaluation_id=eid, shard=request.shard_index),
     )
-    return {
-        "shard_index": payload["shard_index"],
-        "not_run": len(remaining),
-        "attempts": payload["attempts"],
-    }
+    return ShardSummary(
+        shard_index=request.shard_index,
+        not_run=len(remaining),
+        attempts=request.attempts,
+        reason=reason,
+    ).to_json()

@@ -12,6 +12,8 @@ from adapters import runtime
 from adapters.logs import ids
 from adapters.state import views
 from domain import names
+from domain.contracts import EvaluationState, FinalizeEvaluationInput
+from domain.outcomes import TaskOutcome
 
 bp = df.Blueprint()
 log = logging.getLogger(__name__)
@@ -20,22 +22,24 @@ log = logging.getLogger(__name__)
 @bp.activity_trigger(input_name="payload", activity=names.FINALIZE_EVALUATION)
 def finalize_evaluation(payload: dict) -> dict[str, Any]:
     """Make sure every task has exactly one outcome, then write the summary (idempotent)."""
+    request = FinalizeEvaluationInput.from_json(payload)
     store = runtime.services().store
     now = runtime.now()
-    eid = payload["evaluation_id"]
+    eid = request.evaluation_id
     rows = store.get_evaluation_rows(eid)
     if rows is None:
         raise LookupError(f"evaluation {eid} has no state rows")
+    open_outcomes = (TaskOutcome.PENDING, TaskOutcome.RUNNING)
     open_ids = [
-        t["task_id"] for t in rows["tasks"] if t.get("outcome", "pending") in ("pending", "running")
+        t["task_id"]
+        for t in rows["tasks"]
+        if t.get("outcome", TaskOutcome.PENDING) in open_outcomes
     ]
     if open_ids:
         reason = (
-            f"internal error: {payload['error']}"
-            if payload.get("error")
-            else "shard ended without a result"
+            f"internal error: {request.error}" if request.error else "shard ended without a result"
         )
-        store.close_tasks(eid, open_ids, outcome="not_run", reason=reason, at=now)
+        store.close_tasks(eid, open_ids, outcome=TaskOutcome.NOT_RUN.value, reason=reason, at=now)
         rows = store.get_evaluation_rows(eid)
         assert rows is not None
     evaluation = rows["evaluation"]
@@ -43,16 +47,16 @@ def finalize_evaluation(payload: dict) -> dict[str, Any]:
         return json.loads(evaluation["summary"])
     result = views.summary(rows, now)
     state = (
-        "cancelled"
+        EvaluationState.CANCELLED
         if evaluation.get("cancel_requested")
-        else ("failed" if payload.get("error") else "completed")
+        else (EvaluationState.FAILED if request.error else EvaluationState.COMPLETED)
     )
     store.update_evaluation(
-        eid, state=state, summary=json.dumps(result), finished_at=now.isoformat()
+        eid, state=state.value, summary=json.dumps(result), finished_at=now.isoformat()
     )
     log.info(
         "evaluation %s: %d/%d tasks completed, $%.2f",
-        state,
+        state.value,
         result["counts"]["completed"],
         result["counts"]["total"],
         result["cost_usd"],

@@ -19,7 +19,7 @@ These messages are written into Durable histories and replayed from there after 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_serializer
 
@@ -27,10 +27,15 @@ from domain.jobs import FailureKind, JobState, Tier
 from domain.outcomes import CANCELLED_BY_USER
 from domain.policy import AttemptOutcome, PolicyConfig
 
+if TYPE_CHECKING:
+    from domain.requests import EvaluationRequest
+
 _POLICY = PolicyConfig.model_fields
 
-# A reason read from a table row may be missing or null there: it reads as no reason.
+# A reason or failure kind read from a table row may be missing, null or empty there: it reads
+# as none, as it did when these messages were plain dicts.
 Reason = Annotated[str, BeforeValidator(lambda v: "" if v is None else v)]
+Kind = Annotated[FailureKind | None, BeforeValidator(lambda v: v or None)]
 
 
 class Contract(BaseModel):
@@ -73,6 +78,24 @@ class JobSnapshot(Contract):
     stuck_detection: bool = _POLICY["stuck_detection_enabled"].default
     task_retries: int = _POLICY["task_retries"].default
 
+    @classmethod
+    def for_request(
+        cls, req: EvaluationRequest, policy: PolicyConfig, *, image: str, workers: int
+    ) -> JobSnapshot:
+        return cls(
+            vm_size=req.vm_size,
+            spot=req.spot,
+            image=image,
+            agent=req.agent,
+            model=req.model,
+            max_steps=req.max_steps,
+            workers=workers,
+            job_timeout_seconds=policy.job_timeout_seconds,
+            heartbeat_timeout_seconds=policy.heartbeat_timeout_seconds,
+            stuck_detection=policy.stuck_detection_enabled,
+            task_retries=policy.task_retries,
+        )
+
 
 class PlannedShard(Contract):
     index: int
@@ -94,6 +117,15 @@ class ShardInput(_CarriesPolicy):
     tiers: list[Tier]
     # Right-sizing may give a shard its own VM size: the snapshot's vm_size is the shard's.
     job: JobSnapshot
+
+
+class EvaluationState(StrEnum):
+    """The evaluation row's `state` (finalize_evaluation writes the end)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"  # a shard orchestration itself failed
+    CANCELLED = "cancelled"
 
 
 # --- activities ---------------------------------------------------------------------------------
@@ -132,7 +164,7 @@ class CapacityResult(Contract):
 
     status: CapacityStatus
     reason: Reason = ""
-    failure_kind: FailureKind | None = None
+    failure_kind: Kind = None
 
 
 class SubmitJobInput(JobSnapshot):
@@ -155,7 +187,7 @@ class SubmitStatus(StrEnum):
 class SubmitJobResult(Contract):
     status: SubmitStatus
     reason: Reason = ""
-    failure_kind: FailureKind | None = None
+    failure_kind: Kind = None
 
 
 class FinishAttemptInput(Contract):
@@ -168,7 +200,7 @@ class FinishAttemptInput(Contract):
     submitted: bool  # a job exists for this attempt (and may need cancelling)
     outcome: AttemptOutcome
     reason: Reason
-    failure_kind: FailureKind | None = None
+    failure_kind: Kind = None
     # The retried cancel kept failing: record it for the sweeper instead of failing again.
     cancel_best_effort: bool = False
 
@@ -192,7 +224,7 @@ class ShardSummary(Contract):
 
 class FinalizeEvaluationInput(Contract):
     evaluation_id: str
-    error: str = ""  # a shard orchestration failed: its first line
+    error: Reason = ""  # a shard orchestration failed: its first line
 
 
 # --- events a shard waits on --------------------------------------------------------------------
@@ -210,7 +242,7 @@ class JobEnded(Contract):
 
     state: JobState
     reason: Reason = ""
-    failure_kind: FailureKind | None = None
+    failure_kind: Kind = None
     stuck: bool = False
 
 

@@ -21,7 +21,15 @@ from adapters import runtime
 from adapters.logs import ids
 from adapters.state import views
 from domain import names
+from domain.contracts import (
+    CancelRequested,
+    EvaluationInput,
+    EvaluationState,
+    JobSnapshot,
+    PlannedShard,
+)
 from domain.naming import new_evaluation_id, shard_instance_id
+from domain.outcomes import TaskOutcome
 from domain.planning import plan_shards
 from domain.policy import PolicyConfig
 from domain.requests import EvaluationRequest, RequestError, parse_evaluation_request, resolve_tasks
@@ -64,26 +72,16 @@ def _orchestration_input(
     evaluation_id: str, req: EvaluationRequest, plan: list[Any], workers: int
 ) -> dict[str, Any]:
     policy = PolicyConfig.for_request(req)
-    return {
-        "evaluation_id": evaluation_id,
-        "shards": [{"index": s.index, "task_ids": s.task_ids, "vm_size": s.vm_size} for s in plan],
-        "tiers": [t.value for t in req.tiers],
-        "policy": policy.model_dump(mode="json"),
+    return EvaluationInput(
+        evaluation_id=evaluation_id,
+        shards=[PlannedShard(index=s.index, task_ids=s.task_ids, vm_size=s.vm_size) for s in plan],
+        tiers=list(req.tiers),
+        policy=policy,
         # Snapshotted here so that replays never read settings.
-        "job": {
-            "vm_size": req.vm_size,
-            "spot": req.spot,
-            "image": runtime.services().settings.waa_image,
-            "agent": req.agent,
-            "model": req.model,
-            "max_steps": req.max_steps,
-            "workers": workers,
-            "job_timeout_seconds": policy.job_timeout_seconds,
-            "heartbeat_timeout_seconds": policy.heartbeat_timeout_seconds,
-            "stuck_detection": policy.stuck_detection_enabled,
-            "task_retries": policy.task_retries,
-        },
-    }
+        job=JobSnapshot.for_request(
+            req, policy, image=runtime.services().settings.waa_image, workers=workers
+        ),
+    ).to_json()
 
 
 @bp.route(route="evaluations", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -122,7 +120,7 @@ async def start_evaluation(
     evaluation_row: dict[str, Any] = {
         "evaluation_id": evaluation_id,
         "created_at": now.isoformat(),
-        "state": "running",
+        "state": EvaluationState.RUNNING.value,
         "policy": request.policy,
         "workers": workers,
         "vm_size": request.vm_size,
@@ -157,7 +155,7 @@ async def start_evaluation(
                 "task_id": t.task_id,
                 "domain": t.domain,
                 "shard_index": shard_of[t.task_id],
-                "outcome": "pending",
+                "outcome": TaskOutcome.PENDING.value,
             }
             for t in tasks
         ],
@@ -243,7 +241,7 @@ async def cancel_evaluation(
     evaluation = await off_loop(store.get_evaluation, evaluation_id)
     if evaluation is None:
         return error(404, f"evaluation_id: no evaluation {evaluation_id!r}", "evaluation_id")
-    if evaluation.get("state", "running") != "running":
+    if evaluation.get("state", EvaluationState.RUNNING) != EvaluationState.RUNNING:
         return error(409, f"evaluation {evaluation_id} already ended ({evaluation.get('state')})")
     await off_loop(store.update_evaluation, evaluation_id, cancel_requested=True)
     # Every shard waits on the cancel event in each of its waits; one that is between waits
@@ -252,9 +250,7 @@ async def cancel_evaluation(
         instance = shard_instance_id(evaluation_id, index)
         if await is_live(client, instance):
             try:
-                await client.raise_event(
-                    instance, names.CANCEL_EVENT, {"reason": "cancelled by user"}
-                )
+                await client.raise_event(instance, names.CANCEL_EVENT, CancelRequested().to_json())
             except Exception as err:  # finished meanwhile: nothing to cancel
                 log.info(
                     "shard already finished: %s",

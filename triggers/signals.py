@@ -16,6 +16,7 @@ import azure.durable_functions as df
 from adapters.logs import ids
 from adapters.state.table_store import StateStore
 from domain import names
+from domain.contracts import ContainerStarted, JobEnded
 from domain.jobs import JobState
 from triggers.offload import off_loop
 
@@ -59,7 +60,7 @@ async def signal_started(
         client,
         job["instance_id"],
         names.started_event(int(job["attempt"])),
-        {"job_name": job["job_name"]},
+        ContainerStarted(job_name=job["job_name"]).to_json(),
     )
     if raised:
         await off_loop(
@@ -75,14 +76,14 @@ async def signal_ended(
 ) -> None:
     if not JobState(job["state"]).is_terminal or job.get("ended_signalled"):
         return
-    payload = {
-        "state": job["state"],
-        "reason": job.get("detail", ""),
-        "failure_kind": job.get("failure_kind"),
-        "stuck": bool(job.get("stuck", False)),
-    }
+    event = JobEnded(
+        state=job["state"],
+        reason=job.get("detail", ""),
+        failure_kind=job.get("failure_kind"),
+        stuck=bool(job.get("stuck", False)),
+    )
     raised = await _raise(
-        client, job["instance_id"], names.ended_event(int(job["attempt"])), payload
+        client, job["instance_id"], names.ended_event(int(job["attempt"])), event.to_json()
     )
     if raised:
         await off_loop(
@@ -94,7 +95,7 @@ async def signal_ended(
         log.info(
             "job ended (%s): %s",
             job["state"],
-            payload["reason"],
+            event.reason,
             **ids(
                 evaluation_id=job["evaluation_id"],
                 shard=job["shard_index"],
