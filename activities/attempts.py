@@ -17,7 +17,7 @@ import azure.durable_functions as df
 from adapters import runtime, telemetry
 from adapters.logs import ids
 from adapters.state.table_store import FINAL_TASK_OUTCOMES, StateStore, utcnow_iso
-from domain import names
+from domain import job_state, names
 from domain.contracts import (
     CapacityInput,
     CapacityResult,
@@ -31,7 +31,7 @@ from domain.contracts import (
     SubmitJobResult,
     SubmitStatus,
 )
-from domain.cost import DEFAULT_PROVISIONING_MINUTES, hourly_price, job_cost
+from domain.cost import after_settlement, settled
 from domain.jobs import (
     BackendError,
     CapacityReport,
@@ -42,9 +42,8 @@ from domain.jobs import (
 )
 from domain.messages import heartbeat_token
 from domain.outcomes import TaskOutcome
-from domain.planning import expected_minutes
-from domain.policy import AttemptOutcome
-from domain.tasksets import TaskRef, domain_of
+from domain.policy import AttemptOutcome, counts_against_tier
+from domain.progress import job_estimate_usd
 
 bp = df.Blueprint()
 log = logging.getLogger(__name__)
@@ -72,13 +71,6 @@ def prepare_attempt(payload: dict) -> dict[str, Any]:
     request = PrepareAttemptInput.from_json(payload)
     store = runtime.services().store
     return _shard_state(store, request.evaluation_id, request.task_ids).to_json()
-
-
-def estimate_job_usd(task_ids: list[str], vm_size: str, spot: bool) -> float:
-    minutes = DEFAULT_PROVISIONING_MINUTES + sum(
-        expected_minutes(TaskRef(task_id=t, domain=domain_of(t))) for t in task_ids
-    )
-    return hourly_price(vm_size, spot) * minutes / 60
 
 
 def _job_spec(request: SubmitJobInput, secret: str, base_url: str) -> JobSpec:
@@ -138,7 +130,7 @@ def submit_job(payload: dict) -> dict[str, Any]:
 
     existing = store.get_job(eid, name)
     if existing is None:
-        estimate = estimate_job_usd(request.task_ids, request.vm_size, request.spot)
+        estimate = job_estimate_usd(request.task_ids, request.vm_size, request.spot)
         if not store.reserve_budget(eid, estimate):
             log.warning("budget would be exceeded; not submitting", **fields)
             return SubmitJobResult(
@@ -313,9 +305,6 @@ def capacity_status(payload: dict) -> dict[str, Any]:
     return _capacity_answer(svc.store, request, report)
 
 
-FAILED_OUTCOMES = {"start_timeout", "stuck", "job_failed", "submit_failed"}
-
-
 @bp.activity_trigger(input_name="payload", activity=names.FINISH_ATTEMPT)
 def finish_attempt(payload: dict) -> dict[str, Any]:
     """Close one attempt: cancel its job unless it completed (a durable timer firing stops
@@ -363,14 +352,10 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
                 log.error("cancel failed again; the sweeper keeps retrying it: %s", err, **fields)
                 store.mark_cancel_pending(eid, name)
         # The orchestration decided this attempt's end itself: nothing left to signal.
-        store.update_job(
-            eid,
-            name,
-            lambda r: None if r.get("ended_signalled") else {**r, "ended_signalled": True},
-        )
+        store.update_job(eid, name, lambda r: job_state.attempt_closed(r, outcome))
         _settle_cost(store, eid, name, now)
         store.release_tasks(eid, name)
-    if outcome in FAILED_OUTCOMES:
+    if counts_against_tier(outcome):
         breaker = store.record_tier_failure(eid, tier.value, name)
         state = ShardState.from_json({**state.to_json(), "breaker": breaker})
 
@@ -388,29 +373,11 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
 
 def _settle_cost(store: StateStore, evaluation_id: str, job_name: str, now: datetime) -> None:
     """Turn the job's budget reservation into its cost, once."""
-    settled: dict[str, Any] = {}
-
-    def change(row: dict[str, Any]) -> dict[str, Any] | None:
-        if row.get("cost_usd") is not None:
-            return None
-        start = datetime.fromisoformat(row["submitted_at"])
-        end = datetime.fromisoformat(row["ended_at"]) if row.get("ended_at") else now
-        cost = job_cost(row["vm_size"], bool(row["spot"]), max(0.0, (end - start).total_seconds()))
-        settled.update(cost=cost, reserved=float(row.get("reserved_usd", 0.0)))
-        return {**row, "cost_usd": cost}
-
-    job, changed = store.update_job(evaluation_id, job_name, change)
+    job, changed = store.update_job(evaluation_id, job_name, lambda r: settled(r, now))
     if changed and job is not None:
         telemetry.job_cost(job)
-
-        def money(row: dict[str, Any]) -> dict[str, Any]:
-            return {
-                **row,
-                "spent_usd": float(row.get("spent_usd", 0.0)) + settled["cost"],
-                "reserved_usd": max(0.0, float(row.get("reserved_usd", 0.0)) - settled["reserved"]),
-            }
-
-        store.update_evaluation_with(evaluation_id, money)
+        cost, reserved = float(job["cost_usd"]), float(job.get("reserved_usd", 0.0))
+        store.update_evaluation_with(evaluation_id, lambda r: after_settlement(r, cost, reserved))
 
 
 @bp.activity_trigger(input_name="payload", activity=names.CLOSE_SHARD)

@@ -8,7 +8,7 @@ runs in seconds. Callbacks run on a worker thread; while one runs, virtual time 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -24,3 +24,12 @@ class Scheduler(Protocol):
     def call_at(self, when: datetime, callback: Callable[[], None]) -> CallHandle:
         """Run `callback` once at `when` (or as soon as possible if `when` has passed)."""
         ...
+
+
+def iso(at: datetime) -> str:
+    """How a time is stored in a row: ISO 8601 in UTC, so rows compare and parse alike."""
+    return at.astimezone(UTC).isoformat()
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

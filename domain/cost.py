@@ -8,9 +8,14 @@ start-up, not turn into a budget check that silently passes.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from datetime import datetime
 from importlib import resources
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from domain.clock import parse_time
 
 DEFAULT_PROVISIONING_MINUTES = 15.0
 
@@ -76,3 +81,33 @@ def hourly_price(vm_size: str, spot: bool) -> float:
 def job_cost(vm_size: str, spot: bool, seconds: float) -> float:
     """USD for one node running `seconds` (negative durations, e.g. from clock skew, cost 0)."""
     return hourly_price(vm_size, spot) * max(0.0, seconds) / 3600.0
+
+
+def job_cost_so_far(job: Mapping[str, Any], now: datetime) -> float:
+    """A job row's cost: settled once it ended, else its node's time from submission (the
+    node is paid for while it provisions and pulls the image, too) to `now`."""
+    if job.get("cost_usd") is not None:
+        return float(job["cost_usd"])
+    start = parse_time(job.get("submitted_at"))
+    if start is None:
+        return 0.0
+    end = parse_time(job.get("ended_at")) or now
+    return job_cost(job["vm_size"], bool(job["spot"]), (end - start).total_seconds())
+
+
+def settled(job: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:
+    """The job row with its cost fixed, or None when it already was (settled once)."""
+    if job.get("cost_usd") is not None:
+        return None
+    return {**job, "cost_usd": job_cost_so_far(job, now)}
+
+
+def after_settlement(
+    evaluation: Mapping[str, Any], cost_usd: float, reserved_usd: float
+) -> dict[str, Any]:
+    """The evaluation's money once a job's reservation of `reserved_usd` became its cost."""
+    return {
+        **evaluation,
+        "spent_usd": float(evaluation.get("spent_usd", 0.0)) + cost_usd,
+        "reserved_usd": max(0.0, float(evaluation.get("reserved_usd", 0.0)) - reserved_usd),
+    }

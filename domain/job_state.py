@@ -3,15 +3,21 @@
 Backends report in their own words (Azure ML run statuses, Azure Batch task states and failure
 codes, `docker inspect` state). Events may arrive duplicated, late or out of order, so a state
 is only ever applied through `advance`: it moves forward, never back, and a terminal state is
-final.
+final. The changes of a job's row (a new state, a heartbeat, the sweeper's stuck verdict, the
+attempt's end) are pure functions of the row here; the state store applies them inside its
+ETag read-modify-write, so a lost race re-decides on the fresh row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+from domain.clock import iso, parse_time
 from domain.jobs import FailureKind, JobState
+from domain.outcomes import MAX_REASON_CHARS
+from domain.policy import AttemptOutcome
 
 # Azure ML run statuses (compared case-insensitively) and why each maps where it does.
 AZUREML_STATES: dict[str, JobState] = {
@@ -157,3 +163,82 @@ def advance(current: JobState, new: JobState) -> bool:
     """Whether `new` may replace `current`: only forward, and never away from a terminal state
     (the first terminal state recorded wins; later, contradicting events are ignored)."""
     return not current.is_terminal and new.rank > current.rank
+
+
+Row = dict[str, Any]
+
+
+def advanced(
+    row: Row,
+    state: JobState,
+    *,
+    at: datetime,
+    detail: str = "",
+    failure_kind: FailureKind | None = None,
+) -> Row | None:
+    """The job row moved to `state`, or None when `advance` refuses the move."""
+    if not advance(JobState(row["state"]), state):
+        return None
+    new = {**row, "state": state.value, "updated_at": iso(at)}
+    if detail:
+        new["detail"] = detail[:MAX_REASON_CHARS]
+    if failure_kind is not None:
+        new["failure_kind"] = failure_kind.value
+    if state is JobState.RUNNING and not row.get("running_at"):
+        new["running_at"] = iso(at)
+    if state.is_terminal:
+        new["ended_at"] = iso(at)
+    return new
+
+
+def after_heartbeat(row: Row, at: datetime) -> Row | None:
+    """A sign of life: the first one marks the container as started (the start deadline's
+    only evidence) and the job as running. None once the job has ended."""
+    current = JobState(row["state"])
+    if current.is_terminal:
+        return None
+    new = {**row, "last_heartbeat_at": iso(at), "heartbeats": int(row.get("heartbeats", 0)) + 1}
+    if not row.get("started_at"):
+        new["started_at"] = iso(at)
+    if advance(current, JobState.RUNNING):
+        new["state"] = JobState.RUNNING.value
+        new.setdefault("running_at", iso(at))
+    return new
+
+
+def stuck_detail(row: Row, now: datetime) -> str | None:
+    """Why a running job counts as stuck (heartbeats stopped for longer than its limit), or
+    None. Only a job that has started can go quiet: before its first heartbeat the start
+    deadline is what watches it; and only when its policy asked for stuck detection."""
+    last = parse_time(row.get("last_heartbeat_at"))
+    limit = float(row.get("heartbeat_timeout_seconds", 600))
+    if not (row.get("stuck_detection") and row.get("started_at") and last):
+        return None
+    silent = (now - last).total_seconds()
+    if silent <= limit:
+        return None
+    return f"stuck: no heartbeat for {silent / 60:.0f} min (limit {limit / 60:g} min); cancelled"
+
+
+def marked_stuck(row: Row, now: datetime, detail: str) -> Row | None:
+    """The sweeper's verdict on a job `stuck_detail` found quiet: failed, transient (the next
+    attempt may well run), flagged so the shard and the alerts tell it from other failures."""
+    if JobState(row["state"]).is_terminal:
+        return None
+    return {
+        **row,
+        "state": JobState.FAILED.value,
+        "stuck": True,
+        "ended_at": iso(now),
+        "detail": detail,
+        "failure_kind": FailureKind.TRANSIENT.value,
+    }
+
+
+def attempt_closed(row: Row, outcome: AttemptOutcome) -> Row | None:
+    """The orchestration decided how the attempt ended: nothing is left to signal to it, and
+    the row keeps the outcome as the enum (what alerts classify the job by)."""
+    fields = {"ended_signalled": True, "attempt_outcome": outcome.value}
+    if all(row.get(k) == v for k, v in fields.items()):
+        return None
+    return {**row, **fields}

@@ -8,6 +8,7 @@ JSON-serializable model that the evaluation orchestration snapshots into its inp
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
@@ -147,11 +148,31 @@ class BreakerState(BaseModel):
         return self.failures.get(tier, 0) >= threshold
 
     def record(self, tier: Tier, outcome: AttemptOutcome) -> BreakerState:
-        if not counts_against_tier(outcome):
-            return self
-        failures = dict(self.failures)
-        failures[tier] = failures.get(tier, 0) + 1
-        return BreakerState(failures=failures)
+        return self.failed(tier) if counts_against_tier(outcome) else self
+
+    def failed(self, tier: Tier) -> BreakerState:
+        """One more failure of `tier`."""
+        return BreakerState(failures={**self.failures, tier: self.failures.get(tier, 0) + 1})
+
+
+# Jobs whose failure the breaker row remembers having counted: enough for any re-delivery of
+# a recent attempt's end, small enough to stay far under a Table property's size limit.
+BREAKER_JOBS_KEPT = 200
+
+
+def breaker_after_failure(
+    failures: Mapping[str, int], counted_jobs: Sequence[str], tier: Tier, job_name: str
+) -> tuple[dict[str, int], list[str]] | None:
+    """The evaluation's breaker counts (by tier value) and counted jobs after `job_name`
+    failed on `tier` (an outcome `counts_against_tier`); None when this job's failure is
+    already counted (a re-delivered end of attempt counts once)."""
+    if job_name in counted_jobs:
+        return None
+    after = BreakerState(failures={Tier(t): int(n) for t, n in failures.items()}).failed(tier)
+    return (
+        {t.value: n for t, n in after.failures.items()},
+        [*counted_jobs, job_name][-BREAKER_JOBS_KEPT:],
+    )
 
 
 class Decision(BaseModel):
@@ -280,11 +301,17 @@ def classify_runner_report(failure: RunnerFailure) -> FailureKind:
     return classify_runner_failure(failure.code)
 
 
+# Reservations are sums of floats: a job that fits the budget exactly must not be refused for
+# the last bit of rounding.
+BUDGET_TOLERANCE_USD = 1e-9
+
+
 def projected_cost_exceeds(
     budget_usd: float | None, spent_usd: float, next_job_estimate_usd: float
 ) -> bool:
     """Whether submitting a job expected to cost `next_job_estimate_usd` would take the
-    evaluation past its budget (no budget: never)."""
+    evaluation past its budget (no budget: never). `spent_usd` is what is already committed:
+    settled cost plus the reservations of jobs still running."""
     if budget_usd is None:
         return False
-    return spent_usd + max(0.0, next_job_estimate_usd) > budget_usd
+    return spent_usd + max(0.0, next_job_estimate_usd) > budget_usd + BUDGET_TOLERANCE_USD

@@ -24,9 +24,8 @@ import azure.functions as func
 
 from adapters import runtime, telemetry
 from adapters.logs import ids
-from adapters.state.table_store import parse_time
-from domain import bounds, names
-from domain.jobs import BackendError, FailureKind, JobNotFoundError, JobState, Tier
+from domain import bounds, job_state, names
+from domain.jobs import BackendError, JobNotFoundError, JobState, Tier
 from triggers.offload import off_loop
 from triggers.signals import is_live, signal_ended
 
@@ -120,33 +119,11 @@ async def _sweep_job(
         )
         return "orphans"
 
-    last = parse_time(job.get("last_heartbeat_at"))
-    limit = float(job.get("heartbeat_timeout_seconds", 600))
-    if (
-        job.get("stuck_detection")
-        and job.get("started_at")
-        and last
-        and (now - last).total_seconds() > limit
-    ):
-        silent = (now - last).total_seconds() / 60
-        detail = f"stuck: no heartbeat for {silent:.0f} min (limit {limit / 60:g} min); cancelled"
+    detail = job_state.stuck_detail(job, now)
+    if detail is not None:
         await off_loop(backend.cancel, name)
         row, changed = await off_loop(
-            store.update_job,
-            eid,
-            name,
-            lambda r: (
-                None
-                if JobState(r["state"]).is_terminal
-                else {
-                    **r,
-                    "state": JobState.FAILED.value,
-                    "stuck": True,
-                    "ended_at": now.isoformat(),
-                    "detail": detail,
-                    "failure_kind": FailureKind.TRANSIENT.value,
-                }
-            ),
+            store.update_job, eid, name, lambda r: job_state.marked_stuck(r, now, detail)
         )
         if row is not None:
             await signal_ended(client, store, row)

@@ -14,7 +14,10 @@ Layout of the one table `{prefix}state`:
 - partition `evals`: newest-first listing of evaluations.
 
 Every read-modify-write carries the entity's ETag (`_mutate`), so concurrent writers (duplicate
-Event Grid deliveries, overlapping sweeps, heartbeats) never lose each other's updates. Azurite
+Event Grid deliveries, overlapping sweeps, heartbeats) never lose each other's updates. This
+module only persists: what a row becomes (a job's next state, a task's result and its retry, a
+budget reservation, a breaker count) is decided by a pure function in `domain/`, which `_mutate`
+calls on the freshly read row, again after every lost race. Azurite
 does not enforce every service limit, so sizes are checked here: a transaction touches one
 partition and at most 100 entities; a string property stays under 32K characters (64 KiB).
 """
@@ -39,8 +42,20 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
-from domain import bounds
-from domain.jobs import FailureKind, JobState
+from domain import bounds, job_state
+from domain.clock import iso, parse_time
+from domain.jobs import FailureKind, JobState, Tier
+from domain.outcomes import (
+    FINAL_TASK_OUTCOMES,
+    MAX_REASON_CHARS,
+    ResultVerdict,
+    TaskOutcome,
+    failed_in,
+    judge_result,
+    task_released,
+    task_running,
+)
+from domain.policy import breaker_after_failure, projected_cost_exceeds
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +66,6 @@ _MUTATE_ATTEMPTS = 20
 TASK_PREFIX = "task-"
 SHARD_PREFIX = "shard-"
 JOB_PREFIX = "job-"
-
-FINAL_TASK_OUTCOMES = frozenset({"completed", "failed", "not_run"})
 
 
 # Every Table operation ends within bounds.TABLE_OPERATION_SECONDS, retries included
@@ -72,11 +85,7 @@ class ConcurrencyError(RuntimeError):
 
 
 def utcnow_iso(at: datetime | None = None) -> str:
-    return (at or datetime.now(UTC)).astimezone(UTC).isoformat()
-
-
-def parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+    return iso(at or datetime.now(UTC))
 
 
 def eval_partition(evaluation_id: str) -> str:
@@ -299,12 +308,12 @@ class StateStore:
         def change(row: dict[str, Any]) -> dict[str, Any] | None:
             nonlocal granted
             budget = row.get("budget_usd")
-            committed = float(row.get("spent_usd", 0.0)) + float(row.get("reserved_usd", 0.0))
-            if budget is not None and committed + amount_usd > float(budget) + 1e-9:
-                granted = False
-                return None
-            granted = True
-            return {**row, "reserved_usd": float(row.get("reserved_usd", 0.0)) + amount_usd}
+            reserved = float(row.get("reserved_usd", 0.0))
+            committed = float(row.get("spent_usd", 0.0)) + reserved
+            granted = not projected_cost_exceeds(
+                None if budget is None else float(budget), committed, amount_usd
+            )
+            return {**row, "reserved_usd": reserved + amount_usd} if granted else None
 
         self._mutate(eval_partition(evaluation_id), "evaluation", change)
         return granted
@@ -349,7 +358,15 @@ class StateStore:
         change: Callable[[dict[str, Any]], dict[str, Any] | None],
     ) -> tuple[dict[str, Any] | None, bool]:
         row, changed = self._mutate(eval_partition(evaluation_id), JOB_PREFIX + job_name, change)
-        if changed and row is not None and row["state"] in _TERMINAL:
+        # A job whose cancel failed stays active, terminal or not, until the sweeper's cancel
+        # goes through (`clear_cancel_pending`): a later write to its row (the attempt's
+        # outcome, its cost) must not take it off the sweeper's list.
+        if (
+            changed
+            and row is not None
+            and row["state"] in _TERMINAL
+            and not row.get("cancel_pending")
+        ):
             self.remove_active(job_name)
         return row, changed
 
@@ -364,23 +381,13 @@ class StateStore:
         failure_kind: FailureKind | None = None,
     ) -> tuple[dict[str, Any] | None, bool]:
         """Move a job's state forward only (never backwards; terminal is final)."""
-
-        def change(row: dict[str, Any]) -> dict[str, Any] | None:
-            current = JobState(row["state"])
-            if current.is_terminal or state.rank <= current.rank:
-                return None
-            new = {**row, "state": state.value, "updated_at": utcnow_iso(at)}
-            if detail:
-                new["detail"] = detail[:2000]
-            if failure_kind is not None:
-                new["failure_kind"] = failure_kind.value
-            if state is JobState.RUNNING and not row.get("running_at"):
-                new["running_at"] = utcnow_iso(at)
-            if state.is_terminal:
-                new["ended_at"] = utcnow_iso(at)
-            return new
-
-        return self.update_job(evaluation_id, job_name, change)
+        return self.update_job(
+            evaluation_id,
+            job_name,
+            lambda row: job_state.advanced(
+                row, state, at=at, detail=detail, failure_kind=failure_kind
+            ),
+        )
 
     def record_heartbeat(
         self, evaluation_id: str, job_name: str, at: datetime
@@ -388,22 +395,9 @@ class StateStore:
         """Note a sign of life; the first one marks the container as started. Returns the job
         row (unchanged when the job has already ended)."""
 
-        def change(row: dict[str, Any]) -> dict[str, Any] | None:
-            if JobState(row["state"]).is_terminal:
-                return None
-            new = {
-                **row,
-                "last_heartbeat_at": utcnow_iso(at),
-                "heartbeats": int(row.get("heartbeats", 0)) + 1,
-            }
-            if not row.get("started_at"):
-                new["started_at"] = utcnow_iso(at)
-            if JobState(row["state"]).rank < JobState.RUNNING.rank:
-                new["state"] = JobState.RUNNING.value
-                new.setdefault("running_at", utcnow_iso(at))
-            return new
-
-        row, _ = self.update_job(evaluation_id, job_name, change)
+        row, _ = self.update_job(
+            evaluation_id, job_name, lambda r: job_state.after_heartbeat(r, at)
+        )
         return row
 
     def mark_cancel_pending(self, evaluation_id: str, job_name: str) -> None:
@@ -448,34 +442,28 @@ class StateStore:
         at: datetime,
         retry_limit: int = 0,
     ) -> bool:
-        """The first final result of a task wins; later ones (duplicates, an old attempt's
-        straggler) change nothing. A failed run is final only once the task has failed
-        `retry_limit` times before (each job counted once); until then the task stays pending
-        with its last failure, so a later attempt runs it again. Returns True when this call
+        """Record one reported result as `domain.outcomes.judge_result` rules (the first final
+        result wins; a failure is final only past `retry_limit`). Returns True when this call
         recorded the task's final outcome."""
         final = False
 
         def change(row: dict[str, Any]) -> dict[str, Any] | None:
             nonlocal final
-            if row.get("outcome") in FINAL_TASK_OUTCOMES:
+            verdict = judge_result(row, outcome=outcome, job_name=job_name, retry_limit=retry_limit)
+            final = verdict is ResultVerdict.FINAL
+            if verdict is ResultVerdict.IGNORED:
                 return None
-            failed_in = [j for j in str(row.get("failed_in", "")).split(",") if j]
-            if outcome == "failed" and job_name in failed_in:
-                # A duplicated message (the runner re-sent after a timeout): this job's failure
-                # is already counted, also when it was the last one the retries allow.
-                return None
-            if outcome == "failed" and len(failed_in) < retry_limit:
+            if verdict is ResultVerdict.RETRY:
                 return {
                     **row,
-                    "outcome": "pending",
-                    "failed_in": ",".join([*failed_in, job_name]),
-                    "last_failure": reason[:2000],
+                    "outcome": TaskOutcome.PENDING.value,
+                    "failed_in": ",".join([*failed_in(row), job_name]),
+                    "last_failure": reason[:MAX_REASON_CHARS],
                 }
-            final = True
             new = {
                 **row,
                 "outcome": outcome,
-                "reason": reason[:2000],
+                "reason": reason[:MAX_REASON_CHARS],
                 "attempt": attempt,
                 "job_name": job_name,
                 "finished_at": utcnow_iso(at),
@@ -525,46 +513,39 @@ class StateStore:
         self, evaluation_id: str, task_ids: Iterable[str], *, attempt: int, job_name: str
     ) -> None:
         for task_id in task_ids:
-
-            def change(row: dict[str, Any]) -> dict[str, Any] | None:
-                if row.get("outcome") in FINAL_TASK_OUTCOMES:
-                    return None
-                if row.get("outcome") == "running" and row.get("job_name") == job_name:
-                    return None
-                return {**row, "outcome": "running", "attempt": attempt, "job_name": job_name}
-
-            self._mutate(eval_partition(evaluation_id), TASK_PREFIX + task_id, change)
+            self._mutate(
+                eval_partition(evaluation_id),
+                TASK_PREFIX + task_id,
+                lambda row: task_running(row, attempt=attempt, job_name=job_name),
+            )
 
     def release_tasks(self, evaluation_id: str, job_name: str) -> None:
         """Tasks a job was running but never reported go back to pending when it ends."""
         for row in self._query(eval_partition(evaluation_id), TASK_PREFIX):
-            if row.get("outcome") == "running" and row.get("job_name") == job_name:
+            if task_released(row, job_name) is not None:
                 self._mutate(
                     eval_partition(evaluation_id),
                     row["RowKey"],
-                    lambda r: (
-                        {**r, "outcome": "pending"}
-                        if r.get("outcome") == "running" and r.get("job_name") == job_name
-                        else None
-                    ),
+                    lambda r: task_released(r, job_name),
                 )
 
     # ----------------------------------------------------------------------------- breaker
     def record_tier_failure(self, evaluation_id: str, tier: str, job_name: str) -> dict[str, int]:
-        """Count one failure of `tier` in this evaluation, once per job (idempotent)."""
+        """Count one failure of `tier` in this evaluation, once per job (idempotent; the
+        rule is `domain.policy.breaker_after_failure`)."""
         counted: dict[str, int] = {}
 
         def change(row: dict[str, Any]) -> dict[str, Any] | None:
             nonlocal counted
             failures = json.loads(row.get("failures", "{}"))
-            jobs = json.loads(row.get("jobs", "[]"))
-            counted = failures
-            if job_name in jobs:
+            after = breaker_after_failure(
+                failures, json.loads(row.get("jobs", "[]")), Tier(tier), job_name
+            )
+            if after is None:
+                counted = failures
                 return None
-            failures[tier] = int(failures.get(tier, 0)) + 1
-            jobs.append(job_name)
-            counted = failures
-            return {**row, "failures": json.dumps(failures), "jobs": json.dumps(jobs[-200:])}
+            counted, jobs = after
+            return {**row, "failures": json.dumps(counted), "jobs": json.dumps(jobs)}
 
         self._mutate(
             eval_partition(evaluation_id),

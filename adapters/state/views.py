@@ -1,5 +1,6 @@
 """Views of an evaluation built from its one Table Storage partition: the status document the
-API returns and the summary written when the evaluation ends. Pure functions of rows + now."""
+API returns and the summary written when the evaluation ends. Pure functions of rows + now;
+the figures in them (cost, projection, ETA, alerts) are decided in `domain/`."""
 
 from __future__ import annotations
 
@@ -9,28 +10,13 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
-from adapters.state.table_store import parse_time
-from domain.cost import DEFAULT_PROVISIONING_MINUTES, hourly_price
+from domain.alerts import alerts
+from domain.clock import parse_time
 from domain.jobs import JobState
-from domain.planning import expected_minutes
-from domain.progress import eta_seconds
-from domain.tasksets import TaskRef
+from domain.outcomes import failed_in
+from domain.progress import project
 
 OUTCOMES = ("completed", "failed", "running", "pending", "not_run")
-
-
-def _job_cost_so_far(job: dict[str, Any], now: datetime) -> float:
-    if job.get("cost_usd") is not None:
-        return float(job["cost_usd"])
-    start = parse_time(job.get("submitted_at"))
-    if start is None:
-        return 0.0
-    end = parse_time(job.get("ended_at")) or now
-    return (
-        hourly_price(job["vm_size"], bool(job["spot"]))
-        * max(0.0, (end - start).total_seconds())
-        / 3600
-    )
 
 
 def evaluation_view(
@@ -44,13 +30,10 @@ def evaluation_view(
     assert created is not None
 
     shards = []
-    active_shards = 0
     for s in sorted(rows["shards"], key=lambda r: r["shard_index"]):
         job = jobs.get(s.get("job_name", ""))
         last = parse_time(job.get("last_heartbeat_at")) if job else None
         job_state = job["state"] if job else None
-        if job and not JobState(job_state).is_terminal:
-            active_shards += 1
         shards.append(
             {
                 "shard": s["shard_index"],
@@ -69,31 +52,8 @@ def evaluation_view(
             }
         )
 
-    cost_so_far = sum(_job_cost_so_far(j, now) for j in rows["jobs"])
-    open_tasks = [t for t in tasks if t.get("outcome", "pending") in ("pending", "running")]
-    remaining_minutes = sum(
-        expected_minutes(TaskRef(task_id=t["task_id"], domain=t["domain"])) for t in open_tasks
-    )
-    price = hourly_price(ev["vm_size"], bool(ev["spot"]))
-    workers = max(1, min(int(ev["workers"]), len(rows["shards"]) or 1))
-    remaining_cost = price * remaining_minutes / 60 + (
-        price * DEFAULT_PROVISIONING_MINUTES / 60 * workers
-        if open_tasks and active_shards == 0
-        else 0.0
-    )
-    per_shard: Counter[int] = Counter()
-    for t in open_tasks:
-        per_shard[t["shard_index"]] += expected_minutes(
-            TaskRef(task_id=t["task_id"], domain=t["domain"])
-        )
-    working = [s for s in rows["shards"] if s.get("status") != "done"]
-    waiting = any(not (jobs.get(s.get("job_name", "")) or {}).get("started_at") for s in working)
-    eta = eta_seconds(
-        remaining_minutes,
-        len(working),
-        longest_shard_remaining_minutes=max(per_shard.values(), default=0.0),
-        startup_minutes=DEFAULT_PROVISIONING_MINUTES if waiting else 0.0,
-    )
+    projection = project(ev, rows["shards"], tasks, rows["jobs"], now)
+    cost_so_far, eta = projection.cost_so_far_usd, projection.eta_seconds
     completed = counts.get("completed", 0)
     view: dict[str, Any] = {
         "evaluation_id": ev["evaluation_id"],
@@ -107,7 +67,7 @@ def evaluation_view(
         "counts": {"total": len(tasks), **{k: counts.get(k, 0) for k in OUTCOMES}},
         "cost": {
             "so_far_usd": round(cost_so_far, 4),
-            "estimated_total_usd": round(cost_so_far + remaining_cost, 4),
+            "estimated_total_usd": round(projection.estimated_total_usd, 4),
             "per_completed_task_usd": round(cost_so_far / completed, 4) if completed else None,
             "budget_usd": ev.get("budget_usd"),
         },
@@ -129,7 +89,7 @@ def evaluation_view(
                 "reason": t.get("reason", ""),
                 "score": t.get("score"),
                 "attempt": t.get("attempt"),
-                "failed_runs": len([j for j in str(t.get("failed_in", "")).split(",") if j]),
+                "failed_runs": len(failed_in(t)),
             }
             for t in sorted(tasks, key=lambda t: (t["shard_index"], t["task_id"]))
         ]
@@ -149,27 +109,6 @@ def summary(rows: dict[str, Any], now: datetime) -> dict[str, Any]:
     view = evaluation_view(rows, now, include_tasks=False)
     jobs = rows["jobs"]
     counts = view["counts"]
-    alerts: list[str] = []
-    details = Counter()
-    for j in jobs:
-        detail = (j.get("detail") or "").lower()
-        if "did not start" in detail:
-            details["never started (start deadline hit, job cancelled)"] += 1
-        elif "no heartbeat" in detail:
-            details["stuck mid-run (no heartbeat, cancelled by the sweeper)"] += 1
-        elif j["state"] == JobState.FAILED.value:
-            details["failed"] += 1
-    for what, n in sorted(details.items()):
-        alerts.append(f"{n} job(s) {what}")
-    for tier, n in sorted(rows["breaker"].items()):
-        alerts.append(f"tier {tier}: {n} failure(s) in this evaluation")
-    for outcome in ("not_run", "failed"):
-        reasons = Counter(t.get("reason", "") for t in rows["tasks"] if t.get("outcome") == outcome)
-        for reason, n in reasons.most_common(3):
-            alerts.append(f"{n} task(s) {outcome.replace('_', ' ')}: {reason}")
-    rerun = sum(1 for t in rows["tasks"] if t.get("failed_in") and t.get("outcome") == "completed")
-    if rerun:
-        alerts.append(f"{rerun} task(s) completed on a re-run after a failed run")
     total = counts["total"] or 1
     return {
         "counts": counts,
@@ -179,5 +118,5 @@ def summary(rows: dict[str, Any], now: datetime) -> dict[str, Any]:
         "cost_per_completed_task_usd": view["cost"]["per_completed_task_usd"],
         "attempts": len(jobs),
         "failovers": sum(s["failovers"] for s in view["shards"]),
-        "alerts": alerts,
+        "alerts": [a.text for a in alerts(jobs, rows["breaker"], rows["tasks"])],
     }

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,11 @@ from domain.cost import (
     SPOT_DISCOUNT,
     PriceTable,
     UnknownVmSizeError,
+    after_settlement,
     hourly_price,
     job_cost,
+    job_cost_so_far,
+    settled,
 )
 
 PRICES = {
@@ -59,3 +63,33 @@ def test_shipped_price_file_validates_and_bad_tables_are_rejected() -> None:
         PriceTable.model_validate(broken)
     with pytest.raises(ValueError):
         PriceTable.model_validate({**data, "spot_discount": 1.5})
+
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+RUNNING_JOB = {
+    "vm_size": "Standard_D4s_v5",
+    "spot": False,
+    "submitted_at": T0.isoformat(),
+    "reserved_usd": 0.5,
+}
+
+
+def test_job_cost_so_far_runs_from_submission_to_now_or_the_end() -> None:
+    at = T0 + timedelta(minutes=30)
+    assert job_cost_so_far(RUNNING_JOB, at) == pytest.approx(0.104)
+    ended = {**RUNNING_JOB, "ended_at": (T0 + timedelta(hours=1)).isoformat()}
+    assert job_cost_so_far(ended, T0 + timedelta(hours=5)) == pytest.approx(0.208)
+    assert job_cost_so_far({**RUNNING_JOB, "cost_usd": 1.25}, at) == 1.25
+    assert job_cost_so_far({**RUNNING_JOB, "submitted_at": None}, at) == 0.0
+
+
+def test_a_job_settles_once_and_its_reservation_becomes_spend() -> None:
+    done = settled(RUNNING_JOB, T0 + timedelta(hours=1))
+    assert done is not None and done["cost_usd"] == pytest.approx(0.208)
+    assert settled(done, T0 + timedelta(hours=2)) is None
+    evaluation = {"spent_usd": 1.0, "reserved_usd": 0.75}
+    after = after_settlement(evaluation, done["cost_usd"], 0.5)
+    assert after["spent_usd"] == pytest.approx(1.208)
+    assert after["reserved_usd"] == pytest.approx(0.25)
+    # A reservation released twice never goes below zero.
+    assert after_settlement({}, 0.1, 0.5)["reserved_usd"] == 0.0

@@ -12,6 +12,7 @@ from domain.policy import (
     BreakerState,
     PolicyConfig,
     backoff_seconds,
+    breaker_after_failure,
     classify_runner_failure,
     classify_runner_report,
     next_step,
@@ -314,3 +315,20 @@ def test_projected_cost_exceeds(
     budget: float | None, spent: float, next_job: float, exceeds: bool
 ) -> None:
     assert projected_cost_exceeds(budget, spent, next_job) is exceeds
+
+
+def test_projected_cost_tolerates_rounding_of_summed_reservations() -> None:
+    spent = sum([0.1] * 3)  # 0.30000000000000004
+    assert projected_cost_exceeds(0.5, spent, 0.2) is False
+    assert projected_cost_exceeds(0.5, spent, 0.2001) is True
+
+
+def test_breaker_counts_each_failed_job_once() -> None:
+    first = breaker_after_failure({}, [], Tier.AZURE_ML, "job-a")
+    assert first == ({"azureml": 1}, ["job-a"])
+    assert breaker_after_failure(*first, Tier.AZURE_ML, "job-a") is None  # re-delivered
+    second = breaker_after_failure(*first, Tier.BATCH, "job-b")
+    assert second == ({"azureml": 1, "batch": 1}, ["job-a", "job-b"])
+    # Only the most recent jobs are remembered, so the row stays small.
+    many = breaker_after_failure({"vm": 1}, [f"j{i}" for i in range(200)], Tier.VM, "new")
+    assert many is not None and len(many[1]) == 200 and many[1][-1] == "new"

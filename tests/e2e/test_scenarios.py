@@ -471,7 +471,7 @@ def test_forged_and_stale_heartbeat_tokens_are_rejected(make_simulation: MakeSim
 
 
 def test_budget_cap_stops_submitting(make_simulation: MakeSimulation) -> None:
-    from activities.attempts import estimate_job_usd
+    from domain.progress import job_estimate_usd
 
     sim = make_simulation(profile="none")
     budget = 0.25
@@ -480,7 +480,7 @@ def test_budget_cap_stops_submitting(make_simulation: MakeSimulation) -> None:
     rows = assert_invariants(sim, eid, final)
 
     estimates = [
-        estimate_job_usd(_shard_tasks(rows, s), rows["evaluation"]["vm_size"], False)
+        job_estimate_usd(_shard_tasks(rows, s), rows["evaluation"]["vm_size"], False)
         for s in range(3)
     ]
     # The budget holds one shard's job, not two.

@@ -634,3 +634,16 @@ def test_property_count_is_checked_before_it_is_sent(store: StateStore) -> None:
     with pytest.raises(ValueError, match="properties"):
         store.update_evaluation(EID, **fields)
     assert "f0" not in store.get_evaluation(EID)  # type: ignore[operator]
+
+
+def test_a_cancel_pending_job_stays_active_through_later_writes(store: StateStore) -> None:
+    create(store)
+    name = job(f"waa-{EID}-s0-a1")["job_name"]
+    store.register_job(job(name))
+    store.advance_job(EID, name, JobState.FAILED, at=AT)
+    store.mark_cancel_pending(EID, name)
+    # finish_attempt goes on to record the attempt's outcome and cost on the row.
+    store.update_job(EID, name, lambda r: {**r, "attempt_outcome": "start_timeout"})
+    assert [a["RowKey"] for a in store.active_jobs()] == [name]
+    store.clear_cancel_pending(EID, name)
+    assert store.active_jobs() == []
