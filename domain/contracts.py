@@ -13,7 +13,9 @@ These messages are written into Durable histories and replayed from there after 
   an instance started by an older or newer deploy still reads its history;
 - `to_json()` sends the fields the sender set and leaves the others to the receiver's default
   (`exclude_unset`): a message that was forwarded (the job snapshot) keeps the keys it was
-  recorded with, and an optional flag such as `cancel_best_effort` is absent unless raised.
+  recorded with, and an optional flag such as `cancel_best_effort` is absent unless raised. So
+  a sender names every field it means to send, defaults included (`CancelRequested(reason=...)`,
+  not `CancelRequested()`, which sends `{}`).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from domain.contracts import (
     PlannedShard,
 )
 from domain.naming import new_evaluation_id, shard_instance_id
-from domain.outcomes import TaskOutcome
+from domain.outcomes import CANCELLED_BY_USER, TaskOutcome
 from domain.planning import plan_shards
 from domain.policy import PolicyConfig
 from domain.requests import EvaluationRequest, RequestError, parse_evaluation_request, resolve_tasks
@@ -250,7 +250,11 @@ async def cancel_evaluation(
         instance = shard_instance_id(evaluation_id, index)
         if await is_live(client, instance):
             try:
-                await client.raise_event(instance, names.CANCEL_EVENT, CancelRequested().to_json())
+                await client.raise_event(
+                    instance,
+                    names.CANCEL_EVENT,
+                    CancelRequested(reason=CANCELLED_BY_USER).to_json(),
+                )
             except Exception as err:  # finished meanwhile: nothing to cancel
                 log.info(
                     "shard already finished: %s",
