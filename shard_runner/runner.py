@@ -45,7 +45,9 @@ from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tup
 
 log = logging.getLogger("shard_runner")
 
-# Exit codes (the SSH tier maps 3 to "permanent for the tier" from `docker inspect`).
+# Exit codes (Batch and the SSH tier map 3 to "permanent for the tier"). The adapters read them
+# from adapters/compute/runner_exit_codes.py, as this file must stay self-contained;
+# tests/shard_runner/test_exit_codes.py keeps the two equal.
 EXIT_OK = 0
 EXIT_TASKS_FAILED = 1
 EXIT_CONFIG = 2

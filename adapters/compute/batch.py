@@ -19,6 +19,7 @@ from azure.batch import models as bm
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
+from adapters.compute import runner_exit_codes
 from adapters.compute._azure_errors import (
     ErrorClassifier,
     Refusal,
@@ -43,7 +44,6 @@ from domain.jobs import (
     TransientBackendError,
 )
 from domain.naming import parse_job_name
-from shard_runner.runner import EXIT_NO_KVM
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -383,7 +383,7 @@ class BatchBackend:
             code or None,
         )
         exit_code = info.exit_code if info is not None else None
-        if state is JobState.FAILED and exit_code == EXIT_NO_KVM:
+        if state is JobState.FAILED and exit_code == runner_exit_codes.NO_KVM:
             # The shard runner's own verdict: this node gives the container no /dev/kvm.
             kind = FailureKind.PERMANENT_FOR_TIER
         detail = ""

@@ -38,6 +38,7 @@ from typing import Any
 
 import paramiko
 
+from adapters.compute import runner_exit_codes
 from adapters.logs import redact
 from domain import bounds
 from domain.job_state import from_docker
@@ -74,8 +75,6 @@ DEFAULT_STORAGE_DIR = "/var/lib/waa/storage"
 _CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 # Exit code of GNU `timeout` when it stopped the command (137 when it had to SIGKILL).
 _TIMEOUT_EXIT_CODES = {124, 137}
-# Exit code of the shard runner when /dev/kvm is missing inside the container.
-_RUNNER_EXIT_NO_KVM = 3
 
 _INVALID_IMAGE = re.compile(
     r"pull access denied|manifest unknown|not found: manifest|invalid reference format|"
@@ -756,7 +755,7 @@ def _status_from_docker(job_name: str, state: dict[str, Any]) -> JobStatus:
     kind = FailureKind.JOB_FAILED
     if exit_code in _TIMEOUT_EXIT_CODES:
         detail = f"the container hit its timeout (kill switch), exit code {exit_code}"
-    elif exit_code == _RUNNER_EXIT_NO_KVM:
+    elif exit_code == runner_exit_codes.NO_KVM:
         detail = "no nested virtualization in the container (/dev/kvm missing)"
         kind = FailureKind.PERMANENT_FOR_TIER
     else:

@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from adapters.compute import simulated
 from adapters.compute.realtime import ThreadingScheduler
 from adapters.compute.simulated import (
     PROFILES,
@@ -26,6 +25,7 @@ from adapters.compute.simulated import (
     http_post,
     install_cloud,
 )
+from adapters.compute.simulated import install as simulated  # the process-wide cloud
 from domain.jobs import JobNotFoundError, JobState, Tier, TransientBackendError
 from domain.settings import load_settings
 from tests.simulated.support import make_cloud, spec

@@ -1,0 +1,186 @@
+"""A simulated job's record and its plan: everything about its life drawn at submission.
+
+Every random draw for a job comes from a `random.Random` seeded with the cloud's seed, the tier
+and the job's name, so the same seed and the same calls give the same world, and adding a job
+does not reshuffle the others.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from adapters.compute.simulated.faults import (
+    RUN_FAULTS,
+    DeliveryFault,
+    Fault,
+    ImagePullFailure,
+    RunDraws,
+    RunFault,
+)
+from adapters.compute.simulated.profiles import TierFaults
+from adapters.compute.simulated.tiers import TIERS, TierBehaviour
+from adapters.compute.simulated.timings import (
+    BOOT_SECONDS,
+    DEFAULT_IDLE_SECONDS,
+    DOCKER_HUB_PULL_SECONDS,
+    PROVISION_SECONDS,
+    QUEUE_SECONDS,
+    REGIONAL_PULL_SECONDS,
+    TASK_FAILURE_REASONS,
+    TASK_SPREAD,
+    image_registry,
+    regional_registry,
+    task_mean_seconds,
+)
+from domain.clock import CallHandle
+from domain.cost import PRICED_VM_SIZES
+from domain.jobs import FailureKind, JobSpec, JobState, PermanentTierError, Tier
+from domain.messages import TaskRunStatus
+
+JobPredicate = Callable[[JobSpec], bool]
+
+
+@dataclass
+class Plan:
+    queue_s: float
+    provision_s: float
+    pull_s: float
+    boot_s: float
+    run_fault: RunFault | None
+    task_seconds: list[float]
+    task_outcomes: list[tuple[TaskRunStatus, float, str]]
+    draws: RunDraws
+    net_faults: list[DeliveryFault]
+
+
+@dataclass
+class Node:
+    pool: tuple[str, bool, str]
+    busy: bool = False
+    idle_since: datetime | None = None
+    idle_seconds: float = DEFAULT_IDLE_SECONDS
+
+
+@dataclass
+class Job:
+    tier: Tier
+    spec: JobSpec
+    plan: Plan
+    net_rng: random.Random
+    submitted_at: datetime
+    state: JobState = JobState.QUEUED
+    raw: str = ""
+    detail: str = ""
+    failure_kind: FailureKind | None = None
+    # Set when something outside the runner stops it (cancel, timeout, eviction): from then
+    # on the runner sends nothing, not even retries of earlier messages.
+    silenced: bool = False
+    # The runner hangs: it sends no new message (earlier ones may still be in flight).
+    hung: bool = False
+    timers: dict[str, CallHandle] = field(default_factory=dict)
+    node: Node | None = None
+    node_allocated_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    tasks_run: int = 0
+    tasks_completed: int = 0
+    next_task: int = 0
+    messages_sent: int = 0
+    messages_lost: int = 0
+    events_sent: int = 0
+    events_lost: int = 0
+    event_seq: int = 0
+
+    @property
+    def ended(self) -> bool:
+        return self.state.is_terminal
+
+    @property
+    def behaviour(self) -> TierBehaviour:
+        return TIERS[self.tier]
+
+
+@dataclass
+class Prepared:
+    """What the first submit call of a job name fixed: its scripted faults and submit errors."""
+
+    faults: list[Fault]
+    submit_errors_left: int = 0
+    submit_error_code: int = 429
+    quota: bool = False
+    errors_scripted: bool = False
+
+
+@dataclass
+class Script:
+    target: str | JobPredicate
+    fault: Fault
+    remaining: int | None
+
+
+def check_vm_size(vm_size: str) -> None:
+    # The simulated cloud offers exactly the priced sizes, so every job has a true cost.
+    if vm_size not in PRICED_VM_SIZES:
+        raise PermanentTierError(
+            f"the VM size {vm_size!r} is not available in this region", code="InvalidVmSize"
+        )
+
+
+def draw_plan(seed: int, tier: Tier, spec: JobSpec, faults: list[Fault], tf: TierFaults) -> Plan:
+    """The job's timings, task outcomes and run fault (a scripted one wins over the profile)."""
+    rng = random.Random(f"{seed}/job/{tier}/{spec.job_name}")
+    queue_s = rng.uniform(*QUEUE_SECONDS)
+    provision_s = rng.uniform(*PROVISION_SECONDS)
+    try:
+        regional = regional_registry(image_registry(spec.image))
+        invalid = False
+    except ValueError:
+        regional, invalid = False, True
+    pull_s = rng.uniform(*(REGIONAL_PULL_SECONDS if regional else DOCKER_HUB_PULL_SECONDS))
+    boot_s = rng.uniform(*BOOT_SECONDS)
+    task_seconds = []
+    outcomes = []
+    for task_id in spec.task_ids:
+        mean = task_mean_seconds(task_id)
+        task_seconds.append(rng.uniform(1 - TASK_SPREAD, 1 + TASK_SPREAD) * mean)
+        if rng.random() < tf.task_failure:
+            outcomes.append((TaskRunStatus.FAILED, 0.0, rng.choice(TASK_FAILURE_REASONS)))
+        else:
+            outcomes.append((TaskRunStatus.COMPLETED, 1.0 if rng.random() < 0.35 else 0.0, ""))
+    draws = RunDraws.draw(rng, len(spec.task_ids))
+
+    run_fault: RunFault | None = None
+    if invalid:
+        run_fault = ImagePullFailure(permanent=True)
+    scripted_run = [f for f in faults if isinstance(f, RunFault)]
+    if scripted_run:
+        run_fault = scripted_run[-1]
+    elif run_fault is None:
+        run_fault = _profile_run_fault(draws, tf, spec)
+    if TIERS[tier].image_on_machine and isinstance(run_fault, ImagePullFailure) and not invalid:
+        # The image is already on the machine: nothing to pull.
+        run_fault = None
+    return Plan(
+        queue_s=queue_s,
+        provision_s=provision_s,
+        pull_s=pull_s,
+        boot_s=boot_s,
+        run_fault=run_fault,
+        task_seconds=task_seconds,
+        task_outcomes=outcomes,
+        draws=draws,
+        net_faults=[f for f in faults if isinstance(f, DeliveryFault)],
+    )
+
+
+def _profile_run_fault(draws: RunDraws, tf: TierFaults, spec: JobSpec) -> RunFault | None:
+    u = draws.u
+    for fault in RUN_FAULTS:
+        p = fault.probability(tf, spec)
+        if u < p:
+            return fault.from_draws(draws)
+        u -= p
+    return None

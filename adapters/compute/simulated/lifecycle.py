@@ -1,0 +1,280 @@
+"""The job state machine: a simulated job's life from submission to its end, step by step.
+
+queued → (node allocated) preparing → (provisioned, image pulled) container created →
+(booted) running: heartbeats and one result per task → finished → completed; or it ends early:
+a run fault's hook takes over a step (`faults.RunFault`), the job's own timeout fires, the node
+is evicted, or someone cancels it. Each step runs under the cloud's lock and returns the
+deliveries it caused; `at` posts them once the lock is released.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from adapters.compute import runner_exit_codes
+from adapters.compute.simulated.delivery import Courier, Delivery
+from adapters.compute.simulated.jobs import Job, Node
+from adapters.compute.simulated.timings import EXIT_SECONDS, FINISH_SECONDS
+from domain.clock import CallHandle, Scheduler
+from domain.jobs import FailureKind, JobSpec, JobState
+from domain.messages import (
+    AML_RUN_COMPLETED,
+    MessageKind,
+    RunnerFailure,
+    RunnerFailureCode,
+    TaskResult,
+    TaskRunStatus,
+)
+
+Step = Callable[[Job], list[Delivery]]
+
+
+class NodePool:
+    """Batch-like nodes that stay after a job completed, until their pool's idle time passes."""
+
+    def __init__(self, idle_seconds: Callable[[JobSpec], float]) -> None:
+        self._idle: list[Node] = []
+        self._idle_seconds = idle_seconds
+
+    @staticmethod
+    def key(spec: JobSpec) -> tuple[str, bool, str]:
+        return (spec.vm_size, spec.spot, spec.image)
+
+    def new_node(self, spec: JobSpec) -> Node:
+        return Node(pool=self.key(spec), busy=True, idle_seconds=self._idle_seconds(spec))
+
+    def take(self, spec: JobSpec, now: datetime) -> Node | None:
+        key = self.key(spec)
+        # Nodes idle for longer than the pool's scale-down time are gone.
+        self._idle = [
+            n
+            for n in self._idle
+            if n.idle_since is not None and (now - n.idle_since).total_seconds() < n.idle_seconds
+        ]
+        for node in self._idle:
+            if node.pool == key:
+                self._idle.remove(node)
+                node.busy = True
+                node.idle_since = None
+                return node
+        return None
+
+    def release(self, node: Node, now: datetime) -> None:
+        node.busy = False
+        node.idle_since = now
+        self._idle.append(node)
+
+
+@dataclass
+class JobLifecycle:
+    scheduler: Scheduler
+    lock: threading.RLock
+    courier: Courier
+    nodes: NodePool
+    seed: int
+    heartbeat_interval_seconds: float
+
+    def now(self) -> datetime:
+        return self.scheduler.now()
+
+    def at(self, delay_s: float, job: Job, step: Step) -> CallHandle:
+        """Run `step` on the job `delay_s` from now, unless the job has ended by then."""
+        when = self.now() + timedelta(seconds=delay_s)
+
+        def fire() -> None:
+            with self.lock:
+                if job.ended:
+                    return
+                deliveries = step(job)
+            self.courier.send(job, deliveries)
+
+        return self.scheduler.call_at(when, fire)
+
+    # ---- the steps ---------------------------------------------------------------------------
+
+    def submitted(self, job: Job) -> list[Delivery]:
+        job.raw = job.behaviour.status(JobState.QUEUED)
+        out = self.courier.event(job, job.raw)
+        job.timers["timeout"] = self.at(job.spec.timeout_seconds, job, self._on_timeout)
+        job.timers["step"] = self.at(job.plan.queue_s, job, self._on_allocate)
+        return out
+
+    def _on_allocate(self, job: Job) -> list[Delivery]:
+        now = self.now()
+        plan = job.plan
+        tier = job.behaviour
+        if tier.image_on_machine:
+            job.node_allocated_at = now
+            return self._container_created(job)
+        fresh = plan.run_fault is not None and plan.run_fault.needs_fresh_node
+        if tier.reuses_nodes and not fresh:
+            node = self.nodes.take(job.spec, now)
+            if node is not None:
+                job.node = node
+                job.node_allocated_at = now
+                return self._container_created(job)
+        if tier.reuses_nodes:
+            job.node = self.nodes.new_node(job.spec)
+        job.node_allocated_at = now
+        out = self.set_state(job, JobState.PREPARING)
+        job.timers["step"] = self.at(plan.provision_s, job, self._on_provisioned)
+        return out
+
+    def _on_provisioned(self, job: Job) -> list[Delivery]:
+        fault = job.plan.run_fault
+        taken = fault.on_provisioned(self, job) if fault is not None else None
+        if taken is not None:
+            return taken
+        job.timers["step"] = self.at(job.plan.pull_s, job, self._container_created)
+        return []
+
+    def _container_created(self, job: Job) -> list[Delivery]:
+        fault = job.plan.run_fault
+        taken = fault.on_container_created(self, job) if fault is not None else None
+        if taken is not None:
+            return taken
+        out = self.set_state(job, JobState.RUNNING)
+        job.timers["step"] = self.at(job.plan.boot_s, job, self._on_booted)
+        return out
+
+    def _on_booted(self, job: Job) -> list[Delivery]:
+        job.started_at = self.now()
+        fault = job.plan.run_fault
+        taken = fault.on_booted(self, job) if fault is not None else None
+        if taken is not None:
+            return taken
+        out = self.courier.message(job, MessageKind.HEARTBEAT)
+        job.timers["heartbeat"] = self.at(self.heartbeat_interval_seconds, job, self._on_heartbeat)
+        out += self._start_task(job)
+        return out
+
+    def _on_heartbeat(self, job: Job) -> list[Delivery]:
+        job.timers["heartbeat"] = self.at(self.heartbeat_interval_seconds, job, self._on_heartbeat)
+        return self.courier.message(job, MessageKind.HEARTBEAT)
+
+    def _start_task(self, job: Job) -> list[Delivery]:
+        plan = job.plan
+        i = job.next_task
+        if i >= len(plan.task_seconds):
+            job.timers["step"] = self.at(FINISH_SECONDS, job, self._on_all_done)
+            return []
+        fault = plan.run_fault
+        taken = fault.before_task(self, job, i) if fault is not None else None
+        if taken is not None:
+            return taken
+        job.timers["step"] = self.at(plan.task_seconds[i], job, self._on_task_done)
+        return []
+
+    def _on_task_done(self, job: Job) -> list[Delivery]:
+        i = job.next_task
+        status, score, reason = job.plan.task_outcomes[i]
+        result = TaskResult(
+            task_id=job.spec.task_ids[i],
+            status=status,
+            score=score,
+            reason=reason,
+            duration_seconds=round(job.plan.task_seconds[i], 3),
+        )
+        job.tasks_run += 1
+        if status is TaskRunStatus.COMPLETED:
+            job.tasks_completed += 1
+        job.next_task += 1
+        out = self.courier.message(job, MessageKind.TASK_RESULT, task_result=result)
+        return out + self._start_task(job)
+
+    def _on_all_done(self, job: Job) -> list[Delivery]:
+        out = self.courier.message(job, MessageKind.FINISHED, exit_code=runner_exit_codes.OK)
+        self.cancel_timer(job, "heartbeat")
+        job.timers["step"] = self.at(EXIT_SECONDS, job, self._on_exit)
+        return out
+
+    def _on_exit(self, job: Job) -> list[Delivery]:
+        return self.end(job, JobState.COMPLETED, "")
+
+    # ---- what can stop a job (the faults' hooks and `SimulatedCloud.inject` call these) -------
+
+    def hang(self, job: Job) -> None:
+        """The runner hangs: no message any more, while the tier still says Running."""
+        job.hung = True
+        self.cancel_timer(job, "heartbeat")
+
+    def crash(self, job: Job, code: RunnerFailureCode) -> list[Delivery]:
+        out: list[Delivery] = []
+        if job.started_at is not None:  # a runner that never started cannot report anything
+            failure = RunnerFailure(code=code, message=f"shard runner failed: {code.value}")
+            out = self.courier.message(job, MessageKind.FAILURE, failure=failure)
+        # The runner exits: no heartbeat, no message any more.
+        self.hang(job)
+        job.timers["step"] = self.at(EXIT_SECONDS, job, self._on_crash_exit)
+        return out
+
+    def _on_crash_exit(self, job: Job) -> list[Delivery]:
+        return self.end(
+            job,
+            JobState.FAILED,
+            "container exited with code 1",
+            FailureKind.JOB_FAILED,
+        )
+
+    def evicted(self, job: Job) -> list[Delivery]:
+        job.node = None
+        return self.end(
+            job,
+            JobState.FAILED,
+            "preempted: the low-priority node was evicted",
+            FailureKind.TRANSIENT,
+        )
+
+    def _on_timeout(self, job: Job) -> list[Delivery]:
+        return self.end(
+            job,
+            JobState.FAILED,
+            f"job exceeded its timeout of {job.spec.timeout_seconds} s and was stopped",
+            FailureKind.JOB_FAILED,
+        )
+
+    # ---- state ------------------------------------------------------------------------------
+
+    def set_state(self, job: Job, state: JobState) -> list[Delivery]:
+        """Move the job forward (never back) and tell Event Grid, as the tier would."""
+        if state.rank < job.state.rank or state == job.state:
+            return []
+        job.state = state
+        job.raw = job.behaviour.status(state)
+        return self.courier.event(job, job.raw)
+
+    def end(
+        self,
+        job: Job,
+        state: JobState,
+        detail: str,
+        failure_kind: FailureKind | None = None,
+    ) -> list[Delivery]:
+        if job.ended:
+            return []
+        now = self.now()
+        if state is not JobState.COMPLETED:
+            job.silenced = True
+        for handle in job.timers.values():
+            handle.cancel()
+        job.timers.clear()
+        job.state = state
+        job.detail = detail
+        job.failure_kind = failure_kind
+        job.ended_at = now
+        job.raw = job.behaviour.status(state)
+        if job.node is not None and job.behaviour.reuses_nodes and state is JobState.COMPLETED:
+            self.nodes.release(job.node, now)
+        job.node = None
+        out = self.courier.event(job, job.behaviour.statuses[state])
+        if state is JobState.COMPLETED:
+            out += self.courier.event(job, "Completed", event_type=AML_RUN_COMPLETED)
+        return out
+
+    def cancel_timer(self, job: Job, name: str) -> None:
+        handle = job.timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
