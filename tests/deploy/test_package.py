@@ -38,8 +38,8 @@ SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 
 # What the app needs at run time, and nothing more: function_app.py imports activities,
 # orchestrations and triggers, which import adapters and domain (domain/data holds the price
-# and task-set files); adapters.compute.batch imports shard_runner and the SSH tier uploads
-# shard_runner/runner.py; requirements.txt names constraints.txt with "-c".
+# and task-set files); the SSH tier uploads shard_runner/runner.py to its VMs (the other tiers'
+# image carries its own copy); requirements.txt names constraints.txt with "-c".
 EXPECTED_TOP_LEVEL = {
     "function_app.py",
     "host.json",
