@@ -76,6 +76,8 @@ RUN_DEADLINE_GRACE = timedelta(minutes=15)
 
 @bp.orchestration_trigger(context_name="context", orchestration=names.SHARD_ORCHESTRATOR)
 def shard(context: df.DurableOrchestrationContext) -> Generator[TaskBase, Any, dict[str, Any]]:
+    """Attempts until the policy gives up, the budget or the user stops the shard; then close
+    it. Returns the close summary (`ShardSummary`)."""
     run = _ShardRun(context, ShardInput.from_json(context.get_input()))
     state = yield from run.prepare()
     while True:
@@ -95,24 +97,11 @@ def shard(context: df.DurableOrchestrationContext) -> Generator[TaskBase, Any, d
         if capacity is None:
             close_reason = CANCELLED_BY_USER
             break
-        run.show("submitting", tier)
-        if capacity.status is CapacityStatus.READY:
-            submitted = yield from run.submit(tier, state.remaining)
-        else:  # this attempt ends before any job
-            submitted = SubmitJobResult(
-                status=SubmitStatus.FAILED,
-                reason=capacity.reason,
-                failure_kind=capacity.failure_kind,
-            )
+        submitted = yield from run.submit(tier, state.remaining, capacity)
         if submitted.status is SubmitStatus.BUDGET:
             close_reason = submitted.reason
             break
-
-        if submitted.status is SubmitStatus.SUBMITTED:
-            run.show("waiting_for_container", tier)
-            ended = yield from run.await_job(tier)
-        else:
-            ended = run.not_submitted(tier, submitted)
+        ended = yield from run.await_job(tier, submitted)
         state = yield from run.finish(ended, submitted=submitted.status is SubmitStatus.SUBMITTED)
         if ended.outcome is AttemptOutcome.CANCELLED:
             close_reason = CANCELLED_BY_USER
@@ -272,7 +261,18 @@ class _ShardRun:
         return answer
 
     # --- submit -----------------------------------------------------------------------------
-    def submit(self, tier: Tier, task_ids: list[str]) -> Generator[TaskBase, Any, SubmitJobResult]:
+    def submit(
+        self, tier: Tier, task_ids: list[str], capacity: CapacityResult
+    ) -> Generator[TaskBase, Any, SubmitJobResult]:
+        """Submit the attempt's job, unless the tier's capacity is not usable: then the attempt
+        ends before any job, with the capacity's reason."""
+        self.show("submitting", tier)
+        if capacity.status is not CapacityStatus.READY:
+            return SubmitJobResult(
+                status=SubmitStatus.FAILED,
+                reason=capacity.reason,
+                failure_kind=capacity.failure_kind,
+            )
         attempt = self.next_attempt
         request = SubmitJobInput.from_json(
             {
@@ -300,9 +300,14 @@ class _ShardRun:
         return SubmitJobResult.from_json(answer)
 
     # --- await start, await end -------------------------------------------------------------
-    def await_job(self, tier: Tier) -> Generator[TaskBase, Any, AttemptRecord]:
-        """Wait for the attempt's job: started within the start deadline, then ended within
-        the run deadline (which counts from the submission)."""
+    def await_job(
+        self, tier: Tier, submitted: SubmitJobResult
+    ) -> Generator[TaskBase, Any, AttemptRecord]:
+        """How the attempt ended: its job started within the start deadline, then ended within
+        the run deadline (which counts from the submission); or it never had a job."""
+        if submitted.status is not SubmitStatus.SUBMITTED:
+            return self._not_submitted(tier, submitted)
+        self.show("waiting_for_container", tier)
         waits = _JobWaits.open(self.context, self.config, self.next_attempt)
         winner = yield from waits.await_start()
         if winner is waits.started:
@@ -312,7 +317,7 @@ class _ShardRun:
             attempt=self.next_attempt, tier=tier, outcome=outcome, reason=reason, failure_kind=kind
         )
 
-    def not_submitted(self, tier: Tier, answer: SubmitJobResult) -> AttemptRecord:
+    def _not_submitted(self, tier: Tier, answer: SubmitJobResult) -> AttemptRecord:
         """The attempt ended without a job: refused, or the tier's capacity not usable."""
         return AttemptRecord(
             attempt=self.next_attempt,
