@@ -19,7 +19,6 @@ the models of `domain.contracts`.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +32,6 @@ from domain.contracts import (
     CapacityStatus,
     CloseShardInput,
     FinishAttemptInput,
-    JobEnded,
     PrepareAttemptInput,
     ShardInput,
     ShardState,
@@ -42,7 +40,7 @@ from domain.contracts import (
     SubmitJobResult,
     SubmitStatus,
 )
-from domain.jobs import FailureKind, JobState, Tier
+from domain.jobs import FailureKind, Tier
 from domain.naming import job_name
 from domain.outcomes import ATTEMPTS_EXHAUSTED, CANCELLED_BY_USER, first_line
 from domain.policy import (
@@ -53,6 +51,7 @@ from domain.policy import (
     PolicyConfig,
     next_step,
 )
+from orchestrations.waits import JobWaits, sleep_unless_cancelled
 
 bp = df.Blueprint()
 
@@ -68,10 +67,6 @@ SUBMIT_RETRY = df.RetryOptions(
 CANCEL_RETRY = df.RetryOptions(
     first_retry_interval_in_milliseconds=30_000, max_number_of_attempts=5
 )
-
-# The run deadline is the job's own cloud-side timeout plus this grace, so the orchestration
-# notices a job that outlives its kill switch (an event lost, a backend that ignored it).
-RUN_DEADLINE_GRACE = timedelta(minutes=15)
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=names.SHARD_ORCHESTRATOR)
@@ -175,7 +170,7 @@ class _ShardRun:
         while decision.action == "submit" and decision.delay_seconds > 0:
             assert decision.tier is not None
             self.show("backing_off", decision.tier)
-            if (yield from self._sleep_unless_cancelled(decision.delay_seconds)):
+            if (yield from sleep_unless_cancelled(self.context, decision.delay_seconds)):
                 return None
             state = yield from self.prepare()
             still_wanted = (
@@ -187,16 +182,6 @@ class _ShardRun:
                 break
             decision = self.decide(state)
         return decision, state
-
-    def _sleep_unless_cancelled(self, seconds: float) -> Generator[TaskBase, Any, bool]:
-        context = self.context
-        timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=seconds))
-        cancel = context.wait_for_external_event(names.CANCEL_EVENT)
-        winner = yield context.task_any([timer, cancel])
-        if winner is cancel:
-            timer.cancel()
-            return True
-        return False
 
     # --- capacity ---------------------------------------------------------------------------
     def ensure_capacity(self, tier: Tier) -> Generator[TaskBase, Any, CapacityResult | None]:
@@ -250,7 +235,11 @@ class _ShardRun:
                     + (f" ({answer.reason})" if answer.reason else ""),
                     failure_kind=FailureKind.PERMANENT_FOR_TIER,
                 )
-            if (yield from self._sleep_unless_cancelled(min(bounds.CAPACITY_POLL_SECONDS, left))):
+            if (
+                yield from sleep_unless_cancelled(
+                    self.context, min(bounds.CAPACITY_POLL_SECONDS, left)
+                )
+            ):
                 return None
             try:
                 answer = CapacityResult.from_json(
@@ -308,7 +297,7 @@ class _ShardRun:
         if submitted.status is not SubmitStatus.SUBMITTED:
             return self._not_submitted(tier, submitted)
         self.show("waiting_for_container", tier)
-        waits = _JobWaits.open(self.context, self.config, self.next_attempt)
+        waits = JobWaits.open(self.context, self.config, self.next_attempt)
         winner = yield from waits.await_start()
         if winner is waits.started:
             winner = yield from waits.await_end()
@@ -368,92 +357,5 @@ class _ShardRun:
         return ShardSummary.from_json(answer)
 
 
-@dataclass
-class _JobWaits:
-    """One attempt's waits: its events (per-attempt names, so an older attempt's late event
-    never satisfies them), the user's cancel, and the two deadlines."""
-
-    context: df.DurableOrchestrationContext
-    config: PolicyConfig
-    run_deadline: TaskBase
-    started: TaskBase
-    ended: TaskBase
-    cancel: TaskBase
-    start_deadline: TaskBase | None
-
-    @classmethod
-    def open(
-        cls, context: df.DurableOrchestrationContext, config: PolicyConfig, attempt: int
-    ) -> _JobWaits:
-        # Created in this order on every replay: the SDK numbers timers as they are created.
-        now = context.current_utc_datetime
-        run_deadline = context.create_timer(
-            now + timedelta(seconds=config.job_timeout_seconds) + RUN_DEADLINE_GRACE
-        )
-        started = context.wait_for_external_event(names.started_event(attempt))
-        ended = context.wait_for_external_event(names.ended_event(attempt))
-        cancel = context.wait_for_external_event(names.CANCEL_EVENT)
-        start_deadline = None
-        if config.start_deadline_enabled:
-            start_deadline = context.create_timer(
-                now + timedelta(seconds=config.container_start_timeout_seconds)
-            )
-        return cls(context, config, run_deadline, started, ended, cancel, start_deadline)
-
-    def await_start(self) -> Generator[TaskBase, Any, TaskBase]:
-        """The started event, or whatever ended the wait before it."""
-        waits = [self.started, self.ended, self.cancel, self.run_deadline]
-        if self.start_deadline is not None:
-            waits.append(self.start_deadline)
-        winner = yield self.context.task_any(waits)
-        if (
-            self.start_deadline is not None
-            and winner is not self.start_deadline
-            and not self.start_deadline.is_completed
-        ):
-            self.start_deadline.cancel()
-        return winner
-
-    def await_end(self) -> Generator[TaskBase, Any, TaskBase]:
-        return (yield self.context.task_any([self.ended, self.cancel, self.run_deadline]))
-
-    def verdict(self, winner: TaskBase) -> tuple[AttemptOutcome, str, FailureKind | None]:
-        config = self.config
-        verdict: tuple[AttemptOutcome, str, FailureKind | None]
-        if winner is self.ended:
-            verdict = _ended_outcome(JobEnded.from_json(self.ended.result))
-        elif winner is self.cancel:
-            verdict = (AttemptOutcome.CANCELLED, CANCELLED_BY_USER, None)
-        elif winner is self.start_deadline:
-            minutes = config.container_start_timeout_seconds / 60
-            verdict = (
-                AttemptOutcome.START_TIMEOUT,
-                f"container did not start within {minutes:g} min (no heartbeat)",
-                FailureKind.TRANSIENT,
-            )
-        else:
-            hours = config.job_timeout_seconds / 3600
-            verdict = (
-                AttemptOutcome.STUCK,
-                f"job still running past its {hours:g} h deadline",
-                FailureKind.TRANSIENT,
-            )
-        if not self.run_deadline.is_completed:
-            self.run_deadline.cancel()
-        return verdict
-
-
 def _breaker(state: ShardState) -> BreakerState:
     return BreakerState(failures=dict(state.breaker))
-
-
-def _ended_outcome(event: JobEnded) -> tuple[AttemptOutcome, str, FailureKind | None]:
-    if event.state is JobState.COMPLETED:
-        return AttemptOutcome.COMPLETED, event.reason or "job completed", None
-    if event.stuck:
-        return AttemptOutcome.STUCK, event.reason, event.failure_kind or FailureKind.TRANSIENT
-    return (
-        AttemptOutcome.JOB_FAILED,
-        event.reason or f"job {event.state.value}",
-        event.failure_kind or FailureKind.JOB_FAILED,
-    )

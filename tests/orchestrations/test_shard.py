@@ -39,8 +39,9 @@ from domain.jobs import FailureKind, JobState, Tier
 from domain.naming import job_name
 from domain.outcomes import CANCELLED_BY_USER
 from domain.policy import AttemptOutcome, PolicyConfig, backoff_seconds, counts_against_tier
-from orchestrations.shard import RUN_DEADLINE_GRACE, SUBMIT_RETRY
+from orchestrations.shard import SUBMIT_RETRY
 from orchestrations.shard import shard as shard_function
+from orchestrations.waits import RUN_DEADLINE_GRACE
 from tests.orchestrations.fake_durable import EPOCH, FakeDurableContext
 
 shard = shard_function.build().get_user_function().orchestrator_function
