@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from azure.core.credentials import TokenCredential
 
 from adapters.compute.base import ComputeBackend
+from adapters.settings import AppSettings, load_settings
 from adapters.state.table_store import StateStore
 from adapters.telemetry import traced
 from domain.clock import Scheduler
 from domain.jobs import Tier
-from domain.settings import AppSettings, load_settings
 
 _clock: Scheduler | None = None
 

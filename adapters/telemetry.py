@@ -82,7 +82,7 @@ def configure_telemetry(environ: Mapping[str, str] | None = None) -> str:
     global _mode
     env = os.environ if environ is None else environ
     connection = (env.get(CONNECTION_STRING) or "").strip()
-    if not connection:  # an empty app setting counts as unset, as in domain.settings
+    if not connection:  # an empty app setting counts as unset, as in adapters.settings
         return OFF
     with _lock:
         if _mode is not None:

@@ -24,7 +24,6 @@ from pydantic_core import PydanticCustomError
 from domain.cost import PRICED_VM_SIZES, RECOMMENDED_VM_SIZE
 from domain.jobs import Tier
 from domain.messages import TASK_ID_PATTERN
-from domain.settings import AppSettings
 from domain.tasksets import TASK_SETS, TaskRef, domain_of, load_task_set, task_refs
 
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -35,6 +34,8 @@ AGENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 # Far above WAA's 154 tasks, low enough that one evaluation's records stay small.
 MAX_TASKS = 2000
+# Workers one evaluation may ask for, unless the MAX_WORKERS app setting says otherwise.
+DEFAULT_MAX_WORKERS = 20
 DEFAULT_TIERS: tuple[Tier, ...] = (Tier.AZURE_ML, Tier.BATCH, Tier.VM)
 
 _TASK_ID = re.compile(TASK_ID_PATTERN)
@@ -144,7 +145,7 @@ class EvaluationRequest(BaseModel):
     @classmethod
     def _workers_in_range(cls, value: int, info: ValidationInfo) -> int:
         context = info.context or {}
-        limit = int(context.get("max_workers", AppSettings.model_fields["max_workers"].default))
+        limit = int(context.get("max_workers", DEFAULT_MAX_WORKERS))
         if not 1 <= value <= limit:
             raise _fail("workers_range", "must be between 1 and {limit}", limit=limit)
         return value

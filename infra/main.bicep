@@ -219,7 +219,7 @@ module batch 'app/batch.bicep' = if (!empty(batchAccountName)) {
   dependsOn: [rg]
 }
 
-// Every setting domain/settings.py reads, for the real tiers (the simulator's SIM_* stay unset).
+// Every setting adapters/settings.py reads, for the real tiers (the simulator's SIM_* stay unset).
 // Secrets are Key Vault references, resolved by the platform with the app's identity
 // (keyVaultAccessIdentityResourceId in app/api.bicep) before the app reads its environment.
 var controlPlaneAppSettings = {

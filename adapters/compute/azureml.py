@@ -42,7 +42,7 @@ from domain.jobs import (
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
-    from domain.settings import AppSettings
+    from adapters.settings import AppSettings
 
 log = logging.getLogger(__name__)
 

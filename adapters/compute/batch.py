@@ -48,7 +48,7 @@ from domain.naming import parse_job_name
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
-    from domain.settings import AppSettings
+    from adapters.settings import AppSettings
 
 log = logging.getLogger(__name__)
 

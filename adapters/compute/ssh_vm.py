@@ -40,6 +40,7 @@ import paramiko
 
 from adapters.compute import runner_exit_codes
 from adapters.logs import redact
+from adapters.settings import AppSettings, VmHost
 from domain import bounds
 from domain.job_state import from_docker
 from domain.jobs import (
@@ -55,7 +56,6 @@ from domain.jobs import (
     Tier,
     TransientBackendError,
 )
-from domain.settings import AppSettings, VmHost
 
 __all__ = ["SshVmBackend", "VmHost", "load_private_key", "parse_host_key"]
 

@@ -9,6 +9,7 @@ import isodate
 import pytest
 
 from adapters.compute.azureml import AzureMLBackend
+from adapters.settings import AppSettings
 from domain.jobs import (
     CapacitySpec,
     FailureKind,
@@ -19,7 +20,6 @@ from domain.jobs import (
     TransientBackendError,
 )
 from domain.naming import job_name
-from domain.settings import AppSettings
 from tests.contract.harnesses.azureml import TOKEN, job_spec, make_client
 from tests.fakes.azureml_server import FakeAzureML
 from tests.fakes.credentials import StaticTokenCredential

@@ -9,6 +9,7 @@ import isodate
 import pytest
 
 from adapters.compute.batch import BatchBackend, batch_job_id
+from adapters.settings import AppSettings
 from domain.jobs import (
     FailureKind,
     JobNotFoundError,
@@ -17,7 +18,6 @@ from domain.jobs import (
     TransientBackendError,
 )
 from domain.naming import job_name
-from domain.settings import AppSettings
 from shard_runner.runner import EXIT_NO_KVM
 from tests.contract.harnesses.batch import TOKEN, capacity_spec, job_spec, make_client
 from tests.fakes.batch_server import FakeBatch

@@ -6,7 +6,7 @@ an app setting is a line `NAME: value` inside the object literal of a variable w
 the function app receives exactly the union of those variables (checked below too).
 
 What the app reads is derived from the code, so this stays true as settings are added:
-- every field of `domain.settings.AppSettings`, by its alias (the app setting's name);
+- every field of `adapters.settings.AppSettings`, by its alias (the app setting's name);
 - every environment variable the app's modules read directly (`os.environ.get(...)`,
   `os.getenv(...)`, `os.environ[...]`, `env.get(NAME)` on an environ mapping), found in their
   syntax trees, with module-level string constants resolved (adapters/telemetry.py reads
@@ -26,7 +26,7 @@ from typing import get_args
 import yaml
 from pydantic import SecretStr
 
-from domain.settings import AppSettings
+from adapters.settings import AppSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"

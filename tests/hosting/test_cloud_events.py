@@ -25,11 +25,11 @@ from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 
 from adapters import runtime
+from adapters.settings import AppSettings
 from adapters.state.table_store import StateStore, utcnow_iso
 from domain import names
 from domain.jobs import JobState
 from domain.messages import AML_RUN_COMPLETED, AML_RUN_STATUS_CHANGED
-from domain.settings import AppSettings
 from tests.fakes._http import FakeServer, Reply, Request
 from tests.fakes.memory_tables import MemoryTableClient
 from triggers import aml_events

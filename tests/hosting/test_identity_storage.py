@@ -18,7 +18,7 @@ import pytest
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
 from adapters import runtime
-from domain.settings import SettingsError, load_settings
+from adapters.settings import SettingsError, load_settings
 from tests.fakes._http import FakeServer, Reply, Request
 
 TOKEN = "token-from-the-managed-identity"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from domain.settings import SettingsError, load_settings
+from adapters.settings import SettingsError, load_settings
 
 BASE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "HEARTBEAT_SECRET": "b" * 24}
 

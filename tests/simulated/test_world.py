@@ -26,8 +26,8 @@ from adapters.compute.simulated import (
     install_cloud,
 )
 from adapters.compute.simulated import install as simulated  # the process-wide cloud
+from adapters.settings import load_settings
 from domain.jobs import JobNotFoundError, JobState, Tier, TransientBackendError
-from domain.settings import load_settings
 from tests.simulated.support import make_cloud, spec
 
 

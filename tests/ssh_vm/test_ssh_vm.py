@@ -9,6 +9,7 @@ import pytest
 
 from adapters.compute.base import ComputeBackend
 from adapters.compute.ssh_vm import RUNNER_FILE, SshVmBackend, VmHost, load_private_key
+from adapters.settings import AppSettings
 from domain.jobs import (
     CapacitySpec,
     FailureKind,
@@ -19,7 +20,6 @@ from domain.jobs import (
     Tier,
     TransientBackendError,
 )
-from domain.settings import AppSettings
 from tests.support.sshd import Sshd, generate_public_key
 
 pytestmark = pytest.mark.sshd

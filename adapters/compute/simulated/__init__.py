@@ -54,7 +54,7 @@ Adding a compute tier
    `ComputeBackend` with every call bounded by a timeout; `adapters/runtime.py`'s
    `_make_backend` picks it; `adapters/compute/runner_exit_codes.py` if it only sees the
    container's exit code.
-4. `domain/settings.py` (its settings, validated), `local.settings.sample.json`, README's
+4. `adapters/settings.py` (its settings, validated), `local.settings.sample.json`, README's
    settings table.
 5. The contract suite: a harness module in `tests/contract/harnesses/` (the real SDK against a
    local fake of the service) — the same scenarios every backend passes.

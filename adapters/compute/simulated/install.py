@@ -30,7 +30,7 @@ def current_cloud() -> SimulatedCloud:
     with _install_lock:
         if _installed is None:
             from adapters.compute.realtime import ThreadingScheduler
-            from domain.settings import load_settings
+            from adapters.settings import load_settings
 
             settings = load_settings()
             _installed = SimulatedCloud(

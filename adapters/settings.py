@@ -1,4 +1,5 @@
-"""App settings: read from the environment once, validated in one place.
+"""App settings: read from the environment once, validated in one place. The environment is
+the platform's, so it is read here, in the adapters, never in the domain core.
 
 Every setting the app reads is a field here, named exactly as the app setting (environment
 variable). `load_settings()` raises `SettingsError` naming each missing or malformed setting.
@@ -24,6 +25,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
+
+from domain.requests import DEFAULT_MAX_WORKERS
 
 
 class SettingsError(ValueError):
@@ -84,7 +87,7 @@ class AppSettings(BaseSettings):
     )
 
     # --- The evaluation API -------------------------------------------------------------------
-    max_workers: int = Field(default=20, alias="MAX_WORKERS", ge=1, le=200)
+    max_workers: int = Field(default=DEFAULT_MAX_WORKERS, alias="MAX_WORKERS", ge=1, le=200)
     heartbeat_secret: SecretStr = Field(alias="HEARTBEAT_SECRET", min_length=16)
 
     # --- Compute ------------------------------------------------------------------------------

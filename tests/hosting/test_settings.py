@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from domain.settings import SettingsError, load_settings
+from adapters.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "HEARTBEAT_SECRET": "s" * 24}
