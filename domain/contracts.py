@@ -4,7 +4,7 @@ One model per hop, in one place: the orchestration inputs (the evaluation, a sha
 snapshot every job of the evaluation is run with), every activity's input and result, and the
 payloads of the events a shard waits on. A sender builds a model and sends `to_json()`; a
 receiver reads with `model_validate`. Keys such as `heartbeat_timeout_seconds` are spelled here
-and nowhere else.
+and nowhere else on the way (the job row in the state table has its own columns).
 
 These messages are written into Durable histories and replayed from there after a deploy, so:
 - what travels is plain JSON of the same shape as before the models existed (the replay test in
@@ -21,18 +21,17 @@ These messages are written into Durable histories and replayed from there after 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_serializer
 
 from domain.jobs import FailureKind, JobState, Tier
 from domain.outcomes import CANCELLED_BY_USER
 from domain.policy import AttemptOutcome, PolicyConfig
-
-if TYPE_CHECKING:
-    from domain.requests import EvaluationRequest
+from domain.requests import EvaluationRequest
 
 _POLICY = PolicyConfig.model_fields
+_REQUEST = EvaluationRequest.model_fields
 
 # A reason or failure kind read from a table row may be missing, null or empty there: it reads
 # as none, as it did when these messages were plain dicts.
@@ -69,12 +68,13 @@ class JobSnapshot(Contract):
     settings. The defaults are the request's (an instance always carries them all)."""
 
     vm_size: str
-    spot: bool = False
+    spot: bool = _REQUEST["spot"].default
     image: str = ""
-    agent: str = "navi"
-    model: str = "gpt-4o"
-    max_steps: int = 15
-    workers: int = 10  # the evaluation's shards in parallel: the capacity to make usable
+    agent: str = _REQUEST["agent"].default
+    model: str = _REQUEST["model"].default
+    max_steps: int = _REQUEST["max_steps"].default
+    # The evaluation's shards in parallel: the capacity to make usable.
+    workers: int = _REQUEST["workers"].default
     job_timeout_seconds: float = _POLICY["job_timeout_seconds"].default
     heartbeat_timeout_seconds: float = _POLICY["heartbeat_timeout_seconds"].default
     stuck_detection: bool = _POLICY["stuck_detection_enabled"].default
