@@ -84,7 +84,7 @@ def project(
     def current_job(shard: Row) -> Row | None:
         return by_name.get(shard.get("job_name", ""))
 
-    open_tasks = [t for t in tasks if t.get("outcome", "pending") in OPEN_TASK_OUTCOMES]
+    open_tasks = [t for t in tasks if t.get("outcome", TaskOutcome.PENDING) in OPEN_TASK_OUTCOMES]
     remaining_minutes = sum(_task_minutes(t) for t in open_tasks)
     running = sum(
         1

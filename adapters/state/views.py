@@ -12,11 +12,22 @@ from typing import Any
 
 from domain.alerts import alerts
 from domain.clock import parse_time
+from domain.contracts import EvaluationState
 from domain.jobs import JobState
-from domain.outcomes import failed_in
+from domain.outcomes import TaskOutcome, failed_in
 from domain.progress import project
 
-OUTCOMES = ("completed", "failed", "running", "pending", "not_run")
+# The status document's counts, in this order.
+OUTCOMES = tuple(
+    o.value
+    for o in (
+        TaskOutcome.COMPLETED,
+        TaskOutcome.FAILED,
+        TaskOutcome.RUNNING,
+        TaskOutcome.PENDING,
+        TaskOutcome.NOT_RUN,
+    )
+)
 
 
 def evaluation_view(
@@ -25,7 +36,7 @@ def evaluation_view(
     ev = rows["evaluation"]
     jobs = {j["job_name"]: j for j in rows["jobs"]}
     tasks = rows["tasks"]
-    counts = Counter(t.get("outcome", "pending") for t in tasks)
+    counts = Counter(t.get("outcome", TaskOutcome.PENDING.value) for t in tasks)
     created = parse_time(ev["created_at"])
     assert created is not None
 
@@ -54,10 +65,10 @@ def evaluation_view(
 
     projection = project(ev, rows["shards"], tasks, rows["jobs"], now)
     cost_so_far, eta = projection.cost_so_far_usd, projection.eta_seconds
-    completed = counts.get("completed", 0)
+    completed = counts.get(TaskOutcome.COMPLETED.value, 0)
     view: dict[str, Any] = {
         "evaluation_id": ev["evaluation_id"],
-        "state": ev.get("state", "running"),
+        "state": ev.get("state", EvaluationState.RUNNING.value),
         "created_at": ev["created_at"],
         "policy": ev.get("policy"),
         "workers": ev["workers"],
@@ -73,7 +84,7 @@ def evaluation_view(
         },
         "elapsed_seconds": round((now - created).total_seconds(), 1),
         "eta_seconds": (round(eta, 1) if eta is not None else None)
-        if ev.get("state", "running") == "running"
+        if ev.get("state", EvaluationState.RUNNING) == EvaluationState.RUNNING
         else 0.0,
         "shards": shards,
     }
@@ -85,7 +96,7 @@ def evaluation_view(
                 "task_id": t["task_id"],
                 "domain": t["domain"],
                 "shard": t["shard_index"],
-                "outcome": t.get("outcome", "pending"),
+                "outcome": t.get("outcome", TaskOutcome.PENDING.value),
                 "reason": t.get("reason", ""),
                 "score": t.get("score"),
                 "attempt": t.get("attempt"),
