@@ -15,7 +15,7 @@ calls give the same world, and adding a job does not reshuffle the others.
 One `SimulatedCloud` is the world; `cloud.backend(tier)` gives the `ComputeBackend` of a tier.
 `cloud.ledger` is the ground truth (what really ran and what it really cost) for benchmarks.
 
-The modules, by concern (each imports only those above it):
+The modules, by concern (at run time each imports only modules listed above it):
 - `timings`: how long things take; where an image is pulled from.
 - `faults`: the fault catalogue, the run-fault registry (`RUN_FAULTS`) and each fault's hook.
 - `profiles`: per tier, how likely each fault is; the named `PROFILES`.
@@ -39,9 +39,8 @@ Adding a fault
    in the draw, so every existing seed keeps its world), set `profile_field` and add that
    probability field to `profiles.TierFaults` (default 0.0; it joins the sum checked there). A
    fault that needs its own random number appends a field to `faults.RunDraws`.
-4. Re-export it from this `__init__`, test it in `tests/simulated/test_faults.py`, and add it to
-   the profiles it belongs in (`PROFILES`) and the fault list in /work/shared/DESIGN.md's
-   simulator section if it models a new kind of real failure.
+4. Re-export it from this `__init__` (callers import faults from here), test it in
+   `tests/simulated/test_faults.py`, and give it a rate in the `PROFILES` it belongs in.
 
 Adding a compute tier
 ---------------------
@@ -61,7 +60,8 @@ Adding a compute tier
 6. The simulator: a `TierBehaviour` in `tiers.py` (statuses, job id, quirks; `TIERS`), a field
    for it on `profiles.FaultProfile` and its `for_tier`, and its rates in `PROFILES`.
 7. Prices: `domain/data/vm_prices.json` if it offers VM sizes not priced there.
-8. Infrastructure: `infra/app/<tier>.bicep`, `infra/main.bicep` (parameters, app settings),
+8. Infrastructure: `infra/app/<tier>.bicep`, `infra/main.bicep` (parameters, app settings;
+   `tests/deploy/test_infra.py` fails if a setting the app reads is missing there),
    `infra/app/rbac.bicep` (the app identity's roles on it).
 9. Docs: README (intro, architecture, settings), `docs/azure-setup.md` (roles, settings).
 """
