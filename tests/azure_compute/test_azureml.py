@@ -288,21 +288,28 @@ def test_from_settings_names_missing_settings() -> None:
     assert "AZURE_RESOURCE_GROUP" in str(caught.value) and "AZUREML_WORKSPACE" in str(caught.value)
 
 
-def test_from_settings_talks_to_the_configured_workspace(
-    aml: FakeAzureML, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _configured_backend(
+    aml: FakeAzureML, monkeypatch: pytest.MonkeyPatch, *, compute_name: str
+) -> AzureMLBackend:
+    """The backend as the app builds it from its settings, pointed at the fake workspace."""
     assert aml.ca_file is not None
     monkeypatch.setenv("AZUREML_DEV_URL_MFE", aml.url)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", aml.ca_file)
-    b = AzureMLBackend.from_settings(
+    return AzureMLBackend.from_settings(
         settings(
             AZURE_SUBSCRIPTION_ID="sub-1",
             AZURE_RESOURCE_GROUP="rg-1",
             AZUREML_WORKSPACE="ws-1",
-            AZUREML_COMPUTE_NAME="gpu-less",
+            AZUREML_COMPUTE_NAME=compute_name,
         ),
         StaticTokenCredential(),
     )
+
+
+def test_from_settings_talks_to_the_configured_workspace(
+    aml: FakeAzureML, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b = _configured_backend(aml, monkeypatch, compute_name="gpu-less")
     assert b.ensure_capacity(capacity()).resource_name == "gpu-less"
     assert any(
         r.path.startswith("/subscriptions/sub-1/resourceGroups/rg-1/")
@@ -365,18 +372,7 @@ def test_from_settings_client_carries_the_bounds_and_works(
 ) -> None:
     # The SDK accepts the per-operation bounds (connection/read timeouts, the retry policy's
     # total timeout) on every call the backend makes.
-    assert aml.ca_file is not None
-    monkeypatch.setenv("AZUREML_DEV_URL_MFE", aml.url)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", aml.ca_file)
-    b = AzureMLBackend.from_settings(
-        settings(
-            AZURE_SUBSCRIPTION_ID="sub-1",
-            AZURE_RESOURCE_GROUP="rg-1",
-            AZUREML_WORKSPACE="ws-1",
-            AZUREML_COMPUTE_NAME="waa-cluster",
-        ),
-        StaticTokenCredential(),
-    )
+    b = _configured_backend(aml, monkeypatch, compute_name="waa-cluster")
     b.ensure_capacity(capacity())
     assert b.capacity_status(capacity()).ready
     assert b.submit(job_spec(NAME)).created
