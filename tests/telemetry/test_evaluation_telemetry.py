@@ -18,6 +18,7 @@ from adapters.compute.simulated import HangAfter, NeverStarts, NoNestedVirtualiz
 from devhost.simulation import Simulation
 from domain.jobs import JobSpec
 from domain.messages import heartbeat_token
+from domain.policy import AttemptOutcome
 from tests.telemetry.conftest import Exported, attributes_of
 
 
@@ -101,7 +102,9 @@ def test_an_evaluations_telemetry_has_the_ids_the_counts_and_no_secret(
         dict(s.attributes or {})["job_name"] for s in exported.finished_spans("compute.cancel")
     }
     stopped = {
-        n for n, j in jobs.items() if j.get("stuck") or "did not start" in j.get("detail", "")
+        n
+        for n, j in jobs.items()
+        if j.get("stuck") or j.get("attempt_outcome") == AttemptOutcome.START_TIMEOUT
     }
     assert len(stopped) == 2 and stopped <= cancelled
 
