@@ -52,14 +52,23 @@ def main() -> None:
     azurite = start_azurite()
     try:
         for profile in args.profiles.split(","):
-            with Simulation(
-                connection_string=azurite.connection_string, profile=profile, seed=args.seed
-            ) as sim:
-                for policy in ("resilient", "naive"):
-                    cloud = sim.new_cloud(profile, args.seed)
+            for policy in ("resilient", "naive"):
+                # The simulator's dice are drawn from the job names, which carry the evaluation
+                # id: one idempotency key (hence one evaluation id) per profile and seed, each
+                # policy in a fresh simulation, so both policies meet the same world and a
+                # second run of the benchmark repeats the first.
+                with Simulation(
+                    connection_string=azurite.connection_string, profile=profile, seed=args.seed
+                ) as sim:
+                    cloud = sim.cloud
                     started = time.perf_counter()
                     r = sim.start_evaluation(
-                        {"task_set": args.task_set, "workers": args.workers, "policy": policy}
+                        {
+                            "task_set": args.task_set,
+                            "workers": args.workers,
+                            "policy": policy,
+                            "idempotency_key": f"benchmark-{profile}-{args.seed}",
+                        }
                     )
                     r.raise_for_status()
                     final = sim.wait(r.json()["evaluation_id"], timeout=1800, poll=0.5)
