@@ -97,6 +97,8 @@ def _job_spec(request: SubmitJobInput, secret: str, base_url: str) -> JobSpec:
             "WAA_MAX_STEPS": str(request.max_steps),
             "WAA_AGENT": request.agent,
             "WAA_MODEL": request.model,
+            "WAA_SOM_ORIGIN": request.som_origin,
+            "WAA_A11Y_BACKEND": request.a11y_backend,
         },
         tags={
             "waa_evaluation": request.evaluation_id,

@@ -93,7 +93,12 @@ def summary_table(results: dict[str, dict[str, Any]]) -> Table:
         ("tasks completed", lambda s: f"{s['counts']['completed']} / {s['counts']['total']}"),
         ("tasks failed", lambda s: str(s["counts"]["failed"])),
         ("tasks not run", lambda s: str(s["counts"]["not_run"])),
-        ("success rate", lambda s: f"{s['success_rate']:.1%}"),
+        # Infrastructure: the share of tasks that ran; the agent's score is in results_table.
+        ("completion rate", lambda s: f"{s['completion_rate']:.1%}"),
+        (
+            "agent success rate (all tasks)",
+            lambda s: f"{s['results']['overall']['success_rate_all']:.1%}",
+        ),
         ("makespan (virtual)", lambda s: f"{s['makespan_hours']:.2f} h"),
         ("cost", lambda s: f"${s['cost_usd']:.2f}"),
         ("cost per completed task", lambda s: f"${s['cost_per_completed_task_usd'] or 0:.3f}"),
@@ -102,6 +107,29 @@ def summary_table(results: dict[str, dict[str, Any]]) -> Table:
     ]
     for label, fmt in rows:
         table.add_row(label, *(fmt(r["summary"]) for r in results.values()))
+    return table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def results_table(policy: str, summary: dict[str, Any]) -> Table:
+    """The agent's score per domain, as WAA's results table shows it (domain/results.py)."""
+    table = Table(title=f"agent results ({policy})")
+    for name in ("domain", "tasks", "tasks run", "success (all)", "success (run)", "mean score"):
+        table.add_column(name, justify="left" if name == "domain" else "right")
+    results = summary["results"]
+    for row in [*results["domains"], results["overall"]]:
+        mean = row["mean_score"]
+        table.add_row(
+            row["domain"],
+            str(row["tasks"]),
+            str(row["tasks_run"]),
+            _pct(row["success_rate_all"]),
+            _pct(row["success_rate_run"]),
+            "-" if mean is None else f"{mean:.3f}",
+        )
     return table
 
 
@@ -154,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         azurite.stop()
     console.print(summary_table(results))
+    for policy, final in results.items():
+        console.print(results_table(policy, final["summary"]))
     console.print(f"structured logs of the run: {log_path}")
     return 0
 

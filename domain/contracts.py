@@ -73,6 +73,8 @@ class JobSnapshot(Contract):
     agent: str = _REQUEST["agent"].default
     model: str = _REQUEST["model"].default
     max_steps: int = _REQUEST["max_steps"].default
+    som_origin: str = _REQUEST["som_origin"].default
+    a11y_backend: str = _REQUEST["a11y_backend"].default
     # The evaluation's shards in parallel: the capacity to make usable.
     workers: int = _REQUEST["workers"].default
     job_timeout_seconds: float = _POLICY["job_timeout_seconds"].default
@@ -91,6 +93,8 @@ class JobSnapshot(Contract):
             agent=req.agent,
             model=req.model,
             max_steps=req.max_steps,
+            som_origin=req.som_origin,
+            a11y_backend=req.a11y_backend,
             workers=workers,
             job_timeout_seconds=policy.job_timeout_seconds,
             heartbeat_timeout_seconds=policy.heartbeat_timeout_seconds,

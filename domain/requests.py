@@ -98,6 +98,12 @@ class EvaluationRequest(BaseModel):
     agent: str = Field(default="navi", pattern=AGENT_PATTERN)
     model: str = Field(default="gpt-4o", pattern=MODEL_PATTERN)
     max_steps: int = Field(default=15, ge=1, le=100)
+    # WAA's run.py `--som_origin` (default "oss"): the values its Navi agent handles ("a11y",
+    # "omni", "mixed-omni" without a set-of-marks config; "oss", "mixed-oss" with one); any
+    # other leaves run.py without a config and fails every task, so it is refused here.
+    som_origin: Literal["oss", "a11y", "mixed-oss", "omni", "mixed-omni"] = "oss"
+    # WAA's run.py `--a11y_backend` (default "uia"; its comment: "uia" or "win32").
+    a11y_backend: Literal["uia", "win32"] = "uia"
     idempotency_key: str | None = Field(default=None, pattern=IDEMPOTENCY_KEY_PATTERN)
     policy: Literal["resilient", "naive"] = "resilient"
     right_size: bool = False

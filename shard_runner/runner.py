@@ -63,11 +63,27 @@ EXIT_TERMINATED = 143
 # which reads a {domain: [task ids]} file and writes result.txt (the score) per task.
 DEFAULT_SETUP_COMMAND = "/entry_setup.sh"
 DEFAULT_READY_URL = "http://20.20.20.21:5000/probe"
+# WAA's own option names, from the argparse `config()` of src/win-arena-container/client/run.py,
+# each spelled out: run.py's parser allows abbreviations, so the `--agent` this runner used to
+# pass only worked as a prefix of `--agent_name`, and parse_known_args would silently drop any
+# misspelling. The result-layout options are passed explicitly so the folder read back below is
+# the one run.py wrote, whatever its defaults become.
 DEFAULT_TASK_COMMAND = (
-    "python run.py --agent {agent} --model {model} --max_steps {max_steps}"
-    " --test_all_meta_path {task_meta_path} --result_dir {task_output_dir}"
-    " --emulator_ip 20.20.20.21"
+    "python run.py --agent_name {agent} --model {model} --som_origin {som_origin}"
+    " --a11y_backend {a11y_backend} --max_steps {max_steps}"
+    " --action_space {action_space} --observation_type {observation_type}"
+    " --trial_id {trial_id} --test_all_meta_path {task_meta_path}"
+    " --result_dir {task_output_dir} --emulator_ip 20.20.20.21"
 )
+# run.py's defaults for the options above (its argparse `config()`).
+WAA_DEFAULTS = {
+    "agent": "navi",
+    "som_origin": "oss",
+    "a11y_backend": "uia",
+    "action_space": "pyautogui",
+    "observation_type": "a11y_tree",
+    "trial_id": "0",
+}
 DEFAULT_TASK_CWD = "/client"
 DEFAULT_TASK_CATALOG = "/client/evaluation_examples_windows/test_all.json"
 
@@ -80,6 +96,11 @@ PLACEHOLDERS = (
     "task_output_dir",
     "task_meta_path",
     "domain",
+    "som_origin",
+    "a11y_backend",
+    "action_space",
+    "observation_type",
+    "trial_id",
 )
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -122,8 +143,15 @@ class Config:
         if not self.task_ids:
             problems.append("WAA_TASK_IDS must list at least one task id")
         self.max_steps = str(int(number("WAA_MAX_STEPS", 15, 1)))
-        self.agent = env.get("WAA_AGENT", "").strip() or "navi"
+        self.agent = env.get("WAA_AGENT", "").strip() or WAA_DEFAULTS["agent"]
         self.model = env.get("WAA_MODEL", "").strip() or "gpt-4o"
+        self.som_origin = env.get("WAA_SOM_ORIGIN", "").strip() or WAA_DEFAULTS["som_origin"]
+        self.a11y_backend = env.get("WAA_A11Y_BACKEND", "").strip() or WAA_DEFAULTS["a11y_backend"]
+        self.action_space = env.get("WAA_ACTION_SPACE", "").strip() or WAA_DEFAULTS["action_space"]
+        self.observation_type = (
+            env.get("WAA_OBSERVATION_TYPE", "").strip() or WAA_DEFAULTS["observation_type"]
+        )
+        self.trial_id = env.get("WAA_TRIAL_ID", "").strip() or WAA_DEFAULTS["trial_id"]
         self.output_dir = env.get("WAA_OUTPUT_DIR", "").strip() or "/results"
         self.heartbeat_interval = number("WAA_HEARTBEAT_INTERVAL_SECONDS", 30, 0.01)
         self.ready_timeout = number("WAA_READY_TIMEOUT_SECONDS", 1200, 0)
@@ -495,25 +523,62 @@ def load_catalog(path: str) -> Dict[str, str]:
     }
 
 
-def read_score(task_dir: str, result_file: str) -> Optional[float]:
-    """The score the task wrote: `result_file` anywhere under its output folder (WAA nests it
-    under trial/agent/domain/task), a float as text or JSON with a "score"."""
-    for root, _dirs, files in sorted(os.walk(task_dir)):
-        if result_file in files:
-            with open(os.path.join(root, result_file), encoding="utf-8") as f:
-                text = f.read().strip()
-            try:
-                value = json.loads(text)
-            except ValueError:
-                value = text
-            if isinstance(value, dict):
-                value = value.get("score")
-            try:
-                score = float(value)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                return None
-            return min(1.0, max(0.0, score)) if score == score else None
-    return None
+def result_path(cfg: Config, task_dir: str, domain: str, task_id: str) -> str:
+    """Where WAA's run.py writes the task's folder: `example_result_dir` in its `test()` is
+    os.path.join(result_dir, action_space, observation_type, model, trial_id, domain,
+    example_id), and lib_run_single.py writes result.txt there (see /work/shared/DESIGN.md,
+    "WAA's launch contract"). `task_dir` is the --result_dir this runner passed."""
+    return os.path.join(
+        task_dir,
+        cfg.action_space,
+        cfg.observation_type,
+        cfg.model,
+        cfg.trial_id,
+        domain,
+        task_id,
+    )
+
+
+def read_score(example_dir: str, result_file: str) -> Optional[float]:
+    """The score in `<example_dir>/<result_file>`: a float as text (as WAA writes it) or JSON
+    with a "score". None when the file is missing or unreadable: WAA's show_azure.py counts a
+    task without result.txt as not solved, and the control plane counts it as a task that did
+    not complete (0 in the success rate over all tasks)."""
+    try:
+        with open(os.path.join(example_dir, result_file), encoding="utf-8") as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text
+    if isinstance(value, dict):
+        value = value.get("score")
+    try:
+        score = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return min(1.0, max(0.0, score)) if score == score else None
+
+
+def waa_error(example_dir: str) -> str:
+    """The exception run.py recorded for the task: when a task raises, its `test()` appends
+    {"Error", "Exception", "Traceback"} to traj.jsonl in the task's folder and writes no
+    result.txt."""
+    try:
+        with open(os.path.join(example_dir, "traj.jsonl"), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and "Error" in entry:
+            return f"{entry.get('Error')}: {entry.get('Exception', '')}"
+    return ""
 
 
 def run_task(cfg: Config, task_id: str, domain: str, tasks_dir: str) -> Dict[str, object]:
@@ -531,6 +596,11 @@ def run_task(cfg: Config, task_id: str, domain: str, tasks_dir: str) -> Dict[str
         "task_output_dir": task_dir,
         "task_meta_path": meta_path,
         "domain": domain,
+        "som_origin": cfg.som_origin,
+        "a11y_backend": cfg.a11y_backend,
+        "action_space": cfg.action_space,
+        "observation_type": cfg.observation_type,
+        "trial_id": cfg.trial_id,
     }
     argv = render(cfg.task_command, values)
     log_path = os.path.join(task_dir, "task.log")
@@ -554,11 +624,17 @@ def run_task(cfg: Config, task_id: str, domain: str, tasks_dir: str) -> Dict[str
             if code != 0:
                 reason = f"the task command exited with code {code}: {_tail(log_path)}"
     duration = round(time.monotonic() - started, 3)
-    score = read_score(task_dir, cfg.result_file) if not reason else None
+    example_dir = result_path(cfg, task_dir, domain, task_id)
+    score = read_score(example_dir, cfg.result_file) if not reason else None
     if not reason:
         if score is None:
-            errors = _tail(os.path.join(task_dir, "error.txt")) or _tail(log_path)
-            reason = f"the task wrote no readable {cfg.result_file}: {errors}"
+            errors = (
+                waa_error(example_dir)
+                or _tail(os.path.join(task_dir, "error.txt"))
+                or _tail(log_path)
+            )
+            where = os.path.relpath(os.path.join(example_dir, cfg.result_file), task_dir)
+            reason = f"the task wrote no readable {where}: {errors}"
         else:
             status = "completed"
     if cfg.token:

@@ -3,6 +3,7 @@
 POST /api/evaluations                 start (202 + status URL; 400 naming the field)
 GET  /api/evaluations                 recent evaluations (?limit=1..100)
 GET  /api/evaluations/{id}            progress, cost, ETA, every shard and task (404 if unknown)
+GET  /api/evaluations/{id}/results    the agent's score per domain (?format=json|csv|markdown)
 POST /api/evaluations/{id}/cancel     cancel every job; remaining tasks not run (cancelled)
 """
 
@@ -33,6 +34,13 @@ from domain.outcomes import CANCELLED_BY_USER, TaskOutcome
 from domain.planning import plan_shards
 from domain.policy import PolicyConfig
 from domain.requests import EvaluationRequest, RequestError, parse_evaluation_request, resolve_tasks
+from domain.results import (
+    RESULT_FORMATS,
+    results_table,
+    table_csv,
+    table_json,
+    table_markdown,
+)
 from triggers.offload import off_loop
 from triggers.signals import is_live
 
@@ -227,6 +235,29 @@ async def get_evaluation(
         status.runtime_status.value if status and status.runtime_status else None
     )
     return json_response(view)
+
+
+@bp.route(
+    route="evaluations/{evaluation_id}/results", methods=["GET"], auth_level=func.AuthLevel.FUNCTION
+)
+async def get_results(req: func.HttpRequest) -> func.HttpResponse:
+    """The results table (domain/results.py): per domain and overall, from the task rows, so it
+    is current while the evaluation runs and final once it ends."""
+    fmt = req.params.get("format", "json").lower()
+    if fmt not in RESULT_FORMATS:
+        return error(400, f"format: must be one of {', '.join(RESULT_FORMATS)}", "format")
+    evaluation_id = req.route_params["evaluation_id"]
+    store = (await off_loop(runtime.services)).store
+    rows = await off_loop(store.get_evaluation_rows, evaluation_id)
+    if rows is None:
+        return error(404, f"evaluation_id: no evaluation {evaluation_id!r}", "evaluation_id")
+    table = results_table(rows["tasks"])
+    if fmt == "csv":
+        return func.HttpResponse(table_csv(table), mimetype="text/csv")
+    if fmt == "markdown":
+        return func.HttpResponse(table_markdown(table), mimetype="text/markdown")
+    state = rows["evaluation"].get("state", EvaluationState.RUNNING.value)
+    return json_response({"evaluation_id": evaluation_id, "state": state, **table_json(table)})
 
 
 @bp.route(

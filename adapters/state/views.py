@@ -16,6 +16,7 @@ from domain.contracts import EvaluationState
 from domain.jobs import JobState
 from domain.outcomes import TaskOutcome, failed_in
 from domain.progress import project
+from domain.results import results_table, table_json
 
 # The status document's counts, in this order.
 OUTCOMES = tuple(
@@ -87,9 +88,11 @@ def evaluation_view(
         if ev.get("state", EvaluationState.RUNNING) == EvaluationState.RUNNING
         else 0.0,
         "shards": shards,
+        # The agent's result, apart from the run outcome in `counts` (issue 9, part 7).
+        "results": table_json(results_table(tasks)),
     }
     if ev.get("summary"):
-        view["summary"] = json.loads(ev["summary"])
+        view["summary"] = read_summary(ev["summary"])
     if include_tasks:
         view["tasks"] = [
             {
@@ -123,7 +126,10 @@ def summary(rows: dict[str, Any], now: datetime) -> dict[str, Any]:
     total = counts["total"] or 1
     return {
         "counts": counts,
-        "success_rate": round(counts["completed"] / total, 4),
+        # The share of tasks that ran to completion: an infrastructure figure, not the agent's
+        # score (it was called `success_rate`, which readers took for the agent's success rate).
+        "completion_rate": round(counts["completed"] / total, 4),
+        "results": table_json(results_table(rows["tasks"])),
         "makespan_hours": round(view["elapsed_seconds"] / 3600, 3),
         "cost_usd": view["cost"]["so_far_usd"],
         "cost_per_completed_task_usd": view["cost"]["per_completed_task_usd"],
@@ -131,3 +137,13 @@ def summary(rows: dict[str, Any], now: datetime) -> dict[str, Any]:
         "failovers": sum(s["failovers"] for s in view["shards"]),
         "alerts": [a.text for a in alerts(jobs, rows["breaker"], rows["tasks"])],
     }
+
+
+def read_summary(text: str) -> dict[str, Any]:
+    """A stored summary, in today's field names: summaries written before the rename call the
+    completion rate `success_rate`; they are read as `completion_rate` (and keep no results
+    table, which they never had)."""
+    stored: dict[str, Any] = json.loads(text)
+    if "completion_rate" not in stored and "success_rate" in stored:
+        stored["completion_rate"] = stored.pop("success_rate")
+    return stored

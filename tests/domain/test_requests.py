@@ -87,6 +87,9 @@ BAD_BODIES = [
     ({**ONE, "model": "gpt 4o"}, "model"),
     ({**ONE, "max_steps": 0}, "max_steps"),
     ({**ONE, "max_steps": 101}, "max_steps"),
+    ({**ONE, "som_origin": "yolo"}, "som_origin"),
+    ({**ONE, "som_origin": 1}, "som_origin"),
+    ({**ONE, "a11y_backend": "atspi"}, "a11y_backend"),
     ({**ONE, "idempotency_key": ""}, "idempotency_key"),
     ({**ONE, "idempotency_key": "has space"}, "idempotency_key"),
     ({**ONE, "idempotency_key": "key\n"}, "idempotency_key"),
@@ -148,6 +151,8 @@ def test_full_body_round_trips() -> None:
         "agent": "navi",
         "model": "azure/gpt-4o-2024-05-13",
         "max_steps": 30,
+        "som_origin": "mixed-oss",
+        "a11y_backend": "win32",
         "idempotency_key": "nightly:2026-11-28",
         "policy": "naive",
         "right_size": True,
@@ -217,3 +222,13 @@ def test_request_is_immutable() -> None:
     req = parse(ONE)
     with pytest.raises(ValueError):
         req.workers = 3  # type: ignore[misc]
+
+
+def test_waa_agent_settings_default_to_run_py_defaults() -> None:
+    # WAA's client/run.py: --som_origin default "oss", --a11y_backend default "uia".
+    request = parse_evaluation_request(json.dumps(ONE).encode(), max_workers=20)
+    assert (request.som_origin, request.a11y_backend) == ("oss", "uia")
+    other = parse_evaluation_request(
+        json.dumps({**ONE, "som_origin": "a11y", "a11y_backend": "win32"}).encode(), max_workers=20
+    )
+    assert (other.som_origin, other.a11y_backend) == ("a11y", "win32")

@@ -4,8 +4,11 @@ snapshotted `job` and `policy` their keys too). `test_replay.py` proves old hist
 this proves new histories look like them, so a deploy can also be rolled back.
 
 The run is the recorder's first evaluation (smoke set, `seed` profile); its dice are not the
-recording's, so a shape is compared, not a value. The one addition since the recording:
-`close_shard` (and so the shard's output) also says its reason.
+recording's, so a shape is compared, not a value. The additions since the recording:
+`close_shard` (and so the shard's output) also says its reason; the job snapshot (and so
+`submit_job`'s input, which extends it) carries WAA's `som_origin` and `a11y_backend` (issue 9,
+part 5), which an older deploy ignores (contracts ignore extra fields); the evaluation's
+summary has its results table and says `completion_rate` for `success_rate` (part 7).
 """
 
 from __future__ import annotations
@@ -27,8 +30,18 @@ RECORDED = json.loads(Path(__file__).with_name("histories.json").read_text())
 ADDED_SINCE = {
     ("result", "close_shard"): frozenset({"reason"}),
     ("result", "shard"): frozenset({"reason"}),
+    # The summary's results table (issue 9, part 7).
+    ("result", "evaluation"): frozenset({"results"}),
+    ("result", "finalize_evaluation"): frozenset({"results"}),
+}
+# The summary's `success_rate` is now `completion_rate` (the same figure, renamed so nobody
+# takes it for the agent's score); adapters/state/views.read_summary reads old ones.
+RENAMED_SINCE = {
+    ("result", "evaluation"): {"completion_rate": "success_rate"},
+    ("result", "finalize_evaluation"): {"completion_rate": "success_rate"},
 }
 NOTHING: frozenset[str] = frozenset()
+ADDED_TO_JOB = frozenset({"som_origin", "a11y_backend"})
 NESTED = ("job", "policy")
 
 Shape = tuple[tuple[str, Any], ...]
@@ -48,7 +61,10 @@ def _shapes(instances: dict[str, dict[str, Any]]) -> dict[tuple[str, str], set[A
             return
         value = json.loads(text)
         if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k not in drop}
+            renamed = RENAMED_SINCE.get((kind, name), {})
+            value = {renamed.get(k, k): v for k, v in value.items() if k not in drop | ADDED_TO_JOB}
+            if isinstance(value.get("job"), dict):
+                value["job"] = {k: v for k, v in value["job"].items() if k not in ADDED_TO_JOB}
         out.setdefault((kind, name), set()).add(_shape(value))
 
     for state in instances.values():

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from domain.messages import JobMessage
+from shard_runner import runner
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -180,6 +181,8 @@ def start_runner(tmp_path: Path, receiver: Receiver, fake_waa: FakeWaa) -> Itera
             "WAA_MAX_STEPS": "20",
             "WAA_AGENT": "navi",
             "WAA_MODEL": "gpt-4o-mini",
+            "WAA_SOM_ORIGIN": "a11y",
+            "WAA_A11Y_BACKEND": "win32",
             "WAA_OUTPUT_DIR": str(out),
             "WAA_HEARTBEAT_INTERVAL_SECONDS": "0.2",
             "WAA_READY_TIMEOUT_SECONDS": "60",
@@ -188,11 +191,11 @@ def start_runner(tmp_path: Path, receiver: Receiver, fake_waa: FakeWaa) -> Itera
             "WAA_KVM_DEVICE": "/dev/null",  # a character device every machine has
             "WAA_SETUP_COMMAND": f"{py} {HERE / 'fake_setup.py'} ready {fake_waa.marker}",
             "WAA_READY_URL": fake_waa.ready_url,
-            "WAA_TASK_COMMAND": (
-                f"{py} {HERE / 'fake_task.py'} --task-id {{task_id}} --out {{task_output_dir}}"
-                " --meta {task_meta_path} --max-steps {max_steps} --agent {agent}"
-                f" --model {{model}} --domain {{domain}} --count-url {receiver.count_url}"
+            # WAA's default command line, with the fake run.py in place of the real one.
+            "WAA_TASK_COMMAND": runner.DEFAULT_TASK_COMMAND.replace(
+                "python run.py", f"{py} {HERE / 'fake_task.py'}"
             ),
+            "FAKE_COUNT_URL": receiver.count_url,
             "WAA_TASK_CWD": str(tmp_path),
             "WAA_TASK_CATALOG": str(catalog),
             "WAA_POST_RETRY_BASE_SECONDS": "0.05",

@@ -1,8 +1,15 @@
 """Stand-in for WAA's `run.py`, run by the shard runner once per task.
 
-Behaviour is chosen by the task id: ok-<score> writes a WAA-style nested result.txt, crash-*
-dies with a traceback, noresult-* exits 0 without a score, hang-* never ends (it records that
-it started), beats-* waits until the receiver has counted three heartbeats.
+It takes WAA's own options (the argparse `config()` of microsoft/WindowsAgentArena's
+src/win-arena-container/client/run.py) with abbreviations refused, so an option the runner
+spells differently fails here, reads the task from the meta file as run.py does, and writes
+WAA's real layout: <result_dir>/<action_space>/<observation_type>/<model>/<trial_id>/<domain>/
+<task>/result.txt, with traj.jsonl holding the error of a task that raised (as run.py does).
+
+Behaviour is chosen by the task id: ok-<score> writes result.txt, crash-* dies with a traceback,
+noresult-* records an exception in traj.jsonl and exits 0 without a score (run.py catches a
+task's exception), hang-* never ends (it records that it started), beats-* waits until the
+receiver has counted three heartbeats (FAKE_COUNT_URL).
 """
 
 import argparse
@@ -12,46 +19,60 @@ import sys
 import time
 import urllib.request
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--task-id", required=True)
-parser.add_argument("--out", required=True)
-parser.add_argument("--meta", required=True)
-parser.add_argument("--max-steps", required=True)
-parser.add_argument("--agent", required=True)
-parser.add_argument("--model", required=True)
-parser.add_argument("--domain", required=True)
-parser.add_argument("--count-url", required=True)
+parser = argparse.ArgumentParser(allow_abbrev=False)
+for name in (
+    "--agent_name",
+    "--model",
+    "--som_origin",
+    "--a11y_backend",
+    "--max_steps",
+    "--action_space",
+    "--observation_type",
+    "--trial_id",
+    "--test_all_meta_path",
+    "--result_dir",
+    "--emulator_ip",
+):
+    parser.add_argument(name, required=True)
 args = parser.parse_args()
 
-with open(args.meta) as f:
+with open(args.test_all_meta_path) as f:
     meta = json.load(f)
-with open(os.path.join(args.out, "argv.json"), "w") as f:
+((domain, (task,)),) = meta.items()
+with open(os.path.join(args.result_dir, "argv.json"), "w") as f:
     json.dump({"argv": sys.argv[1:], "meta": meta, "env": sorted(os.environ)}, f)
 
-task = args.task_id
+where = os.path.join(
+    args.result_dir,
+    args.action_space,
+    args.observation_type,
+    args.model,
+    args.trial_id,
+    domain,
+    task,
+)
+os.makedirs(where)
 if task.startswith("ok-"):
-    where = os.path.join(args.out, "0", f"{args.agent}-{args.model}", args.domain, task)
-    os.makedirs(where)
     with open(os.path.join(where, "result.txt"), "w") as f:
         f.write(task.split("-", 1)[1])
 elif task.startswith("crash"):
     raise RuntimeError("boom: the agent crashed")
 elif task.startswith("noresult"):
-    with open(os.path.join(args.out, "error.txt"), "w") as f:
-        f.write("Exception in notepad/noresult: the VM went away")
+    with open(os.path.join(where, "traj.jsonl"), "a") as f:
+        error = {"Error": f"Exception in {domain}/{task}", "Exception": "the VM went away"}
+        f.write(json.dumps(error) + "\n")
 elif task.startswith("hang"):
-    open(os.path.join(args.out, "started"), "w").close()
+    open(os.path.join(args.result_dir, "started"), "w").close()
     time.sleep(600)
 elif task.startswith("beats"):
     for _ in range(400):
-        with urllib.request.urlopen(args.count_url, timeout=5) as r:
+        with urllib.request.urlopen(os.environ["FAKE_COUNT_URL"], timeout=5) as r:
             if json.load(r)["heartbeat"] >= 3:
                 break
         time.sleep(0.05)
     else:
         sys.exit("never saw three heartbeats")
-    where = os.path.join(args.out, "result.txt")
-    with open(where, "w") as f:
+    with open(os.path.join(where, "result.txt"), "w") as f:
         json.dump({"score": 0.5}, f)
 else:
     sys.exit(f"unknown fake task {task}")

@@ -43,13 +43,28 @@ def test_ready_runs_every_task_and_reports_each(
     assert len(receiver.of_kind("heartbeat")) >= 3
     assert all(m["job_name"] == JOB and m["sent_at"] for m in receiver.messages)
 
-    # Placeholders became separate argv items with the configured values; the domain came
-    # from the task catalog.
+    # WAA's run.py options, spelled out (the fake refuses abbreviations), with the configured
+    # values and run.py's defaults; the domain came from the task catalog into the meta file.
     argv = json.loads((run.output_dir / "tasks" / "ok-1" / "argv.json").read_text())
-    assert argv["argv"][argv["argv"].index("--max-steps") + 1] == "20"
-    assert argv["argv"][argv["argv"].index("--model") + 1] == "gpt-4o-mini"
-    assert argv["argv"][argv["argv"].index("--domain") + 1] == "chrome"
+    options = dict(zip(argv["argv"][::2], argv["argv"][1::2], strict=True))
+    assert options == {
+        "--agent_name": "navi",
+        "--model": "gpt-4o-mini",
+        "--som_origin": "a11y",
+        "--a11y_backend": "win32",
+        "--max_steps": "20",
+        "--action_space": "pyautogui",
+        "--observation_type": "a11y_tree",
+        "--trial_id": "0",
+        "--test_all_meta_path": str(run.output_dir / "tasks" / "ok-1" / "task_meta.json"),
+        "--result_dir": str(run.output_dir / "tasks" / "ok-1"),
+        "--emulator_ip": "20.20.20.21",
+    }
     assert argv["meta"] == {"chrome": ["ok-1"]}
+    # The score was read from WAA's layout:
+    # <result_dir>/<action_space>/<observation_type>/<model>/<trial>/<domain>/<task>/.
+    waa = run.output_dir / "tasks" / "ok-1" / "pyautogui" / "a11y_tree" / "gpt-4o-mini" / "0"
+    assert (waa / "chrome" / "ok-1" / "result.txt").read_text() == "1"
     # The task sees its job's settings but not the control plane's token.
     assert "WAA_JOB_NAME" in argv["env"]
     assert "WAA_HEARTBEAT_TOKEN" not in argv["env"]
@@ -129,7 +144,11 @@ def test_crashing_task_fails_with_reason_and_the_others_still_run(
     assert "exited with code 1" in crash["reason"]
     assert "boom: the agent crashed" in crash["reason"]
     assert results["noresult-1"]["status"] == "failed"
-    assert "the VM went away" in results["noresult-1"]["reason"]
+    # No result.txt: not solved (as WAA's show_azure.py counts it), with run.py's recorded
+    # exception as the reason.
+    noresult = results["noresult-1"]["reason"]
+    assert "the VM went away" in noresult and "Exception in" in noresult
+    assert "/noresult-1/result.txt" in noresult
     assert results["hang-1"]["status"] == "failed"
     assert "timed out after 2 s" in results["hang-1"]["reason"]
     assert results["ok-0.25"] == {**results["ok-0.25"], "status": "completed", "score": 0.25}

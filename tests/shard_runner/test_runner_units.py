@@ -58,16 +58,93 @@ def test_render_keeps_each_value_one_argv_item() -> None:
     assert argv == ["run", f"--task={nasty}", nasty, "{other}"]
 
 
-def test_read_score_finds_nested_results_and_clamps(tmp_path: Path) -> None:
-    nested = tmp_path / "0" / "navi-gpt" / "notepad" / "t1"
-    nested.mkdir(parents=True)
-    (nested / "result.txt").write_text("0.4\n")
+def _config(**env: str) -> runner.Config:
+    base = {
+        "WAA_JOB_NAME": "waa-e-s0-a1",
+        "WAA_HEARTBEAT_URL": "http://127.0.0.1:1/api/heartbeats",
+        "WAA_HEARTBEAT_TOKEN": "t",
+        "WAA_TASK_IDS": "t1",
+    }
+    return runner.Config({**base, **env})
+
+
+def test_result_path_is_waas_layout() -> None:
+    # run.py's example_result_dir: result_dir/action_space/observation_type/model/trial/domain/id
+    cfg = _config(WAA_MODEL="gpt-4o")
+    assert runner.result_path(cfg, "/r", "notepad", "t1") == (
+        "/r/pyautogui/a11y_tree/gpt-4o/0/notepad/t1"
+    )
+    other = _config(
+        WAA_MODEL="gpt-4o-mini",
+        WAA_ACTION_SPACE="code_block",
+        WAA_OBSERVATION_TYPE="som",
+        WAA_TRIAL_ID="2",
+    )
+    assert runner.result_path(other, "/r", "chrome", "t9") == (
+        "/r/code_block/som/gpt-4o-mini/2/chrome/t9"
+    )
+
+
+def test_the_default_command_uses_waas_option_names() -> None:
+    cfg = _config(WAA_AGENT="navi", WAA_SOM_ORIGIN="mixed-oss", WAA_A11Y_BACKEND="win32")
+    argv = runner.render(
+        cfg.task_command,
+        {
+            "agent": cfg.agent,
+            "model": cfg.model,
+            "som_origin": cfg.som_origin,
+            "a11y_backend": cfg.a11y_backend,
+            "max_steps": cfg.max_steps,
+            "action_space": cfg.action_space,
+            "observation_type": cfg.observation_type,
+            "trial_id": cfg.trial_id,
+            "task_meta_path": "/m.json",
+            "task_output_dir": "/r",
+        },
+    )
+    options = dict(zip(argv[2::2], argv[3::2], strict=True))
+    assert argv[:2] == ["python", "run.py"]
+    assert options == {
+        "--agent_name": "navi",
+        "--model": "gpt-4o",
+        "--som_origin": "mixed-oss",
+        "--a11y_backend": "win32",
+        "--max_steps": "15",
+        "--action_space": "pyautogui",
+        "--observation_type": "a11y_tree",
+        "--trial_id": "0",
+        "--test_all_meta_path": "/m.json",
+        "--result_dir": "/r",
+        "--emulator_ip": "20.20.20.21",
+    }
+
+
+def test_read_score_reads_the_task_folder_and_clamps(tmp_path: Path) -> None:
+    (tmp_path / "result.txt").write_text("0.4\n")
     assert runner.read_score(str(tmp_path), "result.txt") == 0.4
-    (nested / "result.txt").write_text('{"score": 7}')
+    (tmp_path / "result.txt").write_text('{"score": 7}')
     assert runner.read_score(str(tmp_path), "result.txt") == 1.0
-    (nested / "result.txt").write_text("not a number")
+    (tmp_path / "result.txt").write_text("not a number")
     assert runner.read_score(str(tmp_path), "result.txt") is None
+    # Missing result.txt: no score (WAA's show_azure.py counts it as not solved).
     assert runner.read_score(str(tmp_path / "missing"), "result.txt") is None
+
+
+def test_a_result_elsewhere_than_waas_layout_is_not_read(tmp_path: Path) -> None:
+    cfg = _config()
+    stray = tmp_path / "0" / "navi-gpt-4o" / "notepad" / "t1"
+    stray.mkdir(parents=True)
+    (stray / "result.txt").write_text("1")
+    example = runner.result_path(cfg, str(tmp_path), "notepad", "t1")
+    assert runner.read_score(example, "result.txt") is None
+
+
+def test_waa_error_reads_run_pys_recorded_exception(tmp_path: Path) -> None:
+    (tmp_path / "traj.jsonl").write_text(
+        '{"step": 1}\n{"Error": "Exception in notepad/t1", "Exception": "VM gone"}\n'
+    )
+    assert runner.waa_error(str(tmp_path)) == "Exception in notepad/t1: VM gone"
+    assert runner.waa_error(str(tmp_path / "missing")) == ""
 
 
 def test_safe_name_for_odd_task_ids() -> None:

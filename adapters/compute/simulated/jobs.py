@@ -21,6 +21,7 @@ from adapters.compute.simulated.faults import (
     RunFault,
 )
 from adapters.compute.simulated.profiles import TierFaults
+from adapters.compute.simulated.scores import draw_score
 from adapters.compute.simulated.tiers import TIERS, TierBehaviour
 from adapters.compute.simulated.timings import (
     BOOT_SECONDS,
@@ -149,7 +150,7 @@ def draw_plan(seed: int, tier: Tier, spec: JobSpec, faults: list[Fault], tf: Tie
         if rng.random() < tf.task_failure:
             outcomes.append((TaskRunStatus.FAILED, 0.0, rng.choice(TASK_FAILURE_REASONS)))
         else:
-            outcomes.append((TaskRunStatus.COMPLETED, 1.0 if rng.random() < 0.35 else 0.0, ""))
+            outcomes.append((TaskRunStatus.COMPLETED, draw_score(rng, task_id), ""))
     draws = RunDraws.draw(rng, len(spec.task_ids))
 
     run_fault: RunFault | None = None
