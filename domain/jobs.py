@@ -146,3 +146,25 @@ class JobNotFoundError(Exception):
     def __init__(self, job_name: str) -> None:
         super().__init__(f"job {job_name!r} not found")
         self.job_name = job_name
+
+
+class ContainerOptions(BaseModel):
+    """The container options WAA's own launchers use (DESIGN.md, "WAA's launch contract", from
+    microsoft/WindowsAgentArena scripts/run.sh and scripts/run_azure.py): the host's KVM device
+    for QEMU, NET_ADMIN for QEMU's tap network to the Windows VM at 20.20.20.21, and 16 GB of
+    shared memory (WAA's Azure run sets shm_size 16g). Each tier passes them through its SDK's
+    own fields."""
+
+    model_config = ConfigDict(frozen=True)
+
+    devices: tuple[str, ...] = ("/dev/kvm",)
+    cap_add: tuple[str, ...] = ("NET_ADMIN",)
+    shm_size: str = Field(default="16g", pattern=r"^[1-9][0-9]*[bkmg]$")
+
+    def docker_args(self) -> list[str]:
+        """`docker run` options other than the shared memory, one option per item."""
+        return [*(f"--device={d}" for d in self.devices), *(f"--cap-add={c}" for c in self.cap_add)]
+
+    def run_options(self) -> list[str]:
+        """All of them as `docker run` options, shared memory included."""
+        return [*self.docker_args(), f"--shm-size={self.shm_size}"]

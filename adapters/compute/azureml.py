@@ -29,6 +29,7 @@ from domain.jobs import (
     BackendError,
     CapacityReport,
     CapacitySpec,
+    ContainerOptions,
     FailureKind,
     JobNotFoundError,
     JobSpec,
@@ -49,8 +50,6 @@ log = logging.getLogger(__name__)
 # The shard runner is baked into the job image (see docs/azure-setup.md), so the job needs no
 # code upload.
 DEFAULT_COMMAND = "python -m shard_runner"
-# WAA runs Windows under QEMU inside the container: it needs the host's KVM device.
-DEFAULT_DOCKER_ARGS = "--device=/dev/kvm"
 
 # ARM provisioning states of a compute resource: usable, never going to be, on its way.
 _READY_STATES = frozenset({"succeeded"})
@@ -128,14 +127,14 @@ class AzureMLBackend:
         *,
         compute_name: str,
         command: str = DEFAULT_COMMAND,
-        docker_args: str = DEFAULT_DOCKER_ARGS,
+        container: ContainerOptions | None = None,
         cancel_wait_seconds: float = bounds.AZUREML_CANCEL_WAIT_SECONDS,
     ) -> None:
         _quiet_sdk_activity_logs()
         self._ml = ml_client
         self._compute_name = compute_name
         self._command = command
-        self._docker_args = docker_args
+        self._container = container or ContainerOptions()
         self._cancel_wait = cancel_wait_seconds
 
     @classmethod
@@ -168,7 +167,10 @@ class AzureMLBackend:
             enable_telemetry=False,
             **CLIENT_OPTIONS,
         )
-        return cls(client, compute_name=settings.azureml_compute_name)
+        return cls(
+            client,
+            compute_name=settings.azureml_compute_name,
+        )
 
     # --- capacity ----------------------------------------------------------------------------
     def ensure_capacity(self, spec: CapacitySpec) -> CapacityReport:
@@ -314,7 +316,10 @@ class AzureMLBackend:
             experiment_name=spec.experiment_name or spec.evaluation_id,
             compute=self._compute_name,
             timeout=spec.timeout_seconds,
-            docker_args=self._docker_args or None,
+            # The command job's own fields (azure.ai.ml.command(docker_args=..., shm_size=...)):
+            # docker_args as one string (the wire's dockerArgs), shared memory through shm_size.
+            docker_args=" ".join(self._container.docker_args()) or None,
+            shm_size=self._container.shm_size,
         )
         try:
             created = self._ml.jobs.create_or_update(job)

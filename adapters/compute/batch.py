@@ -33,6 +33,7 @@ from domain.jobs import (
     BackendError,
     CapacityReport,
     CapacitySpec,
+    ContainerOptions,
     FailureKind,
     JobNotFoundError,
     JobSpec,
@@ -53,8 +54,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_COMMAND = "python -m shard_runner"
-# WAA runs Windows under QEMU inside the container: it needs the node's KVM device.
-DEFAULT_RUN_OPTIONS = "--device=/dev/kvm"
+# Without a user identity a Batch task runs as a non-admin user mapped into the container, which
+# cannot open /dev/kvm nor set up QEMU's network: the runner would then report "no nested
+# virtualization" and close the tier. The pool-scope admin auto-user is how a container task
+# gets root (DESIGN.md, the Azure Batch facts).
+ADMIN_AUTO_USER = bm.UserIdentity(
+    auto_user=bm.AutoUserSpecification(
+        scope=bm.AutoUserScope.POOL, elevation_level=bm.ElevationLevel.ADMIN
+    )
+)
 # A Batch-supported Ubuntu image with a container runtime (Moby) preinstalled.
 DEFAULT_VM_IMAGE = bm.BatchVmImageReference(
     publisher="microsoft-dsvm", offer="ubuntu-hpc", sku="2204", version="latest"
@@ -134,7 +142,7 @@ class BatchBackend:
         *,
         pool_id: str,
         command: str = DEFAULT_COMMAND,
-        container_run_options: str = DEFAULT_RUN_OPTIONS,
+        container: ContainerOptions | None = None,
         vm_image: bm.BatchVmImageReference = DEFAULT_VM_IMAGE,
         node_agent_sku_id: str = DEFAULT_NODE_AGENT,
         secrets: tuple[str, ...] = (),
@@ -142,7 +150,8 @@ class BatchBackend:
         self._client = client
         self._pool_id = pool_id
         self._command = command
-        self._run_options = container_run_options
+        # The task's container run options are `docker create` options, one string.
+        self._run_options = " ".join((container or ContainerOptions()).run_options())
         self._vm_image = vm_image
         self._node_agent = node_agent_sku_id
         # Values (e.g. the account key) that must never appear in an error message.
@@ -170,7 +179,11 @@ class BatchBackend:
                 managed_identity_client_id=settings.azure_client_id
             )
         client = BatchClient(settings.batch_account_url, batch_credential, **CLIENT_OPTIONS)
-        return cls(client, pool_id=settings.batch_pool_id, secrets=(key,) if key else ())
+        return cls(
+            client,
+            pool_id=settings.batch_pool_id,
+            secrets=(key,) if key else (),
+        )
 
     # --- capacity ----------------------------------------------------------------------------
     def ensure_capacity(self, spec: CapacitySpec) -> CapacityReport:
@@ -308,6 +321,7 @@ class BatchBackend:
                 image_name=spec.image,
                 container_run_options=self._run_options or None,
             ),
+            user_identity=ADMIN_AUTO_USER,
             environment_settings=[
                 bm.EnvironmentSetting(name=k, value=v) for k, v in sorted(environment.items())
             ],

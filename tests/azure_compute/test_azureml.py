@@ -141,6 +141,9 @@ def test_job_request_carries_image_env_tags_timeout_and_compute(aml: FakeAzureML
     assert body["experimentName"] == "waa-ev1"
     assert body["command"] == "python -m shard_runner"
     assert "--device=/dev/kvm" in str(body["resources"]["dockerArgs"])
+    # WAA's container options (DESIGN.md, "WAA's launch contract").
+    assert "--cap-add=NET_ADMIN" in str(body["resources"]["dockerArgs"])
+    assert body["resources"]["shmSize"] == "16g"
 
 
 def test_experiment_defaults_to_the_evaluation(aml: FakeAzureML) -> None:
