@@ -91,7 +91,11 @@ def test_task_carries_container_env_and_constraints(batch: FakeBatch) -> None:
     task = batch.task(NAME)
     container = task["containerSettings"]
     assert container["imageName"] == "waaregistry.azurecr.io/winarena:1"
-    assert "--device=/dev/kvm" in container["containerRunOptions"]
+    # WAA's launch contract: the KVM device, QEMU's tap network, 16 GB of shared memory.
+    options = container["containerRunOptions"].split()
+    assert {"--device=/dev/kvm", "--cap-add=NET_ADMIN", "--shm-size=16g"} <= set(options)
+    # Root in the container, or the runner cannot open /dev/kvm (the pool's admin auto-user).
+    assert task["userIdentity"] == {"autoUser": {"scope": "pool", "elevationLevel": "admin"}}
     env = {e["name"]: e["value"] for e in task["environmentSettings"]}
     assert env == {"WAA_TASK_IDS": "a,b", "WAA_AGENT": "navi", "WAA_HEARTBEAT_TOKEN": TOKEN}
     limits = task["constraints"]
