@@ -17,6 +17,7 @@ order of the draw (see `RUN_FAULTS`).
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
@@ -257,11 +258,12 @@ class RunnerCrash(RunFault):
 # --------------------------------------------------------------------------------------------
 
 
-class SubmitFault(Fault):
+class SubmitFault(Fault, ABC):
     """A fault of the submit call, fixed by the first submission of a job name."""
 
+    @abstractmethod
     def on_prepare(self, prepared: Prepared) -> None:
-        raise NotImplementedError
+        """The hook every fault of this kind implements."""
 
 
 @dataclass(frozen=True)
@@ -293,7 +295,7 @@ class QuotaExceeded(SubmitFault):
 EventStatuses = frozenset[str] | None  # Azure ML run statuses ("Queued", ...); None means all
 
 
-class EventFault(Fault):
+class EventFault(Fault, ABC):
     """A fault of Azure ML's Event Grid deliveries whose run status is in `statuses`."""
 
     statuses: EventStatuses
@@ -301,8 +303,9 @@ class EventFault(Fault):
     def applies_to(self, status: str) -> bool:
         return self.statuses is None or status in self.statuses
 
+    @abstractmethod
     def shape(self, event: EventShape) -> None:
-        raise NotImplementedError
+        """The hook every fault of this kind implements."""
 
 
 @dataclass(frozen=True)
@@ -331,11 +334,12 @@ class LateEvents(EventFault):
         event.extra_delay_s = self.delay_seconds
 
 
-class MessageFault(Fault):
+class MessageFault(Fault, ABC):
     """A fault of the runner's messages to the heartbeat endpoint."""
 
+    @abstractmethod
     def loses(self, kind: MessageKind) -> bool:
-        raise NotImplementedError
+        """The hook every fault of this kind implements."""
 
 
 @dataclass(frozen=True)
