@@ -383,6 +383,23 @@ def _wire(entity: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _existing(rows: dict[tuple[str, str], _Row], key: tuple[str, str], etag: str | None) -> _Row:
+    """The row an update or delete acts on: 404 when there is none, 412 when `etag` (If-Match)
+    is not the row's."""
+    current = rows.get(key)
+    if current is None:
+        raise _refuse(
+            404, TableErrorCode.RESOURCE_NOT_FOUND, "The specified resource does not exist."
+        )
+    if etag is not None and etag != current.etag:
+        raise _refuse(
+            412,
+            TableErrorCode.UPDATE_CONDITION_NOT_SATISFIED,
+            "The update condition specified in the request was not satisfied.",
+        )
+    return current
+
+
 class MemoryTableClient:
     """One table, in memory, behind the methods of `TableClient` that `StateStore` uses.
 
@@ -471,17 +488,7 @@ class MemoryTableClient:
         _check_key("PartitionKey", wire.get("PartitionKey"))
         _check_key("RowKey", wire.get("RowKey"))
         key = self._key(wire)
-        current = rows.get(key)
-        if current is None:
-            raise _refuse(
-                404, TableErrorCode.RESOURCE_NOT_FOUND, "The specified resource does not exist."
-            )
-        if etag is not None and etag != current.etag:
-            raise _refuse(
-                412,
-                TableErrorCode.UPDATE_CONDITION_NOT_SATISFIED,
-                "The update condition specified in the request was not satisfied.",
-            )
+        current = _existing(rows, key, etag)
         new = self._merged(current, wire, mode)
         _check_entity(new)
         return self._write(rows, key, new)
@@ -498,17 +505,7 @@ class MemoryTableClient:
     def _do_delete(
         self, rows: dict[tuple[str, str], _Row], key: tuple[str, str], etag: str | None
     ) -> None:
-        current = rows.get(key)
-        if current is None:
-            raise _refuse(
-                404, TableErrorCode.RESOURCE_NOT_FOUND, "The specified resource does not exist."
-            )
-        if etag is not None and etag != current.etag:
-            raise _refuse(
-                412,
-                TableErrorCode.UPDATE_CONDITION_NOT_SATISFIED,
-                "The update condition specified in the request was not satisfied.",
-            )
+        _existing(rows, key, etag)
         del rows[key]
 
     # ------------------------------------------------------------------------- TableClient
