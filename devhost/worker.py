@@ -133,10 +133,6 @@ class IndexedFunction:
     function: Any  # azure.functions.decorators.function_app.Function
     info: FunctionInfo
 
-    @property
-    def name(self) -> str:
-        return self.info.name
-
 
 _APPS: weakref.WeakKeyDictionary[Any, WorkerApp] = weakref.WeakKeyDictionary()
 _APPS_LOCK = threading.Lock()
@@ -168,12 +164,6 @@ class WorkerApp:
                 indexed = cls(list(app.get_functions()), Path.cwd())
                 _APPS[app] = indexed
             return indexed
-
-    def __getitem__(self, name: str) -> IndexedFunction:
-        return self.functions[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.functions
 
     def invoke(self, name: str, inputs: Mapping[str, protos.TypedData]) -> protos.TypedData | None:
         """One invocation request for function `name` with the given input bindings, answered by
