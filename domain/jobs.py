@@ -79,6 +79,14 @@ class JobSpec(BaseModel):
     environment: dict[str, str] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
     experiment_name: str = ""
+    # Secrets never travel in a job definition (a workspace reader sees it): the job reads them
+    # itself at start with its managed identity from this Key Vault.
+    secrets_vault_url: str = ""
+    # Environment variable name -> Key Vault secret name (e.g. OPENAI_API_KEY -> openai-api-key).
+    secret_env: dict[str, str] = Field(default_factory=dict)
+    # The Key Vault secret holding this attempt's heartbeat token ("" when there is no vault):
+    # Azure ML and Batch then pass its name instead of the token.
+    heartbeat_token_secret: str = ""
 
 
 class CapacitySpec(BaseModel):
