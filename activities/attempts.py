@@ -376,8 +376,8 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
         opened = alerts.breaker_opened(tier.value, breaker.get(tier.value, 0), BREAKER_THRESHOLD)
         if opened is not None:
             svc.alerter().fire(eid, opened, now)
-        if (rate := alerts.retry_rate(store.evaluation_jobs(eid))) is not None:
-            svc.alerter().fire(eid, rate, now)
+    if (rate := alerts.retry_rate(store.evaluation_jobs(eid))) is not None:
+        svc.alerter().fire(eid, rate, now)
 
     store.update_shard(
         eid,

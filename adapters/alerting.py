@@ -107,7 +107,7 @@ class Alerter:
                 "alert_cause": alert.cause,
                 "alert_severity": alert.severity.value,
                 "alert_action": alert.action,
-                **ids(evaluation_id=evaluation_id),
+                **ids(evaluation_id=evaluation_id)["extra"],
             },
         )
         if self._webhook is None:
@@ -125,6 +125,19 @@ class Alerter:
         self._pool.submit(self._deliver, dict(row), int(row.get("delivery_attempts", 0)), now)
 
     def _deliver(self, row: dict[str, Any], attempts: int, now: datetime) -> bool:
+        eid, key = str(row["evaluation_id"]), str(row["key"])
+        try:
+            return self._post_and_record(row, attempts, now)
+        except Exception:  # never let a delivery thread die silently
+            log.exception("alert delivery crashed", **ids(evaluation_id=eid))
+            return False
+        finally:
+            # Only once the outcome is recorded: a sweep that finds the key free then finds
+            # the outbox row gone (delivered) or rescheduled (failed).
+            with self._lock:
+                self._in_flight.discard(f"{eid}|{key}")
+
+    def _post_and_record(self, row: dict[str, Any], attempts: int, now: datetime) -> bool:
         eid, key = str(row["evaluation_id"]), str(row["key"])
         try:
             assert self._webhook is not None
@@ -147,12 +160,6 @@ class Alerter:
                 error=str(err),
             )
             return False
-        except Exception:  # never let a delivery thread die silently
-            log.exception("alert delivery crashed", **ids(evaluation_id=eid))
-            return False
-        finally:
-            with self._lock:
-                self._in_flight.discard(f"{eid}|{key}")
         self._store.alert_delivered(eid, key, now)
         return True
 
@@ -174,7 +181,14 @@ class Alerter:
                 if key in self._in_flight:
                     continue
                 self._in_flight.add(key)
-            if self._deliver(row, int(row.get("delivery_attempts", 0)), now):
+            # Read it again now that nobody else delivers it: a delivery that ended since the
+            # outbox was listed has removed or rescheduled it.
+            fresh = self._store.undelivered_alert(str(row["evaluation_id"]), str(row["key"]))
+            if fresh is None or fresh.get("next_delivery_at") != row.get("next_delivery_at"):
+                with self._lock:
+                    self._in_flight.discard(key)
+                continue
+            if self._deliver(fresh, int(fresh.get("delivery_attempts", 0)), now):
                 delivered += 1
         return delivered
 

@@ -606,6 +606,9 @@ class StateStore:
     def undelivered_alerts(self) -> list[dict[str, Any]]:
         return self._query(ALERT_OUTBOX)
 
+    def undelivered_alert(self, evaluation_id: str, key: str) -> dict[str, Any] | None:
+        return self._get(ALERT_OUTBOX, f"{evaluation_id}|{key}")
+
     def alert_delivered(self, evaluation_id: str, key: str, at: datetime) -> None:
         self._mutate(
             eval_partition(evaluation_id),
