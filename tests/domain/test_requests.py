@@ -294,9 +294,17 @@ def test_a_retry_keeps_the_source_settings_unless_overridden() -> None:
 
 
 def test_a_retry_of_an_evaluation_without_stored_settings_uses_its_columns() -> None:
-    row = {"policy": "naive", "workers": 3, "vm_size": "Standard_D8_v3", "spot": True,
-           "tiers": "batch,vm", "agent": "navi", "model": "m1", "max_steps": 20,
-           "budget_usd": 2.5}  # fmt: skip
+    row = {
+        "policy": "naive",
+        "workers": 3,
+        "vm_size": "Standard_D8_v3",
+        "spot": True,
+        "tiers": "batch,vm",
+        "agent": "navi",
+        "model": "m1",
+        "max_steps": 20,
+        "budget_usd": 2.5,
+    }
     req, _ = _retry({}, settings_from_row(row))
     assert req.tiers == [Tier.BATCH, Tier.VM] and req.policy == "naive" and req.spot
     assert (req.workers, req.model, req.max_steps, req.budget_usd) == (3, "m1", 20, 2.5)
