@@ -194,6 +194,21 @@ class EvaluationRequest(BaseModel):
                 "job_timeout_short",
                 "must be longer than container_start_timeout_minutes",
             )
+        if self.trials > 1:
+            if self.task_set is not None:
+                count = sum(len(ids) for ids in load_task_set(self.task_set).values())
+            elif isinstance(self.tasks, dict):
+                count = sum(len(ids) for ids in self.tasks.values())
+            else:
+                count = len(self.tasks or [])
+            if count * self.trials > MAX_TASKS:
+                raise _fail(
+                    "runs_too_many",
+                    "{n} tasks x {t} trials is more than {max} runs per evaluation",
+                    n=count,
+                    t=self.trials,
+                    max=MAX_TASKS,
+                )
         return self
 
 
@@ -201,6 +216,7 @@ class EvaluationRequest(BaseModel):
 _MODEL_ERROR_FIELD = {
     "tasks_source": "tasks",
     "job_timeout_short": "job_timeout_hours",
+    "runs_too_many": "trials",
 }
 _FRIENDLY = {
     "extra_forbidden": "unknown field",

@@ -104,6 +104,7 @@ BAD_BODIES = [
     ({**ONE, "trials": 11}, "trials"),
     ({**ONE, "trials": "2"}, "trials"),
     ({**ONE, "trials": 1.5}, "trials"),
+    ({"tasks": [f"t{i}" for i in range(201)], "trials": 10}, "trials"),
     # A trial suffix is the control plane's to add (run keys), never the user's.
     ({"tasks": ["notepad-1#0"]}, "tasks"),
     ({"tasks": {"notepad": ["a#1"]}}, "tasks"),
