@@ -26,7 +26,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# A WAA task id, optionally with a run's trial suffix "#<k>" (k = 0..9; domain/tasksets.py).
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(#[0-9])?$"
 JOB_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{2,127}$"
 
 

@@ -4,7 +4,8 @@ Layout of the one table `{prefix}state`:
 
 - partition `eval-{evaluation_id}`: everything a status read needs, so it is ONE partition query:
   `evaluation` (the request summary, money, state), `shard-NNN` (tier, attempt, job, counters),
-  `task-{task_id}` (exactly one outcome per task), `job-{job_name}` (one row per attempt's job:
+  `task-{task_id}` (exactly one outcome per task, or per run with trials: `task_row_key`),
+  `job-{job_name}` (one row per attempt's job:
   state, heartbeats, cost), `breaker` (failures per tier in this evaluation).
 - partition `jobs`: job name -> evaluation, shard, attempt, orchestration instance (immutable
   index, point-read by Event Grid and heartbeat handlers).
@@ -42,6 +43,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
+from adapters.state.views import retried_by
 from domain import bounds, job_state
 from domain.alerts import LiveAlert, alert_key
 from domain.clock import iso, parse_time
@@ -91,6 +93,15 @@ class ConcurrencyError(RuntimeError):
 
 def utcnow_iso(at: datetime | None = None) -> str:
     return iso(at or datetime.now(UTC))
+
+
+def task_row_key(task_id: str) -> str:
+    """The row key of a task's (or run's) row. A run key "<task_id>#<k>" (domain/tasksets.py)
+    cannot be a key as it is: "The number sign (#) character" is among the "Characters
+    Disallowed in Key Fields" of the Table service (learn.microsoft.com/rest/api/
+    storageservices/understanding-the-table-service-data-model), so it is stored as "~", which
+    no task id contains (WAA_TASK_ID_PATTERN). The row's `task_id` keeps the run key."""
+    return TASK_PREFIX + task_id.replace("#", "~")
 
 
 def eval_partition(evaluation_id: str) -> str:
@@ -247,7 +258,7 @@ class StateStore:
         pk = eval_partition(eid)
         rows = [{**evaluation, "PartitionKey": pk, "RowKey": "evaluation"}]
         rows += [{**s, "PartitionKey": pk, "RowKey": shard_key(s["shard_index"])} for s in shards]
-        rows += [{**t, "PartitionKey": pk, "RowKey": TASK_PREFIX + t["task_id"]} for t in tasks]
+        rows += [{**t, "PartitionKey": pk, "RowKey": task_row_key(t["task_id"])} for t in tasks]
         self._upsert_batch(rows)
         created = parse_time(evaluation["created_at"])
         assert created is not None
@@ -306,6 +317,19 @@ class StateStore:
     ) -> dict[str, Any] | None:
         row, _ = self._mutate(eval_partition(evaluation_id), "evaluation", change)
         return row
+
+    def link_retry(self, evaluation_id: str, retry_id: str) -> list[str]:
+        """Add `retry_id` to the evaluation's `retried_by` (comma-separated, oldest first;
+        idempotent). Returns the list as stored."""
+
+        def change(row: dict[str, Any]) -> dict[str, Any] | None:
+            retries = retried_by(row)
+            if retry_id in retries:
+                return None
+            return {**row, "retried_by": ",".join([*retries, retry_id])}
+
+        row = self.update_evaluation_with(evaluation_id, change)
+        return retried_by(row) if row is not None else []
 
     def update_shard(self, evaluation_id: str, shard_index: int, **fields: Any) -> None:
         self._mutate(eval_partition(evaluation_id), shard_key(shard_index), _setting(fields))
@@ -486,7 +510,7 @@ class StateStore:
                 new["duration_seconds"] = float(duration_seconds)
             return new
 
-        _, changed = self._mutate(eval_partition(evaluation_id), TASK_PREFIX + task_id, change)
+        _, changed = self._mutate(eval_partition(evaluation_id), task_row_key(task_id), change)
         return changed and final
 
     def tasks_without_outcome(self, evaluation_id: str, task_ids: Iterable[str]) -> list[str]:
@@ -527,7 +551,7 @@ class StateStore:
         for task_id in task_ids:
             self._mutate(
                 eval_partition(evaluation_id),
-                TASK_PREFIX + task_id,
+                task_row_key(task_id),
                 lambda row: task_running(row, attempt=attempt, job_name=job_name),
             )
 

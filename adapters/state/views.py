@@ -17,6 +17,7 @@ from domain.jobs import JobState
 from domain.outcomes import TaskOutcome, failed_in
 from domain.progress import project
 from domain.results import results_table, table_json
+from domain.tasksets import split_run_key
 
 # The status document's counts, in this order.
 OUTCOMES = tuple(
@@ -76,6 +77,10 @@ def evaluation_view(
         "vm_size": ev["vm_size"],
         "spot": ev["spot"],
         "tiers": ev["tiers"].split(","),
+        "trials": int(ev.get("trials") or 1),
+        # Retries (POST /api/evaluations/{id}/retry), linked both ways.
+        "retry_of": ev.get("retry_of") or None,
+        "retried_by": retried_by(ev),
         "counts": {"total": len(tasks), **{k: counts.get(k, 0) for k in OUTCOMES}},
         "cost": {
             "so_far_usd": round(cost_so_far, 4),
@@ -116,10 +121,23 @@ def evaluation_view(
                 "score": t.get("score"),
                 "attempt": t.get("attempt"),
                 "failed_runs": len(failed_in(t)),
+                **_trial_of(t["task_id"]),
             }
             for t in sorted(tasks, key=lambda t: (t["shard_index"], t["task_id"]))
         ]
     return view
+
+
+def retried_by(evaluation: dict[str, Any]) -> list[str]:
+    """The evaluations started as retries of this one (row column `retried_by`, comma
+    separated), oldest first."""
+    return [e for e in str(evaluation.get("retried_by") or "").split(",") if e]
+
+
+def _trial_of(run_key: str) -> dict[str, Any]:
+    """A run of a task in one of several trials names its task and trial."""
+    task_id, trial = split_run_key(run_key)
+    return {} if trial is None else {"task": task_id, "trial": trial}
 
 
 def _failovers(jobs: list[dict[str, Any]], shard: int) -> int:
