@@ -11,7 +11,14 @@ by hand, so keep field names stable.
                      "reason": "...", "duration_seconds": 412.0},        # kind == task_result
      "failure": {"code": "no_nested_virtualization", "message": "...",
                  "permanent": true},                                       # kind == failure
-     "exit_code": 0}                                                       # kind == finished
+     "exit_code": 0,                                                       # kind == finished
+     "artifacts": {"task_id": "...", "files": [{"path": "traj.jsonl", "size": 1234}],
+                   "failed": ["x.png"]}}            # kind == artifact_urls | artifacts_uploaded
+
+`artifact_urls` asks for one write-only upload URL per file of a task's result folder, after
+the task's result was sent (the score never waits for uploads); `artifacts_uploaded` reports
+what went up ("failed": the paths that did not). Paths are relative POSIX paths inside the
+task's folder (`domain.artifacts.path_problem`).
 
 Any message from a job counts as a heartbeat; the first one of an attempt is the authoritative
 "container started" signal.
@@ -24,7 +31,9 @@ import hmac
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from domain.artifacts import MAX_ARTIFACT_FILE_BYTES, MAX_ARTIFACT_FILES, path_problem
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 JOB_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{2,127}$"
@@ -35,6 +44,8 @@ class MessageKind(StrEnum):
     TASK_RESULT = "task_result"
     FAILURE = "failure"
     FINISHED = "finished"
+    ARTIFACT_URLS = "artifact_urls"
+    ARTIFACTS_UPLOADED = "artifacts_uploaded"
 
 
 class TaskRunStatus(StrEnum):
@@ -68,6 +79,51 @@ class RunnerFailure(BaseModel):
     permanent: bool = False
 
 
+def _checked_path(path: str) -> str:
+    problem = path_problem(path)
+    if problem is not None:
+        raise ValueError(problem)
+    return path
+
+
+class ArtifactFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    size: int = Field(default=0, ge=0, le=MAX_ARTIFACT_FILE_BYTES)
+
+    @field_validator("path")
+    @classmethod
+    def _relative_posix(cls, v: str) -> str:
+        return _checked_path(v)
+
+
+class Artifacts(BaseModel):
+    """One task's result folder: the files to upload (artifact_urls) or that went up
+    (artifacts_uploaded, with the paths that failed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str = Field(pattern=TASK_ID_PATTERN)
+    files: list[ArtifactFile] = Field(max_length=MAX_ARTIFACT_FILES)
+    failed: list[str] = Field(default_factory=list, max_length=MAX_ARTIFACT_FILES)
+
+    @field_validator("files")
+    @classmethod
+    def _distinct(cls, v: list[ArtifactFile]) -> list[ArtifactFile]:
+        seen: set[str] = set()
+        for f in v:
+            if f.path in seen:
+                raise ValueError(f"path {f.path!r} is listed twice")
+            seen.add(f.path)
+        return v
+
+    @field_validator("failed")
+    @classmethod
+    def _failed_paths(cls, v: list[str]) -> list[str]:
+        return [_checked_path(p) for p in v]
+
+
 class JobMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,6 +133,7 @@ class JobMessage(BaseModel):
     task_result: TaskResult | None = None
     failure: RunnerFailure | None = None
     exit_code: int | None = None
+    artifacts: Artifacts | None = None
 
 
 def heartbeat_token(secret: str, job_name: str) -> str:
