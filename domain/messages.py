@@ -30,8 +30,9 @@ import hashlib
 import hmac
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from domain.artifacts import MAX_ARTIFACT_FILE_BYTES, MAX_ARTIFACT_FILES, path_problem
 
@@ -86,16 +87,15 @@ def _checked_path(path: str) -> str:
     return path
 
 
+# A relative POSIX path inside a task's folder; an error is reported at the path's own place.
+ArtifactPath = Annotated[str, AfterValidator(_checked_path)]
+
+
 class ArtifactFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str
+    path: ArtifactPath
     size: int = Field(default=0, ge=0, le=MAX_ARTIFACT_FILE_BYTES)
-
-    @field_validator("path")
-    @classmethod
-    def _relative_posix(cls, v: str) -> str:
-        return _checked_path(v)
 
 
 class Artifacts(BaseModel):
@@ -106,7 +106,7 @@ class Artifacts(BaseModel):
 
     task_id: str = Field(pattern=TASK_ID_PATTERN)
     files: list[ArtifactFile] = Field(max_length=MAX_ARTIFACT_FILES)
-    failed: list[str] = Field(default_factory=list, max_length=MAX_ARTIFACT_FILES)
+    failed: list[ArtifactPath] = Field(default_factory=list, max_length=MAX_ARTIFACT_FILES)
 
     @field_validator("files")
     @classmethod
@@ -117,11 +117,6 @@ class Artifacts(BaseModel):
                 raise ValueError(f"path {f.path!r} is listed twice")
             seen.add(f.path)
         return v
-
-    @field_validator("failed")
-    @classmethod
-    def _failed_paths(cls, v: list[str]) -> list[str]:
-        return [_checked_path(p) for p in v]
 
 
 class JobMessage(BaseModel):

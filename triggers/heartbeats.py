@@ -36,6 +36,8 @@ from triggers.signals import signal_ended, signal_started
 bp = df.Blueprint()
 log = logging.getLogger(__name__)
 
+ARTIFACT_KINDS = (MessageKind.ARTIFACT_URLS, MessageKind.ARTIFACTS_UPLOADED)
+
 
 def _parse(body: bytes) -> JobMessage | func.HttpResponse:
     try:
@@ -60,6 +62,8 @@ async def heartbeat(
     if isinstance(parsed, func.HttpResponse):
         return parsed
     message = parsed
+    if message.kind in ARTIFACT_KINDS and message.artifacts is None:
+        return error(400, f"artifacts: required for kind {message.kind.value}", "artifacts")
     svc = await off_loop(runtime.services)
     if not token_matches(
         svc.settings.heartbeat_secret.get_secret_value(), message.job_name, auth[7:].strip()
@@ -138,9 +142,6 @@ async def heartbeat(
     return json_response({"accepted": True, "kind": message.kind.value}, 202)
 
 
-ARTIFACT_KINDS = (MessageKind.ARTIFACT_URLS, MessageKind.ARTIFACTS_UPLOADED)
-
-
 async def _artifacts(
     svc: Services,
     message: JobMessage,
@@ -150,8 +151,7 @@ async def _artifacts(
 ) -> func.HttpResponse:
     """artifact_urls / artifacts_uploaded for one task of this job (the message is already
     authenticated and the job has not ended)."""
-    if message.artifacts is None:
-        return error(400, f"artifacts: required for kind {message.kind.value}", "artifacts")
+    assert message.artifacts is not None  # checked with the message's shape
     store = svc.artifacts
     if store is None:
         return error(409, "artifacts are not configured on this deployment; skip the upload")
