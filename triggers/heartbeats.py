@@ -19,6 +19,7 @@ from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
+from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 
 from adapters import runtime, telemetry
@@ -197,9 +198,15 @@ async def _artifacts(
     deadline = rules.job_deadline(submitted or now, None if timeout is None else float(timeout))
     if deadline <= now:
         return error(403, f"job {message.job_name} is past its deadline", "job_name")
-    grant = await off_loop(
-        store.upload_urls, prefix, [f.path for f in request.files], deadline - now
-    )
+    try:
+        grant = await off_loop(
+            store.upload_urls, prefix, [f.path for f in request.files], deadline - now
+        )
+    except AzureError as err:
+        # The container or the user-delegation key could not be had (a role missing, the
+        # service throttling): the runner retries later or gives up; the score is already in.
+        log.warning("no upload URLs for task %s: %s", request.task_id, type(err).__name__, **fields)
+        return error(503, "artifact storage is not available; try again later")
     # The folder only: each URL's query is a SAS, a secret.
     log.info(
         "task %s: %d upload URLs under %s until %s",

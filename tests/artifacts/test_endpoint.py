@@ -197,3 +197,31 @@ def test_without_an_artifact_store_the_answer_is_409_and_the_runner_skips(
     assert {t["outcome"] for t in final["tasks"]} == {"completed"}
     assert all("artifacts" not in t for t in final["tasks"])
     assert "artifacts" not in final["summary"]
+
+
+def test_storage_that_does_not_answer_is_a_503_and_the_scores_still_arrive(
+    make_simulation: MakeSimulation,
+) -> None:
+    from adapters.artifacts import ArtifactStore
+    from adapters.settings import AppSettings
+    from devhost.azurite import DEV_ACCOUNT, DEV_KEY, free_port
+
+    sim = make_simulation()
+    dead = (
+        f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{free_port()}/{DEV_ACCOUNT};"
+    )
+    settings = AppSettings(**{"AzureWebJobsStorage": dead, "HEARTBEAT_SECRET": "h" * 24})  # type: ignore[arg-type]
+    runtime.services().artifacts = ArtifactStore.from_settings(settings, lambda: None)  # type: ignore[arg-type, return-value]
+    eid = sim.start_evaluation({"tasks": ["task-a"], "workers": 1}).json()["evaluation_id"]
+    job = job_name(eid, 0, 1)
+
+    def probe() -> tuple[int, str]:
+        r = _post(sim, _ask(job, "task-a"), job)
+        return r.status_code, r.json()["error"]
+
+    status, message = VirtualWatch(sim.host.clock, _running(eid, job), probe).wait(WAIT)
+    assert status == 503 and "not available" in message
+    final = sim.wait(eid, timeout=WAIT)
+    assert [t["outcome"] for t in final["tasks"]] == ["completed"]
+    assert "artifacts" not in final["tasks"][0]
