@@ -166,6 +166,9 @@ def submit_job(payload: dict) -> dict[str, Any]:
                 "reserved_usd": estimate,
                 "submitted_at": utcnow_iso(now),
                 "heartbeat_timeout_seconds": float(request.heartbeat_timeout_seconds),
+                # Its deadline (submitted_at + this + the run deadline's grace) bounds the
+                # artifact upload SAS the heartbeat endpoint mints for it.
+                "job_timeout_seconds": float(request.job_timeout_seconds),
                 "stuck_detection": bool(request.stuck_detection),
                 "task_retries": int(request.task_retries),
             }

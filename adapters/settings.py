@@ -86,6 +86,49 @@ class AppSettings(BaseSettings):
         default="waa", alias="STATE_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{0,30}$"
     )
 
+    # --- Artifacts (Blob Storage) -------------------------------------------------------------
+    # After each task the job uploads its result folder (result.txt, traj.jsonl, screenshots,
+    # logs) to this container of AzureWebJobsStorage's account, through one write-only SAS per
+    # file that the app mints (adapters/artifacts.py): a user-delegation SAS signed with a key
+    # the app's identity asks for (identity-based storage: no account key needed, and none
+    # exists when shared-key access is off), else an account-key SAS from the connection
+    # string (Azurite). The container is created on first use. ARTIFACTS_ENABLED=false: no
+    # uploads (the heartbeat endpoint answers 409 and the runner skips them).
+    artifacts_enabled: bool = Field(default=True, alias="ARTIFACTS_ENABLED")
+    # Container names: 3-63 lowercase letters, digits and single hyphens, starting and ending
+    # with a letter or digit (learn.microsoft.com/rest/api/storageservices/
+    # naming-and-referencing-containers--blobs--and-metadata#container-names).
+    artifacts_container: str = Field(
+        default="waa-artifacts",
+        alias="ARTIFACTS_CONTAINER",
+        min_length=3,
+        max_length=63,
+        pattern=r"^[a-z0-9](-?[a-z0-9])+$",
+    )
+    # The Blob service of an identity-based AzureWebJobsStorage (the host reads it too); else
+    # https://<__accountName>.blob.core.windows.net.
+    storage_blob_service_uri: str | None = Field(
+        default=None, alias="AzureWebJobsStorage__blobServiceUri"
+    )
+
+    @field_validator("storage_blob_service_uri")
+    @classmethod
+    def _blob_uri(cls, v: str | None) -> str | None:
+        # A bearer token (the identity's) is sent over https only; jobs PUT to it from Azure.
+        if v is not None and urlsplit(v).scheme != "https":
+            raise ValueError("must be an https URL, e.g. https://<account>.blob.core.windows.net")
+        return v
+
+    @property
+    def storage_blob_endpoint(self) -> str | None:
+        """The Blob service URL of an identity-based AzureWebJobsStorage (None: a connection
+        string, or no way to know it)."""
+        if self.storage_blob_service_uri:
+            return self.storage_blob_service_uri.rstrip("/")
+        if self.storage_account_name:
+            return f"https://{self.storage_account_name}.blob.core.windows.net"
+        return None
+
     # --- The evaluation API -------------------------------------------------------------------
     max_workers: int = Field(default=DEFAULT_MAX_WORKERS, alias="MAX_WORKERS", ge=1, le=200)
     heartbeat_secret: SecretStr = Field(alias="HEARTBEAT_SECRET", min_length=16)

@@ -42,8 +42,13 @@ class Simulation:
         sweep_schedule: str = "0 */2 * * * *",
         heartbeat_interval_seconds: float = 30.0,
         crash_injector: Any = None,
+        artifacts: bool = True,
     ) -> None:
         self.profile = profile
+        # Simulated jobs upload each completed task's artifacts to Azurite Blob through the
+        # heartbeat endpoint's upload URLs, as the runner does (the policy benchmark turns it
+        # off: it measures the control plane, not uploads).
+        self.artifacts = artifacts
         self.seed = seed
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
         prefix = table_prefix or f"sim{uuid.uuid4().hex[:8]}"
@@ -81,6 +86,7 @@ class Simulation:
             seed=seed,
             eventgrid_url=eventgrid_url_for(self.host.base_url),
             heartbeat_interval_seconds=self.heartbeat_interval_seconds,
+            upload_artifacts=self.artifacts,
         )
         install_cloud(cloud)
         # The app caches its backends per process: drop them so it talks to the new cloud.

@@ -49,6 +49,27 @@ TABLE_OPERATION_SECONDS = TABLE_RETRY_TIMEOUT + TABLE_READ_TIMEOUT
 # make hold for a store that answers, not a count of calls.
 TABLE_ALLOWANCE_SECONDS = 2 * TABLE_OPERATION_SECONDS
 
+# --- Blob Storage (the artifacts container): one operation ---------------------------------
+# azure-storage-blob has its own retry policy (azure/storage/blob/_shared/policies.py): the
+# default ExponentialRetry sleeps 15 s, then 18, 24... between tries, so the store is built with
+# LinearRetry(backoff, retry_total, random_jitter_range) and the transport timeouts below. Each
+# try waits at most the connect plus the read timeout; between tries, backoff + jitter.
+BLOB_CONNECTION_TIMEOUT = 10
+BLOB_READ_TIMEOUT = 20
+BLOB_RETRY_TOTAL = 2
+BLOB_RETRY_BACKOFF = 2
+BLOB_RETRY_JITTER = 1
+BLOB_OPERATION_SECONDS = (BLOB_RETRY_TOTAL + 1) * (
+    BLOB_CONNECTION_TIMEOUT + BLOB_READ_TIMEOUT
+) + BLOB_RETRY_TOTAL * (BLOB_RETRY_BACKOFF + BLOB_RETRY_JITTER)
+# An artifact_urls heartbeat makes at most these Blob calls one after another: create the
+# container (once per process), get a user-delegation key (when the cached one is too short).
+# Minting the SAS itself is local (an HMAC), whatever the number of files.
+ARTIFACT_URLS_BLOB_CALLS = 2
+HEARTBEAT_WORST_CASE_SECONDS = (
+    TABLE_ALLOWANCE_SECONDS + ARTIFACT_URLS_BLOB_CALLS * BLOB_OPERATION_SECONDS
+)
+
 # --- Azure ML (ARM through azure-ai-ml): one operation, and the cancel's wait -----------------
 AZUREML_CONNECTION_TIMEOUT = 10
 AZUREML_READ_TIMEOUT = 20

@@ -44,7 +44,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from adapters.state.views import retried_by
-from domain import bounds, job_state
+from domain import artifacts, bounds, job_state
 from domain.alerts import LiveAlert, alert_key
 from domain.clock import iso, parse_time
 from domain.jobs import FailureKind, JobState, Tier
@@ -512,6 +512,36 @@ class StateStore:
 
         _, changed = self._mutate(eval_partition(evaluation_id), task_row_key(task_id), change)
         return changed and final
+
+    def get_task(self, evaluation_id: str, task_id: str) -> dict[str, Any] | None:
+        return self._get(eval_partition(evaluation_id), task_row_key(task_id))
+
+    def record_artifacts(
+        self,
+        evaluation_id: str,
+        task_id: str,
+        *,
+        job_name: str,
+        prefix_url: str,
+        container_url: str,
+        files: int,
+        failed: int,
+    ) -> bool:
+        """Note where the task's artifacts went (`domain.artifacts.artifacts_recorded`: only
+        for the job the task is with). Returns True when the row changed."""
+        _, changed = self._mutate(
+            eval_partition(evaluation_id),
+            task_row_key(task_id),
+            lambda row: artifacts.artifacts_recorded(
+                row,
+                job_name=job_name,
+                prefix_url=prefix_url,
+                container_url=container_url,
+                files=files,
+                failed=failed,
+            ),
+        )
+        return changed
 
     def tasks_without_outcome(self, evaluation_id: str, task_ids: Iterable[str]) -> list[str]:
         wanted = list(task_ids)

@@ -10,6 +10,7 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
+from domain import artifacts
 from domain.alerts import alerts
 from domain.clock import parse_time
 from domain.contracts import EvaluationState
@@ -112,18 +113,7 @@ def evaluation_view(
         view["summary"] = read_summary(ev["summary"])
     if include_tasks:
         view["tasks"] = [
-            {
-                "task_id": t["task_id"],
-                "domain": t["domain"],
-                "shard": t["shard_index"],
-                "outcome": t.get("outcome", TaskOutcome.PENDING.value),
-                "reason": t.get("reason", ""),
-                "score": t.get("score"),
-                "attempt": t.get("attempt"),
-                "failed_runs": len(failed_in(t)),
-                **_trial_of(t["task_id"]),
-            }
-            for t in sorted(tasks, key=lambda t: (t["shard_index"], t["task_id"]))
+            _task_view(t) for t in sorted(tasks, key=lambda t: (t["shard_index"], t["task_id"]))
         ]
     return view
 
@@ -140,6 +130,25 @@ def _trial_of(run_key: str) -> dict[str, Any]:
     return {} if trial is None else {"task": task_id, "trial": trial}
 
 
+def _task_view(t: dict[str, Any]) -> dict[str, Any]:
+    row = {
+        "task_id": t["task_id"],
+        "domain": t["domain"],
+        "shard": t["shard_index"],
+        "outcome": t.get("outcome", TaskOutcome.PENDING.value),
+        "reason": t.get("reason", ""),
+        "score": t.get("score"),
+        "attempt": t.get("attempt"),
+        "failed_runs": len(failed_in(t)),
+        **_trial_of(t["task_id"]),
+    }
+    if t.get("artifacts"):
+        # The folder's URL (no SAS) once the job reported its upload.
+        row["artifacts"] = t["artifacts"]
+        row["artifact_files"] = int(t.get("artifact_files", 0))
+    return row
+
+
 def _failovers(jobs: list[dict[str, Any]], shard: int) -> int:
     tiers = [
         j["tier"]
@@ -154,7 +163,7 @@ def summary(rows: dict[str, Any], now: datetime) -> dict[str, Any]:
     jobs = rows["jobs"]
     counts = view["counts"]
     total = counts["total"] or 1
-    return {
+    out: dict[str, Any] = {
         "counts": counts,
         # The share of tasks that ran to completion: an infrastructure figure, not the agent's
         # score (it was called `success_rate`, which readers took for the agent's success rate).
@@ -167,6 +176,10 @@ def summary(rows: dict[str, Any], now: datetime) -> dict[str, Any]:
         "failovers": sum(s["failovers"] for s in view["shards"]),
         "alerts": [a.text for a in alerts(jobs, rows["breaker"], rows["tasks"])],
     }
+    where = artifacts.location(view["evaluation_id"], rows["tasks"])
+    if where is not None:
+        out["artifacts"] = where
+    return out
 
 
 def read_summary(text: str) -> dict[str, Any]:

@@ -18,6 +18,8 @@ param appSettings object
 param runtimeVersion string = '3.11'
 param instanceMemoryMB int = 2048
 param maximumInstanceCount int = 100
+@description('Blob container for the jobs\' artifacts (ARTIFACTS_CONTAINER).')
+param artifactsContainer string = 'waa-artifacts'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -40,6 +42,15 @@ var hostAppSettings = {
   AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+}
+
+// Artifacts (adapters/artifacts.py): jobs upload each task's result folder to this container of
+// the same storage account, with write-only user-delegation SAS URLs the app mints with the
+// identity (Storage Blob Data Owner, app/rbac.bicep, may get user-delegation keys); the app
+// creates the container on first use. The blob endpoint is __blobServiceUri above.
+var artifactsAppSettings = {
+  ARTIFACTS_ENABLED: 'true'
+  ARTIFACTS_CONTAINER: artifactsContainer
 }
 
 module site 'br/public:avm/res/web/site:0.15.1' = {
@@ -80,7 +91,7 @@ module site 'br/public:avm/res/web/site:0.15.1' = {
     siteConfig: {
       alwaysOn: false
     }
-    appSettingsKeyValuePairs: union(appSettings, hostAppSettings)
+    appSettingsKeyValuePairs: union(appSettings, hostAppSettings, artifactsAppSettings)
   }
 }
 

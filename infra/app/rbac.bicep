@@ -4,6 +4,11 @@
 // Functions) and tables (Durable Functions history, the control plane's state table); it
 // publishes metrics to Application Insights. The deploying user gets the same, to look at the
 // state table and logs while checking a deployment.
+// Storage Blob Data Owner also covers the artifacts (adapters/artifacts.py): creating their
+// container and Get User Delegation Key (Microsoft.Storage/storageAccounts/blobServices/
+// generateUserDelegationKey/action, part of the Blob Data Contributor and Owner roles,
+// learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage), which signs the
+// jobs' write-only upload SAS; the jobs themselves need no role on the account.
 
 param storageAccountName string
 param applicationInsightsName string
