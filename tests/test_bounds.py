@@ -15,6 +15,7 @@ from pathlib import Path
 from azure.functions.decorators.function_app import FunctionBuilder
 
 from activities import attempts, evaluations
+from adapters import secrets
 from adapters.compute import azureml, batch
 from adapters.compute.ssh_vm import RUN_KILL_AFTER_SECONDS, SshVmBackend
 from adapters.state import table_store
@@ -51,6 +52,7 @@ def overruns(limit: float) -> list[str]:
         "Table operation": bounds.TABLE_OPERATION_SECONDS,
         "Azure ML operation": bounds.AZUREML_OPERATION_SECONDS,
         "Batch operation": bounds.BATCH_OPERATION_SECONDS,
+        "Key Vault operation": bounds.KEYVAULT_OPERATION_SECONDS,
         "SSH call": bounds.SSH_CALL_SECONDS,
     }
     found += [f"{what}: {s:g} s" for what, s in single.items() if s > budget]
@@ -99,7 +101,12 @@ def test_the_clients_are_built_with_these_bounds() -> None:
         "retry_backoff_max": bounds.TABLE_RETRY_BACKOFF_MAX,
         "timeout": bounds.TABLE_RETRY_TIMEOUT,
     }
-    for options, prefix in ((azureml.CLIENT_OPTIONS, "AZUREML"), (batch.CLIENT_OPTIONS, "BATCH")):
+    clients = (
+        (azureml.CLIENT_OPTIONS, "AZUREML"),
+        (batch.CLIENT_OPTIONS, "BATCH"),
+        (secrets.CLIENT_OPTIONS, "KEYVAULT"),
+    )
+    for options, prefix in clients:
         assert options["connection_timeout"] == getattr(bounds, f"{prefix}_CONNECTION_TIMEOUT")
         assert options["read_timeout"] == getattr(bounds, f"{prefix}_READ_TIMEOUT")
         assert options["retry_total"] == getattr(bounds, f"{prefix}_RETRY_TOTAL")
@@ -128,3 +135,12 @@ def test_capacity_is_polled_several_times_before_its_deadline() -> None:
     assert bounds.CAPACITY_DEADLINE_SECONDS >= 10 * bounds.CAPACITY_POLL_SECONDS
     # Batch allocates within the pool's resize timeout (30 min), then prefetches the image.
     assert bounds.CAPACITY_DEADLINE_SECONDS > 30 * 60
+
+
+def test_a_submit_counts_the_key_vault_write_of_its_heartbeat_token() -> None:
+    for tier in Tier:
+        with_vault = bounds.activity_worst_case_seconds(names.SUBMIT_JOB, tier)
+        backend = bounds.BACKEND_CALL_SECONDS[tier]["submit"]
+        assert with_vault == (
+            backend + bounds.KEYVAULT_OPERATION_SECONDS + bounds.TABLE_ALLOWANCE_SECONDS
+        )

@@ -33,7 +33,13 @@ from domain.naming import new_evaluation_id, shard_instance_id
 from domain.outcomes import CANCELLED_BY_USER, TaskOutcome
 from domain.planning import plan_shards
 from domain.policy import PolicyConfig
-from domain.requests import EvaluationRequest, RequestError, parse_evaluation_request, resolve_tasks
+from domain.requests import (
+    EvaluationRequest,
+    RequestError,
+    parse_evaluation_request,
+    resolve_model_provider,
+    resolve_tasks,
+)
 from domain.results import (
     RESULT_FORMATS,
     results_table,
@@ -100,8 +106,12 @@ async def start_evaluation(
     svc = await off_loop(runtime.services)
     try:
         request = parse_evaluation_request(req.get_body(), svc.settings.max_workers)
+        # A model without credentials could only fail every task after paying for the compute:
+        # refused here, before an idempotency key, a state row or an orchestration exists.
+        provider = resolve_model_provider(request, svc.settings.model_credentials())
     except RequestError as err:
         return error(400, str(err), err.field)
+    request = request.model_copy(update={"model_provider": provider})
 
     now = runtime.now()
     store = svc.store
