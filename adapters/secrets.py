@@ -105,6 +105,13 @@ class HeartbeatTokenVault:
             ) from None
         except HttpResponseError as err:
             raise _http_error(where, err) from None
+        except ValueError as err:
+            # The challenge policy refused the vault's challenge (its resource is not a parent
+            # domain of the vault's: not a Key Vault, or a look-alike); its text names only
+            # the domains.
+            raise PermanentTierError(
+                f"{where}: authentication challenge refused: {err}", code="KeyVaultChallenge"
+            ) from None
         except (ServiceRequestError, ServiceResponseError) as err:
             raise TransientBackendError(
                 f"{where}: Key Vault unreachable ({type(err).__name__})", code="KeyVaultNetwork"
