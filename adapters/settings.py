@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -26,7 +27,18 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
+from domain.credentials import SECRET_NAME_PATTERN, ModelCredentials
 from domain.requests import DEFAULT_MAX_WORKERS
+
+# The data-plane DNS suffixes of Key Vault in the public and sovereign clouds
+# (learn.microsoft.com/azure/key-vault/general/about-keys-secrets-certificates, "DNS suffixes
+# for object identifiers"), and a vault's name: 3-24 characters, 0-9, a-z, A-Z and
+# non-consecutive "-" (same page, "Object identifiers"), starting with a letter and ending with
+# a letter or digit (the resource name rules).
+KEY_VAULT_DNS_SUFFIXES = frozenset(
+    {"vault.azure.net", "vault.azure.cn", "vault.usgovcloudapi.net", "vault.microsoftazure.de"}
+)
+_VAULT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,22}[a-z0-9]$")
 
 
 class SettingsError(ValueError):
@@ -195,6 +207,95 @@ class AppSettings(BaseSettings):
             # The URL is the webhook's only credential: never send it in clear text.
             raise ValueError("must be https:// (plain http only to this machine)")
         return SecretStr(v.get_secret_value().strip())
+
+    # --- Model credentials (Key Vault) -------------------------------------------------------
+    # Which credentials the agent needs, as Key Vault *names*: the values never pass through the
+    # app. The jobs read them at start with their managed identity (JOB_IDENTITY_CLIENT_ID) from
+    # MODEL_SECRETS_VAULT_URL; OPENAI_API_KEY_SECRET names the secret that holds the OpenAI key,
+    # AZURE_API_KEY_SECRET the Azure OpenAI key (with AZURE_ENDPOINT, which is not a secret). With
+    # a vault, the Azure ML and Batch tiers also get their heartbeat token as a secret written
+    # there by the app (docs/azure-setup.md, "Model credentials"). A start request whose model
+    # has no credentials configured is refused (domain.requests.resolve_model_provider).
+    model_secrets_vault_url: str | None = Field(default=None, alias="MODEL_SECRETS_VAULT_URL")
+    openai_api_key_secret: str | None = Field(
+        default=None, alias="OPENAI_API_KEY_SECRET", pattern=SECRET_NAME_PATTERN
+    )
+    azure_api_key_secret: str | None = Field(
+        default=None, alias="AZURE_API_KEY_SECRET", pattern=SECRET_NAME_PATTERN
+    )
+    # validate_default: the pairing with AZURE_API_KEY_SECRET is checked when it is absent.
+    azure_endpoint: str | None = Field(default=None, alias="AZURE_ENDPOINT", validate_default=True)
+    # Client id (a GUID) of the user-assigned identity the Azure ML cluster and the Batch pool
+    # run jobs with; unset: the job's only (or system-assigned) identity.
+    job_identity_client_id: str | None = Field(
+        default=None,
+        alias="JOB_IDENTITY_CLIENT_ID",
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+    )
+
+    @field_validator("model_secrets_vault_url")
+    @classmethod
+    def _vault_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        parts = urlsplit(v)
+        host = (parts.hostname or "").lower()
+        vault, _, suffix = host.partition(".")
+        if (
+            parts.scheme != "https"
+            or suffix not in KEY_VAULT_DNS_SUFFIXES
+            or not _VAULT_NAME.fullmatch(vault)
+            or "--" in vault
+            or parts.port is not None
+            or parts.username is not None
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(
+                "must be a Key Vault URL, https://<vault-name>.vault.azure.net (the vault's name: "
+                "3-24 letters, digits and single hyphens, starting with a letter)"
+            )
+        return f"https://{host}"
+
+    @field_validator("openai_api_key_secret", "azure_api_key_secret")
+    @classmethod
+    def _needs_vault(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # A malformed vault URL is absent from info.data, and reported as such.
+        vault_unset = info.data.get("model_secrets_vault_url", "") is None
+        if v is not None and vault_unset:
+            raise ValueError("names a Key Vault secret, but MODEL_SECRETS_VAULT_URL is not set")
+        return v
+
+    @field_validator("azure_endpoint")
+    @classmethod
+    def _azure_endpoint(cls, v: str | None, info: ValidationInfo) -> str | None:
+        key_set = info.data.get("azure_api_key_secret") is not None
+        if v is None:
+            if key_set:
+                raise PydanticCustomError(
+                    "missing",
+                    "Field required",
+                    {"hint": "the Azure OpenAI endpoint that goes with AZURE_API_KEY_SECRET"},
+                )
+            return None
+        parts = urlsplit(v)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("must be the https URL of the Azure OpenAI resource")
+        if parts.username is not None or parts.password is not None or parts.query:
+            raise ValueError("must not carry a user name, password or query (keys go in Key Vault)")
+        if "azure_api_key_secret" in info.data and not key_set:
+            raise ValueError("is set, but AZURE_API_KEY_SECRET (the key's secret name) is not")
+        return v
+
+    def model_credentials(self) -> ModelCredentials:
+        """The names the jobs' model credentials are found under (domain.credentials)."""
+        return ModelCredentials(
+            vault_url=self.model_secrets_vault_url,
+            openai_key_secret=self.openai_api_key_secret,
+            azure_key_secret=self.azure_api_key_secret,
+            azure_endpoint=self.azure_endpoint,
+        )
 
     @field_validator("storage_credential", mode="before")
     @classmethod

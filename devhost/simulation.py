@@ -26,6 +26,11 @@ from devhost.host import DevHost
 
 TERMINAL_EVALUATION_STATES = {"completed", "cancelled", "failed"}
 DEFAULT_SECRET = "local-simulation-heartbeat-secret"
+# As in local.settings.sample.json: OpenAI credentials in a vault that is never called.
+DEFAULT_MODEL_CREDENTIALS = {
+    "MODEL_SECRETS_VAULT_URL": "https://waa-simulated.vault.azure.net",
+    "OPENAI_API_KEY_SECRET": "openai-api-key",
+}
 
 
 class Simulation:
@@ -64,6 +69,10 @@ class Simulation:
             }
         )
         os.environ.setdefault("HEARTBEAT_SECRET", DEFAULT_SECRET)
+        # The model's credentials, as Key Vault names (the simulator never fetches them): a
+        # start request is refused when the model has none (domain.requests).
+        for name, value in DEFAULT_MODEL_CREDENTIALS.items():
+            os.environ.setdefault(name, value)
         os.environ.pop("PUBLIC_BASE_URL", None)
         self.host = DevHost(
             time_mode=time_mode,

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from domain.cost import PRICED_VM_SIZES, RECOMMENDED_VM_SIZE
+from domain.credentials import PROVIDER_LABEL, PROVIDER_SETTINGS, ModelCredentials, ModelProvider
 from domain.jobs import Tier
 from domain.tasksets import (
     MAX_TRIALS,
@@ -105,6 +106,10 @@ class EvaluationRequest(BaseModel):
     job_timeout_hours: float = Field(default=4, ge=0.25, le=48, allow_inf_nan=False)
     agent: str = Field(default="navi", pattern=AGENT_PATTERN)
     model: str = Field(default="gpt-4o", pattern=MODEL_PATTERN)
+    # Whose credentials the model uses: "openai" (OPENAI_API_KEY) or "azure" (Azure OpenAI:
+    # AZURE_API_KEY and AZURE_ENDPOINT). Omitted: the one provider the app has credentials for
+    # (`resolve_model_provider`); never a silent default when there are two, or none.
+    model_provider: ModelProvider | None = None
     max_steps: int = Field(default=15, ge=1, le=100)
     # WAA's run.py `--som_origin` (default "oss"): the values its Navi agent handles ("a11y",
     # "omni", "mixed-omni" without a set-of-marks config; "oss", "mixed-oss" with one); any
@@ -333,3 +338,41 @@ def parse_retry_request(
         raise RequestError("force", "force: must be true or false")
     merged = {**source, **overrides, "tasks": task_ids}
     return parse_evaluation_request(json.dumps(merged).encode(), max_workers), force
+
+
+def _settings_list(names: tuple[str, ...] | list[str]) -> str:
+    return " and ".join(names)
+
+
+def resolve_model_provider(req: EvaluationRequest, credentials: ModelCredentials) -> ModelProvider:
+    """The provider whose credentials the evaluation's jobs get, or `RequestError` naming the
+    field to fix (`model_provider`, or `model` when the request named no provider) and the
+    app settings that are missing. Checked before anything is created or spent."""
+    configured = credentials.providers
+    if req.model_provider is not None:
+        provider = req.model_provider
+        if provider not in configured:
+            missing = credentials.missing(provider)
+            raise RequestError(
+                "model_provider",
+                f"model_provider: {PROVIDER_LABEL[provider]} ({provider.value}) has no "
+                f"credentials configured for model {req.model!r}: app setting(s) "
+                f"{_settings_list(missing)} not set",
+            )
+        return provider
+    if len(configured) == 1:
+        return configured[0]
+    if not configured:
+        options = "; or ".join(
+            f"{_settings_list(PROVIDER_SETTINGS[p])} ({PROVIDER_LABEL[p]})" for p in ModelProvider
+        )
+        raise RequestError(
+            "model",
+            f"model: no credentials are configured for model {req.model!r}: set the app "
+            f"settings {options}",
+        )
+    raise RequestError(
+        "model_provider",
+        "model_provider: credentials for both OpenAI and Azure OpenAI are configured: say "
+        "which the model uses (" + " or ".join(repr(p.value) for p in ModelProvider) + ")",
+    )

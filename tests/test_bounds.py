@@ -16,7 +16,7 @@ from azure.functions.decorators.function_app import FunctionBuilder
 from azure.storage.blob import LinearRetry
 
 from activities import attempts, evaluations
-from adapters import artifacts
+from adapters import artifacts, secrets
 from adapters.compute import azureml, batch
 from adapters.compute.ssh_vm import RUN_KILL_AFTER_SECONDS, SshVmBackend
 from adapters.state import table_store
@@ -53,6 +53,7 @@ def overruns(limit: float) -> list[str]:
         "Table operation": bounds.TABLE_OPERATION_SECONDS,
         "Azure ML operation": bounds.AZUREML_OPERATION_SECONDS,
         "Batch operation": bounds.BATCH_OPERATION_SECONDS,
+        "Key Vault operation": bounds.KEYVAULT_OPERATION_SECONDS,
         "SSH call": bounds.SSH_CALL_SECONDS,
     }
     found += [f"{what}: {s:g} s" for what, s in single.items() if s > budget]
@@ -106,7 +107,12 @@ def test_the_clients_are_built_with_these_bounds() -> None:
         "retry_backoff_max": bounds.TABLE_RETRY_BACKOFF_MAX,
         "timeout": bounds.TABLE_RETRY_TIMEOUT,
     }
-    for options, prefix in ((azureml.CLIENT_OPTIONS, "AZUREML"), (batch.CLIENT_OPTIONS, "BATCH")):
+    clients = (
+        (azureml.CLIENT_OPTIONS, "AZUREML"),
+        (batch.CLIENT_OPTIONS, "BATCH"),
+        (secrets.CLIENT_OPTIONS, "KEYVAULT"),
+    )
+    for options, prefix in clients:
         assert options["connection_timeout"] == getattr(bounds, f"{prefix}_CONNECTION_TIMEOUT")
         assert options["read_timeout"] == getattr(bounds, f"{prefix}_READ_TIMEOUT")
         assert options["retry_total"] == getattr(bounds, f"{prefix}_RETRY_TOTAL")
@@ -155,3 +161,12 @@ def test_a_blob_operation_is_bounded_by_its_tries_and_back_offs() -> None:
     assert "heartbeat with artifact URLs" in " ".join(
         overruns(bounds.HEARTBEAT_WORST_CASE_SECONDS + bounds.HEADROOM_SECONDS - 1)
     )
+
+
+def test_a_submit_counts_the_key_vault_write_of_its_heartbeat_token() -> None:
+    for tier in Tier:
+        with_vault = bounds.activity_worst_case_seconds(names.SUBMIT_JOB, tier)
+        backend = bounds.BACKEND_CALL_SECONDS[tier]["submit"]
+        assert with_vault == (
+            backend + bounds.KEYVAULT_OPERATION_SECONDS + bounds.TABLE_ALLOWANCE_SECONDS
+        )

@@ -55,6 +55,7 @@ from domain.requests import (
     parse_evaluation_request,
     parse_retry_request,
     request_settings,
+    resolve_model_provider,
     resolve_tasks,
     settings_from_row,
 )
@@ -125,8 +126,12 @@ async def start_evaluation(
     svc = await off_loop(runtime.services)
     try:
         request = parse_evaluation_request(req.get_body(), svc.settings.max_workers)
+        # A model without credentials could only fail every task after paying for the compute:
+        # refused here, before an idempotency key, a state row or an orchestration exists.
+        provider = resolve_model_provider(request, svc.settings.model_credentials())
     except RequestError as err:
         return error(400, str(err), err.field)
+    request = request.model_copy(update={"model_provider": provider})
 
     now = runtime.now()
     if request.idempotency_key:
@@ -279,8 +284,12 @@ async def retry_evaluation(
             task_ids=list(dict.fromkeys(split_run_key(r.task_id)[0] for r in runs)),
             max_workers=svc.settings.max_workers,
         )
+        # The same rule as a start: refused before anything is created when the model has no
+        # credentials configured (today's settings, not the source's).
+        provider = resolve_model_provider(request, svc.settings.model_credentials())
     except RequestError as err:
         return error(400, str(err), err.field)
+    request = request.model_copy(update={"model_provider": provider})
 
     earlier = views.retried_by(source)
     if earlier and not force:

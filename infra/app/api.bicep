@@ -14,6 +14,16 @@ param identityId string
 param identityClientId string
 @description('The control plane\'s own app settings (infra/main.bicep).')
 param appSettings object
+@description('URI of the Key Vault the jobs read the model\'s credentials from (and the heartbeat tokens).')
+param modelSecretsVaultUrl string
+@description('Key Vault secret holding the OpenAI key; empty: no OpenAI credentials.')
+param openAiApiKeySecretName string = ''
+@description('Key Vault secret holding the Azure OpenAI key; empty: no Azure OpenAI credentials.')
+param azureApiKeySecretName string = ''
+@description('The Azure OpenAI endpoint (not a secret), with azureApiKeySecretName.')
+param azureOpenAiEndpoint string = ''
+@description('Client id of the identity the Azure ML and Batch jobs read the vault with.')
+param jobIdentityClientId string = ''
 @description('Python of the worker; the project runs and is tested on 3.11 (README "Which Python").')
 param runtimeVersion string = '3.11'
 param instanceMemoryMB int = 2048
@@ -51,6 +61,17 @@ var hostAppSettings = {
 var artifactsAppSettings = {
   ARTIFACTS_ENABLED: 'true'
   ARTIFACTS_CONTAINER: artifactsContainer
+
+// Model credentials as Key Vault *names* (adapters/settings.py, "Model credentials (Key Vault)"):
+// not Key Vault references, because the app never holds the values; the jobs read them with their
+// own identity. The endpoint goes with the Azure OpenAI key only (the app refuses one without
+// the other).
+var modelCredentialAppSettings = {
+  MODEL_SECRETS_VAULT_URL: modelSecretsVaultUrl
+  OPENAI_API_KEY_SECRET: openAiApiKeySecretName
+  AZURE_API_KEY_SECRET: azureApiKeySecretName
+  AZURE_ENDPOINT: empty(azureApiKeySecretName) ? '' : azureOpenAiEndpoint
+  JOB_IDENTITY_CLIENT_ID: jobIdentityClientId
 }
 
 module site 'br/public:avm/res/web/site:0.15.1' = {
@@ -91,7 +112,7 @@ module site 'br/public:avm/res/web/site:0.15.1' = {
     siteConfig: {
       alwaysOn: false
     }
-    appSettingsKeyValuePairs: union(appSettings, hostAppSettings, artifactsAppSettings)
+    appSettingsKeyValuePairs: union(appSettings, hostAppSettings, artifactsAppSettings, modelCredentialAppSettings)
   }
 }
 

@@ -161,6 +161,7 @@ def test_full_body_round_trips() -> None:
         "job_timeout_hours": 2,
         "agent": "navi",
         "model": "azure/gpt-4o-2024-05-13",
+        "model_provider": "azure",
         "max_steps": 30,
         "som_origin": "mixed-oss",
         "a11y_backend": "win32",

@@ -42,7 +42,7 @@ RENAMED_SINCE = {
     ("result", "finalize_evaluation"): {"completion_rate": "success_rate"},
 }
 NOTHING: frozenset[str] = frozenset()
-ADDED_TO_JOB = frozenset({"som_origin", "a11y_backend"})
+ADDED_TO_JOB = frozenset({"som_origin", "a11y_backend", "model_provider"})
 NESTED = ("job", "policy")
 
 Shape = tuple[tuple[str, Any], ...]
