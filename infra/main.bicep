@@ -69,6 +69,16 @@ param batchResourceGroupName string = ''
 
 param batchPoolId string = 'waa-pool'
 
+// WAA container and golden image
+@description('WAA\'s prepared storage folder: https://<account>.blob.core.windows.net/<container>/<path>; empty: none.')
+param goldenImageUrl string = ''
+
+@description('The golden image folder on every VM of the VM tier.')
+param vmGoldenImageDir string = '/srv/waa/storage'
+
+@description('VM size of the Batch pool declared in app/batch.bicep.')
+param batchPoolVmSize string = 'Standard_D4s_v5'
+
 @description('The VM tier: JSON list of {host, port, user, host_key}; [] for none.')
 param vmPool string = '[]'
 
@@ -231,6 +241,14 @@ var controlPlaneAppSettings = {
   PUBLIC_BASE_URL: 'https://${functionAppName}.azurewebsites.net'
   HEARTBEAT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${vault.outputs.heartbeatSecretName})'
   WAA_IMAGE: waaImage
+  // WAA container and golden image (adapters/settings.py): WAA's own container options, the
+  // prepared storage folder in Blob Storage, and the identity the Batch pool pulls and mounts with.
+  WAA_CONTAINER_DEVICES: '/dev/kvm'
+  WAA_CONTAINER_CAP_ADD: 'NET_ADMIN'
+  WAA_CONTAINER_SHM_SIZE: '16g'
+  WAA_GOLDEN_IMAGE_URL: goldenImageUrl
+  VM_GOLDEN_IMAGE_DIR: vmGoldenImageDir
+  BATCH_POOL_IDENTITY_ID: empty(batchAccountName) ? '' : identity.outputs.resourceId
   SWEEP_SCHEDULE: '0 */2 * * * *'
   // The identity for the compute tiers (DefaultAzureCredential's managed_identity_client_id).
   AZURE_CLIENT_ID: identity.outputs.clientId

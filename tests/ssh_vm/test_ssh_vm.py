@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import stat
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from adapters.compute.ssh_vm import RUNNER_FILE, SshVmBackend, VmHost, load_priv
 from adapters.settings import AppSettings
 from domain.jobs import (
     CapacitySpec,
+    ContainerOptions,
     FailureKind,
     JobNotFoundError,
     JobSpec,
@@ -113,16 +116,20 @@ def test_submit_runs_exact_quoted_argv_and_nothing_is_interpreted(
         "--label", "waa.managed=1", "--label", "waa.job=eval1-s0-a1",
         "--label", "waa.evaluation=eval1", "--label", "waa.shard=0", "--label", "waa.attempt=1",
         "--device", "/dev/null:/dev/kvm",
-        "--cap-add", "NET_ADMIN", "--stop-timeout", "120",
-        "-v", "/var/lib/waa/storage:/storage",
+        "--cap-add", "NET_ADMIN", "--shm-size", "16g", "--stop-timeout", "120",
+        # The golden image read-only, and no shared writable /storage: the runner copies it.
+        "-v", "/srv/waa/storage:/golden:ro",
         "-v", f"{runner_dir}:/opt/waa-shard-runner:ro",
+        "-v", f"{runner_dir}/secrets/eval1/eval1-s0-a1.env:/run/waa/secrets.env:ro",
         "-e", f"WAA_TASK_IDS={nasty},ok-1",
         "-e", "WAA_JOB_NAME=eval1-s0-a1",
         "-e", "WAA_HEARTBEAT_URL=http://127.0.0.1:7071/api/heartbeats",
         "-e", "WAA_MAX_STEPS=15",
         "-e", "WAA_AGENT=navi",
         "-e", "WAA_MODEL=gpt-4o",
-        "-e", f"WAA_HEARTBEAT_TOKEN={TOKEN}",
+        "-e", "WAA_STORAGE_SOURCE=/golden",
+        "-e", "WAA_STORAGE_DIR=/storage",
+        "-e", "WAA_SECRETS_FILE=/run/waa/secrets.env",
         "--entrypoint", "timeout", "windowsarena/winarena:latest",
         "--kill-after=60", "7200", "python", "/opt/waa-shard-runner/runner.py",
     ]  # fmt: skip
@@ -132,7 +139,7 @@ def test_submit_runs_exact_quoted_argv_and_nothing_is_interpreted(
 
 def test_default_device_is_dev_kvm(vm_sshd: Sshd, tmp_path: Path) -> None:
     argv = _backend(vm_sshd, tmp_path, kvm_device="/dev/kvm")._docker_run_argv(
-        _spec(), "/home/u/.waa-shard-runner", TOKEN
+        _spec(), "/home/u/.waa-shard-runner", "/home/u/.waa-shard-runner/secrets/e/j.env"
     )
     assert argv[argv.index("--device") + 1] == "/dev/kvm"
 
@@ -380,18 +387,74 @@ def test_token_never_in_errors_or_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     backend = _backend(vm_sshd, tmp_path)
-    # The stand-in docker echoes its whole argv, token included, into its error output.
+    # The stand-in docker echoes its whole argv into its error output: there is no token in it.
     with pytest.raises(TransientBackendError) as err:
         backend.submit(_spec(image="example/echoargs:1"))
-    assert "WAA_HEARTBEAT_TOKEN=***" in str(err.value)
-    assert TOKEN not in str(err.value)
+    assert "docker run failed" in str(err.value)
+    assert TOKEN not in str(err.value) and "WAA_HEARTBEAT_TOKEN" not in str(err.value)
     backend.submit(_spec())
     assert TOKEN not in caplog.text
-    assert TOKEN in " ".join(_runs(vm_sshd)[-1])  # it did reach the container
+    # It reached the container through its secrets file, never a command line.
+    secrets = tmp_path / "remote-runner" / "secrets" / "eval1" / "eval1-s0-a1.env"
+    assert secrets.read_text() == f"WAA_HEARTBEAT_TOKEN={TOKEN}\n"
+    assert TOKEN not in json.dumps(vm_sshd.docker_calls())
+
+
+def test_each_attempt_gets_a_private_secrets_file_and_no_token_on_any_command_line(
+    vm_sshd: Sshd, tmp_path: Path
+) -> None:
+    backend = _backend(vm_sshd, tmp_path)
+    spec = _spec(
+        secrets_vault_url="https://kv-waa.vault.azure.net",
+        secret_env={"OPENAI_API_KEY": "openai-api-key"},
+        environment={**_spec().environment, "WAA_HEARTBEAT_TOKEN": TOKEN},
+    )
+    backend.submit(spec)
+    secrets = tmp_path / "remote-runner" / "secrets" / "eval1" / "eval1-s0-a1.env"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    assert stat.S_IMODE(secrets.parent.stat().st_mode) == 0o700
+    assert secrets.read_text() == f"WAA_HEARTBEAT_TOKEN={TOKEN}\n"
+    [run] = _runs(vm_sshd)
+    assert f"{secrets}:/run/waa/secrets.env:ro" in run
+    env = [run[i + 1] for i, a in enumerate(run) if a == "-e"]
+    # Names of the Key Vault and its secrets travel; values never.
+    assert "WAA_SECRETS_VAULT_URL=https://kv-waa.vault.azure.net" in env
+    assert "WAA_SECRETS=OPENAI_API_KEY=openai-api-key" in env
+    # Neither the fake docker's recorded argv nor any command the SSH server ran shows it.
+    assert TOKEN not in json.dumps(vm_sshd.docker_calls())
+    assert TOKEN not in vm_sshd.log.read_text()
+    # A second attempt gets its own file; ending the evaluation removes them all.
+    backend.cancel("eval1-s0-a1")
+    backend.submit(_spec("eval1-s0-a2", attempt=2))
+    assert (secrets.parent / "eval1-s0-a2.env").exists()
+    backend.end_evaluation("eval1")
+    assert not secrets.parent.exists()
+    backend.end_evaluation("eval1")  # idempotent
+
+
+def test_every_attempt_mounts_the_golden_image_read_only_and_no_shared_storage(
+    vm_sshd: Sshd, tmp_path: Path
+) -> None:
+    backend = _backend(
+        vm_sshd,
+        tmp_path,
+        golden_image_dir="/data/waa-golden",
+        container=ContainerOptions(cap_add=("NET_ADMIN", "SYS_NICE"), shm_size="8g"),
+    )
+    backend.submit(_spec())
+    backend.cancel("eval1-s0-a1")
+    backend.submit(_spec("eval1-s0-a2", attempt=2))
+    for run in _runs(vm_sshd):
+        volumes = [run[i + 1] for i, a in enumerate(run) if a == "-v"]
+        assert "/data/waa-golden:/golden:ro" in volumes
+        assert all(":/storage" not in v for v in volumes)  # each copy is the container's own
+        assert all(v.endswith(":ro") for v in volumes)
+        assert run[run.index("--shm-size") + 1] == "8g"
+        caps = [run[i + 1] for i, a in enumerate(run) if a == "--cap-add"]
+        assert caps == ["NET_ADMIN", "SYS_NICE"]
 
 
 def test_from_settings(vm_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import json
 
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     monkeypatch.setenv("HEARTBEAT_SECRET", "0123456789abcdef0123")
