@@ -123,6 +123,20 @@ module identity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1
   }
 }
 
+// WAA container and golden image: the identity of the compute nodes (the Batch pool pulls the
+// image and mounts the golden image with it; jobs read their model keys with it). Not the app's
+// own identity: code running in a job must not get the control plane's rights (its state, its
+// Key Vault holding HEARTBEAT_SECRET, the Batch account).
+module computeIdentity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = {
+  name: 'compute-identity'
+  scope: rg
+  params: {
+    name: '${abbrs.identity}waa-compute-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
 module plan 'br/public:avm/res/web/serverfarm:0.1.1' = {
   name: 'plan'
   scope: rg
@@ -225,6 +239,13 @@ module batch 'app/batch.bicep' = if (!empty(batchAccountName)) {
   params: {
     accountName: batchAccountName
     identityPrincipalId: identity.outputs.principalId
+    identityId: computeIdentity.outputs.resourceId
+    poolId: batchPoolId
+    poolVmSize: batchPoolVmSize
+    image: waaImage
+    // https://<account>.blob.core.windows.net/<container>/<path> -> <account>, <container>
+    goldenAccountName: empty(goldenImageUrl) ? '' : split(split(goldenImageUrl, '/')[2], '.')[0]
+    goldenContainerName: empty(goldenImageUrl) ? '' : split(goldenImageUrl, '/')[3]
   }
   dependsOn: [rg]
 }
@@ -248,7 +269,7 @@ var controlPlaneAppSettings = {
   WAA_CONTAINER_SHM_SIZE: '16g'
   WAA_GOLDEN_IMAGE_URL: goldenImageUrl
   VM_GOLDEN_IMAGE_DIR: vmGoldenImageDir
-  BATCH_POOL_IDENTITY_ID: empty(batchAccountName) ? '' : identity.outputs.resourceId
+  BATCH_POOL_IDENTITY_ID: empty(batchAccountName) ? '' : computeIdentity.outputs.resourceId
   SWEEP_SCHEDULE: '0 */2 * * * *'
   // The identity for the compute tiers (DefaultAzureCredential's managed_identity_client_id).
   AZURE_CLIENT_ID: identity.outputs.clientId
