@@ -105,6 +105,7 @@ _BUSY_ARGV = [
 _CHECK_SCRIPT = (
     "v=$(docker version --format '{{.Server.Version}}' 2>&1) || { echo \"$v\" >&2; exit 10; }\n"
     'test -c "$1" || exit 11\n'
+    'test -z "$2" || test -d "$2" || exit 12\n'
     'echo "$v"\n'
 )
 _NO_SUCH = re.compile(r"no such (container|object)", re.IGNORECASE)
@@ -412,10 +413,18 @@ class SshVmBackend:
     def _check(self, remote: _Remote) -> str:
         """Full health check of a VM in one round trip; returns the Docker server version."""
         # A constant script; the device path arrives as "$1", never spliced into the text.
-        res = remote.run(["sh", "-c", _CHECK_SCRIPT, "sh", self._kvm_device])
+        # And the golden image folder as "$2": a VM without it could run no attempt.
+        res = remote.run(
+            ["sh", "-c", _CHECK_SCRIPT, "sh", self._kvm_device, self._golden_dir or ""]
+        )
         if res.code == 11:
             raise _VmDown(
                 f"{remote.vm.label}: {self._kvm_device} is missing (no nested virtualization)"
+            )
+        if res.code == 12:
+            raise _VmDown(
+                f"{remote.vm.label}: the golden image folder {self._golden_dir} is missing "
+                "(VM_GOLDEN_IMAGE_DIR: copy WAA's prepared storage folder there)"
             )
         if res.code != 0:
             raise _VmDown(f"{remote.vm.label}: docker does not answer ({_tail(res.err)})")

@@ -6,7 +6,9 @@ import json
 import logging
 import stat
 from pathlib import Path
+from typing import Any
 
+import paramiko
 import pytest
 
 from adapters.compute.base import ComputeBackend
@@ -39,6 +41,10 @@ def _vm(sshd: Sshd, host_key: str | None = None) -> VmHost:
 def _backend(sshd: Sshd, tmp_path: Path, pool: list[VmHost] | None = None, **kw) -> SshVmBackend:
     # /dev/null stands in for /dev/kvm: a character device present on every test machine.
     kw.setdefault("kvm_device", "/dev/null")
+    # The golden image folder on the "VM" (a real folder: the health check looks for it).
+    golden = tmp_path / "golden"
+    golden.mkdir(exist_ok=True)
+    kw.setdefault("golden_image_dir", str(golden))
     return SshVmBackend(
         pool or [_vm(sshd)],
         key=load_private_key(sshd.user_private_key),
@@ -118,7 +124,7 @@ def test_submit_runs_exact_quoted_argv_and_nothing_is_interpreted(
         "--device", "/dev/null:/dev/kvm",
         "--cap-add", "NET_ADMIN", "--shm-size", "16g", "--stop-timeout", "120",
         # The golden image read-only, and no shared writable /storage: the runner copies it.
-        "-v", "/srv/waa/storage:/golden:ro",
+        "-v", f"{tmp_path / 'golden'}:/golden:ro",
         "-v", f"{runner_dir}:/opt/waa-shard-runner:ro",
         "-v", f"{runner_dir}/secrets/eval1/eval1-s0-a1.env:/run/waa/secrets.env:ro",
         "-e", f"WAA_TASK_IDS={nasty},ok-1",
@@ -435,10 +441,12 @@ def test_each_attempt_gets_a_private_secrets_file_and_no_token_on_any_command_li
 def test_every_attempt_mounts_the_golden_image_read_only_and_no_shared_storage(
     vm_sshd: Sshd, tmp_path: Path
 ) -> None:
+    golden = tmp_path / "waa-golden"
+    golden.mkdir()
     backend = _backend(
         vm_sshd,
         tmp_path,
-        golden_image_dir="/data/waa-golden",
+        golden_image_dir=str(golden),
         container=ContainerOptions(cap_add=("NET_ADMIN", "SYS_NICE"), shm_size="8g"),
     )
     backend.submit(_spec())
@@ -446,7 +454,7 @@ def test_every_attempt_mounts_the_golden_image_read_only_and_no_shared_storage(
     backend.submit(_spec("eval1-s0-a2", attempt=2))
     for run in _runs(vm_sshd):
         volumes = [run[i + 1] for i, a in enumerate(run) if a == "-v"]
-        assert "/data/waa-golden:/golden:ro" in volumes
+        assert f"{golden}:/golden:ro" in volumes
         assert all(":/storage" not in v for v in volumes)  # each copy is the container's own
         assert all(v.endswith(":ro") for v in volumes)
         assert run[run.index("--shm-size") + 1] == "8g"
@@ -472,6 +480,10 @@ def test_from_settings(vm_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.Monkey
         ),
     )
     monkeypatch.setenv("VM_SSH_PRIVATE_KEY", vm_sshd.user_private_key)
+    golden = tmp_path / "golden-from-settings"
+    golden.mkdir()
+    monkeypatch.setenv("VM_GOLDEN_IMAGE_DIR", str(golden))
+    monkeypatch.setenv("WAA_CONTAINER_SHM_SIZE", "24g")
     settings = AppSettings()  # type: ignore[call-arg]
     assert "PRIVATE KEY" not in repr(settings)
 
@@ -479,6 +491,10 @@ def test_from_settings(vm_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.Monkey
         settings, kvm_device="/dev/null", runner_remote_dir=str(tmp_path / "r")
     )
     assert "1 of 1 VMs usable" in backend.ensure_capacity(_capacity()).detail
+    backend.submit(_spec())
+    [run] = _runs(vm_sshd)
+    assert f"{golden}:/golden:ro" in run
+    assert run[run.index("--shm-size") + 1] == "24g"
 
 
 def test_from_settings_without_pool_is_a_permanent_tier_error(
@@ -586,3 +602,36 @@ def test_a_pool_of_silent_vms_ends_the_call_within_its_budget(
     finally:
         for s in silent:
             s.close()
+
+
+def test_a_vm_without_the_golden_image_folder_leaves_the_pool_naming_it(
+    vm_sshd: Sshd, tmp_path: Path
+) -> None:
+    backend = _backend(vm_sshd, tmp_path, golden_image_dir=str(tmp_path / "not-there"))
+    with pytest.raises(PermanentTierError) as err:
+        backend.ensure_capacity(_capacity())
+    assert "not-there is missing" in str(err.value) and "VM_GOLDEN_IMAGE_DIR" in str(err.value)
+    with pytest.raises(PermanentTierError):
+        backend.submit(_spec())
+    assert _runs(vm_sshd) == []
+
+
+def test_no_command_sent_over_ssh_carries_the_token(
+    vm_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[str] = []
+    original = paramiko.SSHClient.exec_command
+
+    def spy(self: paramiko.SSHClient, command: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(command)
+        return original(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(paramiko.SSHClient, "exec_command", spy)
+    backend = _backend(vm_sshd, tmp_path)
+    backend.ensure_capacity(_capacity())
+    backend.submit(_spec())
+    backend.status("eval1-s0-a1")
+    backend.cancel("eval1-s0-a1")
+    backend.end_evaluation("eval1")
+    assert any("docker run" in c for c in sent)
+    assert all(TOKEN not in c for c in sent)
