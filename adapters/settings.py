@@ -147,12 +147,15 @@ class AppSettings(BaseSettings):
     vm_golden_image_dir: str = Field(
         default="/srv/waa/storage", alias="VM_GOLDEN_IMAGE_DIR", pattern=r"^/[A-Za-z0-9_./-]*$"
     )
-    # ARM resource id of the user-assigned identity the Batch pool carries (infra/app/batch.bicep
-    # declares the pool with it: the Batch data plane cannot give a pool an identity). The pool
-    # pulls the image and mounts the golden image with it.
-    batch_pool_identity_id: str | None = Field(
+    # ARM resource id of the compute's user-assigned identity (not the app's own: code in a job
+    # must not get the control plane's rights). The Batch pool carries it (infra/app/batch.bicep
+    # declares the pool with it: the Batch data plane cannot give a pool an identity) and pulls
+    # the image and mounts the golden image with it; the Azure ML cluster the app creates
+    # carries it, and jobs there mount the golden image with it. Jobs read their Key Vault
+    # secrets with it on both.
+    compute_identity_id: str | None = Field(
         default=None,
-        alias="BATCH_POOL_IDENTITY_ID",
+        alias="WAA_COMPUTE_IDENTITY_ID",
         pattern=r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
         r"Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+$",
     )

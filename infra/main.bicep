@@ -126,7 +126,10 @@ module identity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1
 // WAA container and golden image: the identity of the compute nodes (the Batch pool pulls the
 // image and mounts the golden image with it; jobs read their model keys with it). Not the app's
 // own identity: code running in a job must not get the control plane's rights (its state, its
-// Key Vault holding HEARTBEAT_SECRET, the Batch account).
+// Key Vault holding HEARTBEAT_SECRET, the Batch account). Roles it needs outside this template
+// (docs/azure-setup.md): AcrPull on the image's registry, Storage Blob Data Reader on the golden
+// image's container, Key Vault Secrets User on the vault of the jobs' secrets; and the app's
+// identity needs Managed Identity Operator on it to give it to the Azure ML cluster it creates.
 module computeIdentity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = {
   name: 'compute-identity'
   scope: rg
@@ -269,7 +272,7 @@ var controlPlaneAppSettings = {
   WAA_CONTAINER_SHM_SIZE: '16g'
   WAA_GOLDEN_IMAGE_URL: goldenImageUrl
   VM_GOLDEN_IMAGE_DIR: vmGoldenImageDir
-  BATCH_POOL_IDENTITY_ID: empty(batchAccountName) ? '' : computeIdentity.outputs.resourceId
+  WAA_COMPUTE_IDENTITY_ID: computeIdentity.outputs.resourceId
   SWEEP_SCHEDULE: '0 */2 * * * *'
   // The identity for the compute tiers (DefaultAzureCredential's managed_identity_client_id).
   AZURE_CLIENT_ID: identity.outputs.clientId

@@ -14,7 +14,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from azure.ai.ml import Input, MLClient, command
-from azure.ai.ml.entities import AmlCompute, Environment
+from azure.ai.ml.entities import (
+    AmlCompute,
+    Environment,
+    IdentityConfiguration,
+    ManagedIdentityConfiguration,
+)
 from azure.ai.ml.exceptions import MlException
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
@@ -143,6 +148,7 @@ class AzureMLBackend:
         command: str = DEFAULT_COMMAND,
         container: ContainerOptions | None = None,
         golden_image_url: str | None = None,
+        compute_identity_id: str | None = None,
         cancel_wait_seconds: float = bounds.AZUREML_CANCEL_WAIT_SECONDS,
     ) -> None:
         _quiet_sdk_activity_logs()
@@ -152,6 +158,9 @@ class AzureMLBackend:
         self._container = container or ContainerOptions()
         # Checked here too: a malformed URL fails at construction, not in every submit.
         self._golden = parse_golden_image_url(golden_image_url).url if golden_image_url else None
+        # The compute's user-assigned identity: the cluster carries it and each job runs as it
+        # (mounts its input, reads its Key Vault secrets); None: the service's defaults.
+        self._identity = compute_identity_id or None
         self._cancel_wait = cancel_wait_seconds
 
     @classmethod
@@ -189,6 +198,7 @@ class AzureMLBackend:
             compute_name=settings.azureml_compute_name,
             container=settings.container_options,
             golden_image_url=settings.waa_golden_image_url,
+            compute_identity_id=settings.compute_identity_id,
         )
 
     # --- capacity ----------------------------------------------------------------------------
@@ -209,6 +219,7 @@ class AzureMLBackend:
                 max_instances=spec.max_nodes,
                 idle_time_before_scale_down=spec.idle_seconds_before_scale_down,
                 tier=want_tier,
+                identity=self._cluster_identity(),
             )
             # Started, not waited for: creating a cluster takes minutes, and the shard
             # orchestration polls `capacity_status` with durable timers instead. (The SDK's
@@ -255,6 +266,11 @@ class AzureMLBackend:
             # Idle nodes of an evaluation cluster only burn money.
             changes.append(f"min nodes {existing.min_instances} -> 0")
             existing.min_instances = 0
+        if self._lacks_identity(existing):
+            # Jobs run as the compute identity: the cluster must carry it (an update may add
+            # an identity to an existing cluster).
+            changes.append("adding the compute identity (WAA_COMPUTE_IDENTITY_ID)")
+            existing.identity = self._cluster_identity()
         if not changes:
             ready = state in _READY_STATES
             return CapacityReport(
@@ -277,6 +293,26 @@ class AzureMLBackend:
             ready=False,
             detail="updating " + "; ".join(changes),
         )
+
+    def _cluster_identity(self) -> IdentityConfiguration | None:
+        if self._identity is None:
+            return None
+        return IdentityConfiguration(
+            type="user_assigned",
+            user_assigned_identities=[ManagedIdentityConfiguration(resource_id=self._identity)],
+        )
+
+    def _job_identity(self) -> ManagedIdentityConfiguration | None:
+        # A command job's `identity` is what it reaches data (the ro_mount input) and Azure
+        # with; a managed identity of the compute, named by resource id (azure-ai-ml
+        # ManagedIdentityConfiguration(resource_id=...), the wire's identity.resourceId).
+        return ManagedIdentityConfiguration(resource_id=self._identity) if self._identity else None
+
+    def _lacks_identity(self, cluster: AmlCompute) -> bool:
+        if self._identity is None:
+            return False
+        held = getattr(cluster.identity, "user_assigned_identities", None) or []
+        return self._identity.lower() not in {(i.resource_id or "").lower() for i in held}
 
     def capacity_status(self, spec: CapacitySpec) -> CapacityReport:
         """One read of the cluster: ready once its provisioning succeeded."""
@@ -349,6 +385,7 @@ class AzureMLBackend:
             # docker_args as one string (the wire's dockerArgs), shared memory through shm_size.
             docker_args=" ".join(self._container.docker_args()) or None,
             shm_size=self._container.shm_size,
+            identity=self._job_identity(),
         )
         try:
             created = self._ml.jobs.create_or_update(job)

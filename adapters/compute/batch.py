@@ -9,7 +9,7 @@ kill switch (`max_wall_clock_time`) and never retry on their own: the control pl
 A pool that pulls from a private registry and mounts the golden image with a managed identity
 is declared in infra/app/batch.bicep, not created here: the Batch data plane (azure-batch 15.x)
 cannot give a pool an identity (`BatchPool.identity` is read-only there, and
-`BatchPoolCreateOptions` has no such field), only ARM can. With BATCH_POOL_IDENTITY_ID set the
+`BatchPoolCreateOptions` has no such field), only ARM can. With WAA_COMPUTE_IDENTITY_ID set the
 app only references that pool (resizes it, checks it mounts and pulls what the jobs need).
 
 Batch jobs stay active until terminated and count against the account's quota of active jobs
@@ -212,7 +212,7 @@ class BatchBackend:
         if self._golden is not None and not pool_identity_id:
             raise PermanentTierError(
                 "the Batch pool mounts the golden image (WAA_GOLDEN_IMAGE_URL) with its managed "
-                "identity: set BATCH_POOL_IDENTITY_ID (the pool declared in "
+                "identity: set WAA_COMPUTE_IDENTITY_ID (the pool declared in "
                 "infra/app/batch.bicep)",
                 code="MissingSettings",
             )
@@ -249,7 +249,7 @@ class BatchBackend:
             pool_id=settings.batch_pool_id,
             container=settings.container_options,
             golden_image_url=settings.waa_golden_image_url,
-            pool_identity_id=settings.batch_pool_identity_id,
+            pool_identity_id=settings.compute_identity_id,
             secrets=(key,) if key else (),
         )
 
@@ -265,7 +265,7 @@ class BatchBackend:
         if pool is None and self._identity:
             raise PermanentTierError(
                 f"Batch pool {self._pool_id!r} does not exist. A pool with a managed identity "
-                "(BATCH_POOL_IDENTITY_ID) is declared in infra/app/batch.bicep, since the Batch "
+                "(WAA_COMPUTE_IDENTITY_ID) is declared in infra/app/batch.bicep, since the Batch "
                 "data plane cannot give a pool an identity: deploy it (azd provision) or set "
                 "BATCH_POOL_ID to the pool's id",
                 code="PoolNotDeployed",
@@ -376,7 +376,7 @@ class BatchBackend:
         }
         if want not in held:
             problems.append(
-                f"does not carry the identity {self._identity} (BATCH_POOL_IDENTITY_ID)"
+                f"does not carry the identity {self._identity} (WAA_COMPUTE_IDENTITY_ID)"
             )
 
         def by_identity(ref: Any) -> bool:
@@ -671,7 +671,9 @@ class BatchBackend:
         """Evaluations whose Batch job is still active (for the sweeper, which ends those of
         evaluations that are over): one listing of the account's active jobs."""
         try:
-            jobs = list(self._client.list_jobs(filter="state eq 'active'"))
+            jobs = list(
+                self._client.list_jobs(filter="state eq 'active'", select=["id", "metadata"])
+            )
         except Exception as err:
             raise self._classify(err, "listing active jobs") from None
         found = []

@@ -6,7 +6,7 @@
 // registry and mounts the golden image with a user-assigned managed identity, and only ARM can
 // give a pool an identity (the Batch data plane that the app's azure-batch 15.x client speaks
 // reports `BatchPool.identity` read-only, and its pool-create options have no such field). The app
-// references the pool by BATCH_POOL_ID and BATCH_POOL_IDENTITY_ID, resizes it, and refuses one
+// references the pool by BATCH_POOL_ID and WAA_COMPUTE_IDENTITY_ID, resizes it, and refuses one
 // that lacks the identity, the mount or the registry (adapters/compute/batch.py, which builds the
 // same mount and registry entries in `pool_mounts` / `pool_registries`).
 //

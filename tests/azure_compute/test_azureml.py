@@ -471,3 +471,49 @@ def test_with_a_vault_the_job_definition_names_its_secrets_and_holds_none(
     b.status(NAME)
     b.end_evaluation("ev1")  # nothing to end on Azure ML: no request, no error
     assert all(TOKEN not in r.body.decode(errors="replace") for r in aml.requests if r.body)
+
+
+COMPUTE_IDENTITY = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-waa/providers/"
+    "Microsoft.ManagedIdentity/userAssignedIdentities/id-waa-compute"
+)
+
+
+def test_the_cluster_carries_the_compute_identity_and_jobs_run_as_it(aml: FakeAzureML) -> None:
+    b = AzureMLBackend(
+        make_client(aml),
+        compute_name="waa-cluster",
+        golden_image_url=GOLDEN,
+        compute_identity_id=COMPUTE_IDENTITY,
+    )
+    assert b.ensure_capacity(capacity()).created
+    identity = aml.computes["waa-cluster"]["identity"]
+    assert identity["type"] == "UserAssigned"
+    assert list(identity["userAssignedIdentities"]) == [COMPUTE_IDENTITY]
+    # Once there, nothing to change.
+    again = b.ensure_capacity(capacity())
+    assert (again.created, again.updated) == (False, False)
+    b.submit(job_spec(NAME))
+    # The job mounts its input and reaches Key Vault as the compute identity.
+    assert aml.job_body(NAME)["identity"] == {
+        "identityType": "Managed",
+        "resourceId": COMPUTE_IDENTITY,
+    }
+
+
+def test_an_existing_cluster_without_the_compute_identity_gets_it(aml: FakeAzureML) -> None:
+    ready(aml)  # created without an identity
+    b = AzureMLBackend(
+        make_client(aml), compute_name="waa-cluster", compute_identity_id=COMPUTE_IDENTITY
+    )
+    report = b.ensure_capacity(capacity())
+    assert report.updated and "WAA_COMPUTE_IDENTITY_ID" in report.detail
+    assert list(aml.computes["waa-cluster"]["identity"]["userAssignedIdentities"]) == [
+        COMPUTE_IDENTITY
+    ]
+
+
+def test_without_a_compute_identity_jobs_name_none(aml: FakeAzureML) -> None:
+    ready(aml).submit(job_spec(NAME))
+    assert not aml.job_body(NAME).get("identity")
+    assert "identity" not in aml.computes["waa-cluster"]

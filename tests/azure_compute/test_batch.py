@@ -479,7 +479,7 @@ def test_a_task_reads_the_mounted_golden_image_read_only(batch: FakeBatch) -> No
 
 
 def test_a_golden_image_needs_the_pool_identity() -> None:
-    with pytest.raises(PermanentTierError, match="BATCH_POOL_IDENTITY_ID"):
+    with pytest.raises(PermanentTierError, match="WAA_COMPUTE_IDENTITY_ID"):
         BatchBackend.from_settings(
             settings(
                 BATCH_ACCOUNT_URL="https://waabatch.westeurope.batch.azure.com",
@@ -497,7 +497,7 @@ def test_settings_reach_the_pool_checks_and_the_task(batch: FakeBatch) -> None:
             BATCH_ACCOUNT_NAME=batch.account_name,
             BATCH_ACCOUNT_KEY=batch.account_key,
             WAA_GOLDEN_IMAGE_URL=GOLDEN,
-            BATCH_POOL_IDENTITY_ID=IDENTITY,
+            WAA_COMPUTE_IDENTITY_ID=IDENTITY,
             WAA_CONTAINER_SHM_SIZE="32g",
         )
     )
@@ -575,4 +575,7 @@ def test_evaluations_holding_jobs_lists_active_jobs_by_evaluation(batch: FakeBat
     assert b.evaluations_holding_jobs() == ["ev1", "ev2"]
     b.end_evaluation("ev1")
     assert b.evaluations_holding_jobs() == ["ev2"]
-    assert any(r.query.get("$filter") == "state eq 'active'" for r in batch.requests)
+    assert any(
+        r.query.get("$filter") == "state eq 'active'" and r.query.get("$select") == "id,metadata"
+        for r in batch.requests
+    )

@@ -16,7 +16,7 @@ NAMES = (
     "WAA_CONTAINER_SHM_SIZE",
     "WAA_GOLDEN_IMAGE_URL",
     "VM_GOLDEN_IMAGE_DIR",
-    "BATCH_POOL_IDENTITY_ID",
+    "WAA_COMPUTE_IDENTITY_ID",
 )
 
 
@@ -36,7 +36,7 @@ def test_defaults_are_waas_own_launch_options() -> None:
     )
     assert s.waa_golden_image_url is None
     assert s.vm_golden_image_dir == "/srv/waa/storage"
-    assert s.batch_pool_identity_id is None
+    assert s.compute_identity_id is None
 
 
 def test_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,7 +67,7 @@ def test_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
         ("WAA_GOLDEN_IMAGE_URL", "https://waagolden.blob.core.windows.net/Golden_1/storage"),
         ("WAA_GOLDEN_IMAGE_URL", "https://waagolden.blob.core.windows.net/golden/../x"),
         ("VM_GOLDEN_IMAGE_DIR", "relative/storage"),
-        ("BATCH_POOL_IDENTITY_ID", "id-waa"),
+        ("WAA_COMPUTE_IDENTITY_ID", "id-waa"),
     ],
 )
 def test_a_malformed_setting_is_named(

@@ -31,6 +31,7 @@ INPUT_TYPES = {"uri_folder", "uri_file", "mltable", "custom_model", "mlflow_mode
 INPUT_MODES = {"ReadOnlyMount", "ReadWriteMount", "Download", "Direct", "EvalMount", "EvalDownload"}
 INPUT_REFERENCE = re.compile(r"\$\{\{inputs\.([\w.-]+)\}\}")
 PRIORITIES = {"Dedicated", "LowPriority"}
+IDENTITY_TYPES = {"None", "SystemAssigned", "UserAssigned", "SystemAssigned,UserAssigned"}
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Reply:
@@ -206,6 +207,20 @@ class FakeAzureML(FaultInjectingServer):
                 "provisioningState": "Succeeded" if existing else self.new_compute_state,
             },
         }
+        identity = body.get("identity")
+        if identity is not None:
+            if identity.get("type") not in IDENTITY_TYPES:
+                return _error(400, "BadRequest", f"identity.type {identity.get('type')!r}")
+            # The service fills in each identity's principal and client ids.
+            resource["identity"] = {
+                **identity,
+                "userAssignedIdentities": {
+                    rid: {"principalId": "00000000-0000-0000-0000-0000000000p1", "clientId": "c1"}
+                    for rid in identity.get("userAssignedIdentities") or {}
+                },
+            }
+        elif existing is not None and "identity" in existing:
+            resource["identity"] = existing["identity"]
         self.computes[name] = resource
         return Reply(201 if existing is None else 200, resource)
 
