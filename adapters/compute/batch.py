@@ -110,8 +110,8 @@ BLOBFUSE_OPTIONS = "-o ro -o allow_other -o attr_timeout=240 -o entry_timeout=24
 # as on the host (learn.microsoft.com/azure/batch/batch-container-isolation-task;
 # azure-batch 15 BatchTaskContainerSettings.container_host_batch_bind_mounts). This is the
 # service's own field for a read-only bind mount: a `-v` in containerRunOptions would need the
-# mounts directory's path, which Batch gives as an environment variable that is not expanded
-# there.
+# mounts directory's path on the node, which Batch only gives as an environment variable (and
+# its docs do not say that containerRunOptions expands variables).
 GOLDEN_BIND_MOUNTS = [
     bm.ContainerHostBatchBindMountEntry(
         source=bm.ContainerHostDataPath.VFS_MOUNTS, is_read_only=True
