@@ -13,6 +13,7 @@ from adapters.logs import ids
 from adapters.state import views
 from domain import alerts, names
 from domain.contracts import EvaluationState, FinalizeEvaluationInput
+from domain.jobs import BackendError, Tier
 from domain.outcomes import TaskOutcome
 
 bp = df.Blueprint()
@@ -43,6 +44,7 @@ def finalize_evaluation(payload: dict) -> dict[str, Any]:
         store.close_tasks(eid, open_ids, outcome=TaskOutcome.NOT_RUN.value, reason=reason, at=now)
         rows = store.get_evaluation_rows(eid)
         assert rows is not None
+    end_compute(eid, {str(job.get("tier", "")) for job in rows["jobs"]})
     evaluation = rows["evaluation"]
     if evaluation.get("summary"):  # a re-delivery: the summary stands; the alert fires once
         written: dict[str, Any] = json.loads(evaluation["summary"])
@@ -68,3 +70,24 @@ def finalize_evaluation(payload: dict) -> dict[str, Any]:
         **ids(evaluation_id=eid),
     )
     return result
+
+
+def end_compute(evaluation_id: str, tiers: set[str]) -> None:
+    """Release what each tier the evaluation used holds for it (the Batch job, which otherwise
+    stays active against the account's quota). Errors are logged, never raised: the results are
+    in, and the sweeper ends what is left (triggers/sweeper.py)."""
+    svc = runtime.services()
+    for name in sorted(tiers):
+        try:
+            tier = Tier(name)
+        except ValueError:
+            continue
+        try:
+            svc.backend(tier).end_evaluation(evaluation_id)
+        except BackendError as err:
+            log.warning(
+                "ending the evaluation on tier %s failed (the sweeper retries): %s",
+                tier.value,
+                err,
+                **ids(evaluation_id=evaluation_id),
+            )

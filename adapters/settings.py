@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -24,10 +24,11 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
 from domain.credentials import SECRET_NAME_PATTERN, ModelCredentials
+from domain.jobs import ContainerOptions
 from domain.requests import DEFAULT_MAX_WORKERS
 
 # The data-plane DNS suffixes of Key Vault in the public and sovereign clouds
@@ -39,6 +40,10 @@ KEY_VAULT_DNS_SUFFIXES = frozenset(
     {"vault.azure.net", "vault.azure.cn", "vault.usgovcloudapi.net", "vault.microsoftazure.de"}
 )
 _VAULT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,22}[a-z0-9]$")
+
+# A container device (optionally host:container) and a capability name, as `docker run` takes them.
+_DEVICE = re.compile(r"^/dev/[A-Za-z0-9_./-]+(:/dev/[A-Za-z0-9_./-]+)?$")
+_CAPABILITY = re.compile(r"^[A-Z][A-Z_]*$")
 
 
 class SettingsError(ValueError):
@@ -175,6 +180,40 @@ class AppSettings(BaseSettings):
     batch_account_name: str | None = Field(default=None, alias="BATCH_ACCOUNT_NAME")
     batch_account_key: SecretStr | None = Field(default=None, alias="BATCH_ACCOUNT_KEY")
 
+    # --- WAA container and golden image -------------------------------------------------------
+    # The container options every tier passes through its SDK's own fields, WAA's values by
+    # default (DESIGN.md, "WAA's launch contract"): comma-separated lists.
+    waa_container_devices: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("/dev/kvm",), alias="WAA_CONTAINER_DEVICES"
+    )
+    waa_container_cap_add: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("NET_ADMIN",), alias="WAA_CONTAINER_CAP_ADD"
+    )
+    waa_container_shm_size: str = Field(
+        default="16g", alias="WAA_CONTAINER_SHM_SIZE", pattern=r"^[1-9][0-9]*[bkmg]$"
+    )
+    # WAA's prepared storage folder (the "prepare image" step's ~30 GB `storage`), uploaded once
+    # to Blob Storage: https://<account>.blob.core.windows.net/<container>/<path>. Azure ML mounts
+    # it read-only as the job's input, Batch through the pool's mount configuration; unset, jobs
+    # get no golden image (the runner then fails naming the missing path).
+    waa_golden_image_url: str | None = Field(default=None, alias="WAA_GOLDEN_IMAGE_URL")
+    # The same folder on every VM of the VM tier, mounted read-only into each container.
+    vm_golden_image_dir: str = Field(
+        default="/srv/waa/storage", alias="VM_GOLDEN_IMAGE_DIR", pattern=r"^/[A-Za-z0-9_./-]*$"
+    )
+    # ARM resource id of the compute's user-assigned identity (not the app's own: code in a job
+    # must not get the control plane's rights). The Batch pool carries it (infra/app/batch.bicep
+    # declares the pool with it: the Batch data plane cannot give a pool an identity) and pulls
+    # the image and mounts the golden image with it; the Azure ML cluster the app creates
+    # carries it, and jobs there mount the golden image with it. Jobs read their Key Vault
+    # secrets with it on both.
+    compute_identity_id: str | None = Field(
+        default=None,
+        alias="WAA_COMPUTE_IDENTITY_ID",
+        pattern=r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+        r"Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+$",
+    )
+
     # --- Simulator (COMPUTE_BACKEND=simulated) ------------------------------------------------
     sim_profile: Literal["none", "seed", "chaos"] = Field(default="seed", alias="SIM_PROFILE")
     sim_seed: int = Field(default=7, alias="SIM_SEED")
@@ -295,6 +334,47 @@ class AppSettings(BaseSettings):
             openai_key_secret=self.openai_api_key_secret,
             azure_key_secret=self.azure_api_key_secret,
             azure_endpoint=self.azure_endpoint,
+        )
+
+    @field_validator("waa_container_devices", "waa_container_cap_add", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            return tuple(item.strip() for item in v.split(",") if item.strip())
+        return v
+
+    @field_validator("waa_container_devices")
+    @classmethod
+    def _devices(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            if not _DEVICE.match(item):
+                raise ValueError(f"{item!r} is not a device path like /dev/kvm")
+        return v
+
+    @field_validator("waa_container_cap_add")
+    @classmethod
+    def _capabilities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            if not _CAPABILITY.match(item):
+                raise ValueError(f"{item!r} is not a Linux capability name like NET_ADMIN")
+        return v
+
+    @field_validator("waa_golden_image_url")
+    @classmethod
+    def _golden_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from adapters.compute.golden import parse_golden_image_url
+
+        parse_golden_image_url(v)  # ValueError says what is wrong
+        return v.rstrip("/")
+
+    @property
+    def container_options(self) -> ContainerOptions:
+        return ContainerOptions(
+            devices=self.waa_container_devices,
+            cap_add=self.waa_container_cap_add,
+            shm_size=self.waa_container_shm_size,
         )
 
     @field_validator("storage_credential", mode="before")

@@ -69,6 +69,16 @@ param batchResourceGroupName string = ''
 
 param batchPoolId string = 'waa-pool'
 
+// WAA container and golden image
+@description('WAA\'s prepared storage folder: https://<account>.blob.core.windows.net/<container>/<path>; empty: none.')
+param goldenImageUrl string = ''
+
+@description('The golden image folder on every VM of the VM tier.')
+param vmGoldenImageDir string = '/srv/waa/storage'
+
+@description('VM size of the Batch pool declared in app/batch.bicep.')
+param batchPoolVmSize string = 'Standard_D4s_v5'
+
 @description('The VM tier: JSON list of {host, port, user, host_key}; [] for none.')
 param vmPool string = '[]'
 
@@ -126,8 +136,14 @@ module identity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1
   }
 }
 
-// The jobs' identity: the Azure ML cluster and the Batch pool run jobs with it; it may read the
-// vault's secrets (the model's keys, the attempts' heartbeat tokens) and nothing else.
+// The jobs' identity, the compute nodes' own (not the app's: code running in a job must not get
+// the control plane's rights: its state, its Key Vault holding HEARTBEAT_SECRET, the Batch
+// account). The Azure ML cluster and the Batch pool run jobs with it: the pool pulls the image
+// and mounts the golden image with it, and jobs read their secrets (the model's keys, the
+// attempts' heartbeat tokens) from the vault with it (Key Vault Secrets User, app/keyvault.bicep).
+// The app's identity has Managed Identity Operator on it (app/rbac.bicep) to give it to the
+// Azure ML cluster it creates. Roles outside this template (docs/azure-setup.md): AcrPull on the
+// image's registry and Storage Blob Data Reader on the golden image's container.
 module jobIdentity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = {
   name: 'jobIdentity'
   scope: rg
@@ -244,6 +260,13 @@ module batch 'app/batch.bicep' = if (!empty(batchAccountName)) {
   params: {
     accountName: batchAccountName
     identityPrincipalId: identity.outputs.principalId
+    identityId: jobIdentity.outputs.resourceId
+    poolId: batchPoolId
+    poolVmSize: batchPoolVmSize
+    image: waaImage
+    // https://<account>.blob.core.windows.net/<container>/<path> -> <account>, <container>
+    goldenAccountName: empty(goldenImageUrl) ? '' : split(split(goldenImageUrl, '/')[2], '.')[0]
+    goldenContainerName: empty(goldenImageUrl) ? '' : split(goldenImageUrl, '/')[3]
   }
   dependsOn: [rg]
 }
@@ -260,6 +283,14 @@ var controlPlaneAppSettings = {
   PUBLIC_BASE_URL: 'https://${functionAppName}.azurewebsites.net'
   HEARTBEAT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${vault.outputs.heartbeatSecretName})'
   WAA_IMAGE: waaImage
+  // WAA container and golden image (adapters/settings.py): WAA's own container options, the
+  // prepared storage folder in Blob Storage, and the identity the Batch pool pulls and mounts with.
+  WAA_CONTAINER_DEVICES: '/dev/kvm'
+  WAA_CONTAINER_CAP_ADD: 'NET_ADMIN'
+  WAA_CONTAINER_SHM_SIZE: '16g'
+  WAA_GOLDEN_IMAGE_URL: goldenImageUrl
+  VM_GOLDEN_IMAGE_DIR: vmGoldenImageDir
+  WAA_COMPUTE_IDENTITY_ID: jobIdentity.outputs.resourceId
   SWEEP_SCHEDULE: '0 */2 * * * *'
   // The identity for the compute tiers (DefaultAzureCredential's managed_identity_client_id).
   AZURE_CLIENT_ID: identity.outputs.clientId

@@ -4,6 +4,9 @@ Reads only the `active` partition (never scans the table) and, per job:
 - a job whose orchestration is gone or finished is an orphan: cancel it;
 - a started job with no heartbeat past its threshold is stuck: cancel it and tell its shard;
 - otherwise ask the backend, and record a terminal state that no event reported.
+Then it ends what tiers still hold for evaluations that are over (the Batch job of an
+evaluation whose finalize could not terminate it, or that never finalized): one listing of the
+tier's active Batch jobs, each checked against its evaluation's row.
 Every write is forward-only with ETags and every cancel is idempotent, so two overlapping
 sweeps do no harm. A sweep starts no job check after bounds.SWEEP_BUDGET_SECONDS (the timer
 function runs under the same functionTimeout as everything else); the jobs left are checked
@@ -25,6 +28,7 @@ import azure.functions as func
 from adapters import runtime, telemetry
 from adapters.logs import ids
 from domain import alerts, bounds, job_state, names
+from domain.contracts import EvaluationState
 from domain.jobs import BackendError, JobNotFoundError, JobState, Tier
 from triggers.offload import off_loop
 from triggers.signals import is_live, signal_ended
@@ -49,7 +53,14 @@ async def stuck_job_sweeper(
 async def sweep(client: df.DurableOrchestrationClient) -> dict[str, int]:
     svc = await off_loop(runtime.services)
     store = svc.store
-    report = {"orphans": 0, "stuck": 0, "reconciled": 0, "cleaned": 0, "deferred": 0}
+    report = {
+        "orphans": 0,
+        "stuck": 0,
+        "reconciled": 0,
+        "cleaned": 0,
+        "deferred": 0,
+        "evaluations_ended": 0,
+    }
     started = time.monotonic()
     jobs = await off_loop(store.active_jobs)
     random.shuffle(jobs)
@@ -101,7 +112,42 @@ async def sweep(client: df.DurableOrchestrationClient) -> dict[str, int]:
     report["alerts_delivered"] = await off_loop(
         svc.alerter().redeliver, runtime.now(), bounds.ALERT_REDELIVERY_BUDGET_SECONDS
     )
+
+    report["evaluations_ended"] = await _end_finished_evaluations(svc)
     return report
+
+
+_ENDED_STATES = frozenset(
+    {EvaluationState.COMPLETED, EvaluationState.FAILED, EvaluationState.CANCELLED}
+)
+
+
+async def _end_finished_evaluations(svc: runtime.Services) -> int:
+    """Terminate the Batch jobs of evaluations that are over (or whose rows are gone): the
+    orphans of a finalize that could not end them. Only a tier that can list what it holds per
+    evaluation takes part (Batch); the others hold nothing that outlives their jobs."""
+    try:
+        backend = await off_loop(svc.backend, Tier.BATCH)
+        holding = getattr(backend, "evaluations_holding_jobs", None)
+        if holding is None:
+            return 0
+        held: list[str] = await off_loop(holding)
+    except BackendError as err:  # the tier is not configured, or did not answer
+        log.debug("sweep: Batch jobs not checked: %s", err)
+        return 0
+    ended = 0
+    for eid in held:
+        evaluation = await off_loop(svc.store.get_evaluation, eid)
+        if evaluation is not None and evaluation.get("state") not in _ENDED_STATES:
+            continue
+        try:
+            await off_loop(backend.end_evaluation, eid)
+        except BackendError as err:
+            log.warning("ending the Batch job failed: %s", err, **ids(evaluation_id=eid))
+            continue
+        ended += 1
+        log.info("sweeper: ended the Batch job of a finished evaluation", **ids(evaluation_id=eid))
+    return ended
 
 
 async def _sweep_job(

@@ -2,8 +2,10 @@
 
 Everything goes through `azure-ai-ml`'s MLClient; its ARM pipeline retries throttling (honouring
 Retry-After) and 5xx before an error reaches this module, which then only classifies what is
-left. The per-attempt heartbeat token travels as an environment variable of the job and is
-redacted from every message this module produces.
+left. Secrets never travel in the job (a workspace reader sees its definition): with a Key Vault
+the job gets the names of its secrets and reads them itself at start (adapters/compute/job_env.py);
+without one the per-attempt heartbeat token is an environment variable of the job, redacted from
+every message this module produces.
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from azure.ai.ml import MLClient, command
-from azure.ai.ml.entities import AmlCompute, Environment
+from azure.ai.ml import Input, MLClient, command
+from azure.ai.ml.entities import (
+    AmlCompute,
+    Environment,
+    IdentityConfiguration,
+    ManagedIdentityConfiguration,
+)
 from azure.ai.ml.exceptions import MlException
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
@@ -23,6 +30,8 @@ from adapters.compute._azure_errors import (
     service_message,
     status_code,
 )
+from adapters.compute.golden import CONTAINER_STORAGE_DIR, parse_golden_image_url
+from adapters.compute.job_env import job_secrets, runner_environment
 from domain import bounds
 from domain.job_state import from_azureml
 from domain.jobs import (
@@ -50,6 +59,16 @@ log = logging.getLogger(__name__)
 # The shard runner is baked into the job image (see docs/azure-setup.md), so the job needs no
 # code upload.
 DEFAULT_COMMAND = "python -m shard_runner"
+# The golden image is the job's input of this name, mounted read-only (Input mode "ro_mount").
+STORAGE_INPUT = "storage"
+# The runner learns the mount's path from the command line, not from an environment variable:
+# azure-ai-ml resolves and checks `${{inputs.<name>}}` references only in `command`
+# (entities/_job/_input_output_helpers.py validate_inputs_for_command, called from
+# CommandJob._validate at entities/_job/command_job.py:343) and sends environment_variables
+# verbatim; its AZURE_ML_INPUT_ prefix for input environment variables is marked "no reference
+# found. leave it for future use" (entities/_job/parameterized_command.py). `env` sets the
+# variable for the runner whether or not the service runs the command through a shell.
+STORAGE_COMMAND_PREFIX = f"env WAA_STORAGE_SOURCE=${{{{inputs.{STORAGE_INPUT}}}}}"
 
 # ARM provisioning states of a compute resource: usable, never going to be, on its way.
 _READY_STATES = frozenset({"succeeded"})
@@ -128,6 +147,8 @@ class AzureMLBackend:
         compute_name: str,
         command: str = DEFAULT_COMMAND,
         container: ContainerOptions | None = None,
+        golden_image_url: str | None = None,
+        compute_identity_id: str | None = None,
         cancel_wait_seconds: float = bounds.AZUREML_CANCEL_WAIT_SECONDS,
     ) -> None:
         _quiet_sdk_activity_logs()
@@ -135,6 +156,11 @@ class AzureMLBackend:
         self._compute_name = compute_name
         self._command = command
         self._container = container or ContainerOptions()
+        # Checked here too: a malformed URL fails at construction, not in every submit.
+        self._golden = parse_golden_image_url(golden_image_url).url if golden_image_url else None
+        # The compute's user-assigned identity: the cluster carries it and each job runs as it
+        # (mounts its input, reads its Key Vault secrets); None: the service's defaults.
+        self._identity = compute_identity_id or None
         self._cancel_wait = cancel_wait_seconds
 
     @classmethod
@@ -170,6 +196,9 @@ class AzureMLBackend:
         return cls(
             client,
             compute_name=settings.azureml_compute_name,
+            container=settings.container_options,
+            golden_image_url=settings.waa_golden_image_url,
+            compute_identity_id=settings.compute_identity_id,
         )
 
     # --- capacity ----------------------------------------------------------------------------
@@ -190,6 +219,7 @@ class AzureMLBackend:
                 max_instances=spec.max_nodes,
                 idle_time_before_scale_down=spec.idle_seconds_before_scale_down,
                 tier=want_tier,
+                identity=self._cluster_identity(),
             )
             # Started, not waited for: creating a cluster takes minutes, and the shard
             # orchestration polls `capacity_status` with durable timers instead. (The SDK's
@@ -236,6 +266,11 @@ class AzureMLBackend:
             # Idle nodes of an evaluation cluster only burn money.
             changes.append(f"min nodes {existing.min_instances} -> 0")
             existing.min_instances = 0
+        if self._lacks_identity(existing):
+            # Jobs run as the compute identity: the cluster must carry it (an update may add
+            # an identity to an existing cluster).
+            changes.append("adding the compute identity (WAA_COMPUTE_IDENTITY_ID)")
+            existing.identity = self._cluster_identity()
         if not changes:
             ready = state in _READY_STATES
             return CapacityReport(
@@ -258,6 +293,26 @@ class AzureMLBackend:
             ready=False,
             detail="updating " + "; ".join(changes),
         )
+
+    def _cluster_identity(self) -> IdentityConfiguration | None:
+        if self._identity is None:
+            return None
+        return IdentityConfiguration(
+            type="user_assigned",
+            user_assigned_identities=[ManagedIdentityConfiguration(resource_id=self._identity)],
+        )
+
+    def _job_identity(self) -> ManagedIdentityConfiguration | None:
+        # A command job's `identity` is what it reaches data (the ro_mount input) and Azure
+        # with; a managed identity of the compute, named by resource id (azure-ai-ml
+        # ManagedIdentityConfiguration(resource_id=...), the wire's identity.resourceId).
+        return ManagedIdentityConfiguration(resource_id=self._identity) if self._identity else None
+
+    def _lacks_identity(self, cluster: AmlCompute) -> bool:
+        if self._identity is None:
+            return False
+        held = getattr(cluster.identity, "user_assigned_identities", None) or []
+        return self._identity.lower() not in {(i.resource_id or "").lower() for i in held}
 
     def capacity_status(self, spec: CapacitySpec) -> CapacityReport:
         """One read of the cluster: ready once its provisioning succeeded."""
@@ -296,17 +351,27 @@ class AzureMLBackend:
 
     # --- jobs --------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> SubmitResult:
-        secrets = (spec.heartbeat_token,)
+        secrets = job_secrets(spec)
         found = self._find(spec.job_name, secrets)
         if found is not None:
             return SubmitResult(job_name=spec.job_name, backend_job_id=found, created=False)
 
+        environment = runner_environment(spec)
+        inputs: dict[str, Input] = {}
+        job_command = self._command
+        if self._golden is not None:
+            # Read-only: the runner copies it to its own writable WAA_STORAGE_DIR, so every
+            # attempt starts from a pristine image and nothing writes back.
+            inputs[STORAGE_INPUT] = Input(type="uri_folder", path=self._golden, mode="ro_mount")
+            job_command = f"{STORAGE_COMMAND_PREFIX} {self._command}"
+            environment.setdefault("WAA_STORAGE_DIR", CONTAINER_STORAGE_DIR)
         job = command(
             name=spec.job_name,
             display_name=spec.job_name,
-            command=self._command,
+            command=job_command,
+            inputs=inputs or None,
             environment=Environment(image=spec.image),
-            environment_variables={**spec.environment, "WAA_HEARTBEAT_TOKEN": spec.heartbeat_token},
+            environment_variables=environment,
             tags={
                 **spec.tags,
                 "waa_evaluation": spec.evaluation_id,
@@ -320,6 +385,7 @@ class AzureMLBackend:
             # docker_args as one string (the wire's dockerArgs), shared memory through shm_size.
             docker_args=" ".join(self._container.docker_args()) or None,
             shm_size=self._container.shm_size,
+            identity=self._job_identity(),
         )
         try:
             created = self._ml.jobs.create_or_update(job)
@@ -393,6 +459,11 @@ class AzureMLBackend:
                 code="CancelNotConfirmed",
             )
         log.info("azureml job cancelled", extra={"job_name": job_name})
+
+    def end_evaluation(self, evaluation_id: str) -> None:
+        """Nothing to end: each attempt is its own command job, ended by itself or by `cancel`;
+        the cluster scales to zero on its own (min_instances 0) and the experiment is only a
+        name in the job history."""
 
     # --- helpers -----------------------------------------------------------------------------
     def _run_error(self, job_name: str) -> str:

@@ -20,6 +20,11 @@ class ComputeBackend(Protocol):
       the image cannot be pulled). Each call ends within its bound in `domain.bounds`.
     - `status` of an unknown job raises `domain.jobs.JobNotFoundError`.
     - `cancel` is idempotent: cancelling a finished or unknown job is not an error.
+    - `end_evaluation` releases whatever the tier holds for one evaluation as a whole once it
+      has ended or was cancelled (Batch: the evaluation's Batch job, which otherwise stays active
+      and counts against the account's active-job quota). Idempotent: an evaluation that was
+      ended already, or that never used the tier, is not an error. Tiers that hold nothing per
+      evaluation do nothing.
     - Errors are `domain.jobs.BackendError` subclasses whose `kind` says whether to retry
       (TRANSIENT) or fail over (PERMANENT_FOR_TIER). Messages never contain secrets.
     """
@@ -35,3 +40,5 @@ class ComputeBackend(Protocol):
     def status(self, job_name: str) -> JobStatus: ...
 
     def cancel(self, job_name: str) -> None: ...
+
+    def end_evaluation(self, evaluation_id: str) -> None: ...

@@ -5,6 +5,17 @@ Everything goes through `azure-batch` 15.x's BatchClient; its retry policy retri
 image onto every node and runs a start task that fails on nodes without /dev/kvm, so a node
 that cannot run WAA shows up as `starttaskfailed` instead of hanging a shard. Tasks carry the
 kill switch (`max_wall_clock_time`) and never retry on their own: the control plane retries.
+
+A pool that pulls from a private registry and mounts the golden image with a managed identity
+is declared in infra/app/batch.bicep, not created here: the Batch data plane (azure-batch 15.x)
+cannot give a pool an identity (`BatchPool.identity` is read-only there, and
+`BatchPoolCreateOptions` has no such field), only ARM can. With WAA_COMPUTE_IDENTITY_ID set the
+app only references that pool (resizes it, checks it mounts and pulls what the jobs need).
+
+Batch jobs stay active until terminated and count against the account's quota of active jobs
+and job schedules (a per-account limit; "ActiveJobAndScheduleQuotaReached" once it is full):
+`end_evaluation` terminates the evaluation's job when it ends or is cancelled, and the sweeper
+terminates those of evaluations that ended without it (`evaluations_holding_jobs`).
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from __future__ import annotations
 import datetime
 import logging
 import re
+import shlex
 from typing import TYPE_CHECKING, Any
 
 from azure.batch import BatchClient
@@ -26,6 +38,8 @@ from adapters.compute._azure_errors import (
     service_code,
     status_code,
 )
+from adapters.compute.golden import CONTAINER_STORAGE_DIR, GoldenImage, parse_golden_image_url
+from adapters.compute.job_env import job_secrets, runner_environment
 from adapters.logs import redact
 from domain import bounds
 from domain.job_state import batch_node_failure, from_batch_task
@@ -81,6 +95,30 @@ _BATCH_ID = re.compile(r"[^A-Za-z0-9_-]")
 # the pool's container images are on the node.
 USABLE_NODE_STATES = frozenset({"idle", "running"})
 FALLBACK_BATCH_JOB = "waa-jobs"
+# Batch error codes of a terminate request for a job that is already ending or ended.
+ENDED_JOB_CODES = frozenset({"jobcompleted", "jobbeingterminated", "jobbeingdeleted"})
+# The golden image's blob container is mounted on every node at
+# $AZ_BATCH_NODE_MOUNTS_DIR/<GOLDEN_MOUNT> ("All file systems are mounted relative to the Batch
+# mounts directory, accessible via the AZ_BATCH_NODE_MOUNTS_DIR environment variable",
+# azure-batch 15 AzureBlobFileSystemConfiguration.relative_mount_path). Read-only by blobfuse's
+# own option; allow_other lets the task's user (not the mounting one) read it.
+GOLDEN_MOUNT = "waa-golden"
+BLOBFUSE_OPTIONS = "-o ro -o allow_other -o attr_timeout=240 -o entry_timeout=240"
+# What a container task sees of the node: the Batch mounts directory read-only (the golden image)
+# and its own task directory. Without this list a Linux container task gets all of
+# AZ_BATCH_NODE_ROOT_DIR read-write, mounts included; with it, only these, at the same paths
+# as on the host (learn.microsoft.com/azure/batch/batch-container-isolation-task;
+# azure-batch 15 BatchTaskContainerSettings.container_host_batch_bind_mounts). This is the
+# service's own field for a read-only bind mount: a `-v` in containerRunOptions would need the
+# mounts directory's path on the node, which Batch only gives as an environment variable (and
+# its docs do not say that containerRunOptions expands variables).
+GOLDEN_BIND_MOUNTS = [
+    bm.ContainerHostBatchBindMountEntry(
+        source=bm.ContainerHostDataPath.VFS_MOUNTS, is_read_only=True
+    ),
+    bm.ContainerHostBatchBindMountEntry(source=bm.ContainerHostDataPath.TASK, is_read_only=False),
+]
+_AZURE_REGISTRY = re.compile(r"^[a-z0-9]+\.azurecr\.io$", re.IGNORECASE)
 
 ERRORS = ErrorClassifier(
     service="Azure Batch",
@@ -116,7 +154,21 @@ def batch_job_id(job_name: str) -> str:
     parsed = parse_job_name(job_name)
     if parsed is None:
         return FALLBACK_BATCH_JOB
-    return _BATCH_ID.sub("-", f"waa-{parsed[0]}")[:64]
+    return evaluation_job_id(parsed[0])
+
+
+def evaluation_job_id(evaluation_id: str) -> str:
+    """The Batch job of one evaluation."""
+    return _BATCH_ID.sub("-", f"waa-{evaluation_id}")[:64]
+
+
+def registry_of(image: str) -> str:
+    """The registry host of an image reference, as Docker reads it: the first path component
+    when it looks like a host (has a dot or a port, or is localhost), else Docker Hub."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first.lower()
+    return "docker.io"
 
 
 # Passed to the BatchClient's azure-core pipeline: its retry policy honours Retry-After on
@@ -145,6 +197,8 @@ class BatchBackend:
         container: ContainerOptions | None = None,
         vm_image: bm.BatchVmImageReference = DEFAULT_VM_IMAGE,
         node_agent_sku_id: str = DEFAULT_NODE_AGENT,
+        golden_image_url: str | None = None,
+        pool_identity_id: str | None = None,
         secrets: tuple[str, ...] = (),
     ) -> None:
         self._client = client
@@ -152,6 +206,17 @@ class BatchBackend:
         self._command = command
         # The task's container run options are `docker create` options, one string.
         self._run_options = " ".join((container or ContainerOptions()).run_options())
+        self._golden: GoldenImage | None = (
+            parse_golden_image_url(golden_image_url) if golden_image_url else None
+        )
+        if self._golden is not None and not pool_identity_id:
+            raise PermanentTierError(
+                "the Batch pool mounts the golden image (WAA_GOLDEN_IMAGE_URL) with its managed "
+                "identity: set WAA_COMPUTE_IDENTITY_ID (the pool declared in "
+                "infra/app/batch.bicep)",
+                code="MissingSettings",
+            )
+        self._identity = pool_identity_id or None
         self._vm_image = vm_image
         self._node_agent = node_agent_sku_id
         # Values (e.g. the account key) that must never appear in an error message.
@@ -182,6 +247,9 @@ class BatchBackend:
         return cls(
             client,
             pool_id=settings.batch_pool_id,
+            container=settings.container_options,
+            golden_image_url=settings.waa_golden_image_url,
+            pool_identity_id=settings.compute_identity_id,
             secrets=(key,) if key else (),
         )
 
@@ -194,6 +262,14 @@ class BatchBackend:
         except Exception as err:
             raise self._classify(err, f"reading pool {self._pool_id!r}") from None
 
+        if pool is None and self._identity:
+            raise PermanentTierError(
+                f"Batch pool {self._pool_id!r} does not exist. A pool with a managed identity "
+                "(WAA_COMPUTE_IDENTITY_ID) is declared in infra/app/batch.bicep, since the Batch "
+                "data plane cannot give a pool an identity: deploy it (azd provision) or set "
+                "BATCH_POOL_ID to the pool's id",
+                code="PoolNotDeployed",
+            )
         if pool is None:
             # Returns at once: Batch allocates the nodes and prefetches the image in the
             # background, and the shard orchestration polls `capacity_status` meanwhile.
@@ -213,6 +289,14 @@ class BatchBackend:
                 f"{spec.vm_size}; a pool's VM size cannot change: delete the pool or set "
                 "BATCH_POOL_ID to a new name",
                 code="PoolSizeMismatch",
+            )
+        problems = self._pool_problems(pool, spec.image)
+        if problems:
+            raise PermanentTierError(
+                f"Batch pool {self._pool_id!r} " + "; ".join(problems) + ". Its mounts, "
+                "registries and identity are fixed when it is created: redeploy it from "
+                "infra/app/batch.bicep (delete it first) or set BATCH_POOL_ID to one that has them",
+                code="PoolMisconfigured",
             )
         notes = []
         prefetched = []
@@ -278,6 +362,84 @@ class BatchBackend:
             detail=f"pool {_text(pool.allocation_state).lower() or 'unknown'}: {waiting}",
         )
 
+    def _pool_problems(self, pool: Any, image: str) -> list[str]:
+        """What an existing pool lacks for this backend's jobs: the identity, the golden image
+        mount made with it, the image's Azure registry pulled with it."""
+        if not self._identity:
+            return []
+        want = self._identity.lower()
+        problems = []
+        identity = getattr(pool, "identity", None)
+        held = {
+            (u.resource_id or "").lower()
+            for u in (getattr(identity, "user_assigned_identities", None) or [])
+        }
+        if want not in held:
+            problems.append(
+                f"does not carry the identity {self._identity} (WAA_COMPUTE_IDENTITY_ID)"
+            )
+
+        def by_identity(ref: Any) -> bool:
+            return ref is not None and (ref.resource_id or "").lower() == want
+
+        if self._golden is not None:
+            blobs = [
+                m.azure_blob_file_system_configuration
+                for m in pool.mount_configuration or []
+                if m.azure_blob_file_system_configuration is not None
+            ]
+            if not any(
+                b.account_name == self._golden.account
+                and b.container_name == self._golden.container
+                and b.relative_mount_path == GOLDEN_MOUNT
+                and by_identity(b.identity_reference)
+                for b in blobs
+            ):
+                problems.append(
+                    f"does not mount blob container {self._golden.account}/"
+                    f"{self._golden.container} at {GOLDEN_MOUNT} with that identity "
+                    "(WAA_GOLDEN_IMAGE_URL)"
+                )
+        registry = registry_of(image) if image else ""
+        if _AZURE_REGISTRY.match(registry):
+            vm = pool.virtual_machine_configuration
+            containers = vm.container_configuration if vm is not None else None
+            registries = (containers.container_registries if containers is not None else None) or []
+            if not any(
+                (r.registry_server or "").lower() == registry and by_identity(r.identity_reference)
+                for r in registries
+            ):
+                problems.append(f"does not pull from {registry} with that identity (WAA_IMAGE)")
+        return problems
+
+    def pool_mounts(self) -> list[bm.MountConfiguration]:
+        """The mount configuration the pool needs (what infra/app/batch.bicep declares)."""
+        if self._golden is None:
+            return []
+        return [
+            bm.MountConfiguration(
+                azure_blob_file_system_configuration=bm.AzureBlobFileSystemConfiguration(
+                    account_name=self._golden.account,
+                    container_name=self._golden.container,
+                    relative_mount_path=GOLDEN_MOUNT,
+                    blobfuse_options=BLOBFUSE_OPTIONS,
+                    identity_reference=bm.BatchNodeIdentityReference(resource_id=self._identity),
+                )
+            )
+        ]
+
+    def pool_registries(self, image: str) -> list[bm.ContainerRegistryReference]:
+        """The private registry the pool pulls `image` from with its identity (bicep too)."""
+        registry = registry_of(image)
+        if not self._identity or not _AZURE_REGISTRY.match(registry):
+            return []
+        return [
+            bm.ContainerRegistryReference(
+                registry_server=registry,
+                identity_reference=bm.BatchNodeIdentityReference(resource_id=self._identity),
+            )
+        ]
+
     def _create_pool(self, spec: CapacitySpec) -> None:
         nodes = {
             ("target_low_priority_nodes" if spec.spot else "target_dedicated_nodes"): spec.max_nodes
@@ -310,16 +472,30 @@ class BatchBackend:
 
     # --- jobs --------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> SubmitResult:
-        secrets = (spec.heartbeat_token, *self._secrets)
+        secrets = (*job_secrets(spec), *self._secrets)
         job_id = batch_job_id(spec.job_name)
-        environment = {**spec.environment, "WAA_HEARTBEAT_TOKEN": spec.heartbeat_token}
+        environment = runner_environment(spec)
+        command_line = self._command
+        bind_mounts = None
+        if self._golden is not None:
+            # Batch runs a task's command line without a shell; the container's /bin/sh expands
+            # AZ_BATCH_NODE_MOUNTS_DIR, which Batch maps into the container with the task's
+            # other environment variables.
+            source = "/".join(
+                p for p in ("$AZ_BATCH_NODE_MOUNTS_DIR", GOLDEN_MOUNT, self._golden.path) if p
+            )
+            script = f'WAA_STORAGE_SOURCE="{source}" exec {self._command}'
+            command_line = f"/bin/sh -c {shlex.quote(script)}"
+            environment.setdefault("WAA_STORAGE_DIR", CONTAINER_STORAGE_DIR)
+            bind_mounts = GOLDEN_BIND_MOUNTS
         task = bm.BatchTaskCreateOptions(
             id=spec.job_name,
             display_name=f"{spec.evaluation_id} shard {spec.shard_index} attempt {spec.attempt}",
-            command_line=self._command,
+            command_line=command_line,
             container_settings=bm.BatchTaskContainerSettings(
                 image_name=spec.image,
                 container_run_options=self._run_options or None,
+                container_host_batch_bind_mounts=bind_mounts,
             ),
             user_identity=ADMIN_AUTO_USER,
             environment_settings=[
@@ -462,6 +638,50 @@ class BatchBackend:
         except Exception as err:
             raise self._classify(err, f"terminating task {job_name!r}") from None
         log.info("batch task terminated", extra={"job_name": job_name})
+
+    def end_evaluation(self, evaluation_id: str) -> None:
+        """Terminates the evaluation's Batch job (its tasks end with it): started, not waited
+        for (the SDK's poller follows it on its own daemon thread). A job that is already
+        ending or ended, or that never existed, is fine."""
+        job_id = evaluation_job_id(evaluation_id)
+        action = f"terminating job {job_id!r}"
+        try:
+            # The options as their wire JSON: azure-batch 15.1 does not export the
+            # BatchJobTerminateOptions model (models/_models.py only), and without options it
+            # fails before sending (_terminate_job_internal sets content_type None, which its
+            # header serializer refuses).
+            self._client.begin_terminate_job(
+                job_id,
+                {"terminateReason": "WAA evaluation ended"},  # type: ignore[arg-type]
+                polling_interval=30,
+            )
+        except ResourceNotFoundError:
+            return
+        except HttpResponseError as err:
+            if status_code(err) == 404 or (
+                status_code(err) == 409 and service_code(err).lower() in ENDED_JOB_CODES
+            ):
+                return
+            raise self._classify(err, action) from None
+        except Exception as err:
+            raise self._classify(err, action) from None
+        log.info("batch job terminated", extra={"evaluation_id": evaluation_id})
+
+    def evaluations_holding_jobs(self) -> list[str]:
+        """Evaluations whose Batch job is still active (for the sweeper, which ends those of
+        evaluations that are over): one listing of the account's active jobs."""
+        try:
+            jobs = list(
+                self._client.list_jobs(filter="state eq 'active'", select=["id", "metadata"])
+            )
+        except Exception as err:
+            raise self._classify(err, "listing active jobs") from None
+        found = []
+        for job in jobs:
+            for item in job.metadata or []:
+                if item.name == "waa_evaluation" and item.value:
+                    found.append(item.value)
+        return sorted(set(found))
 
     # --- helpers -----------------------------------------------------------------------------
     def _call(self, fn: Any, action: str) -> Any:

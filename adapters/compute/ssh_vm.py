@@ -11,7 +11,13 @@ Safety rules this module keeps:
   unknown key, and a different key raises `BadHostKeyException`; that VM leaves the pool.
 - Every remote command is an argv list joined with `shlex.join`, so no argument (task ids,
   environment values) is ever interpreted by the remote shell.
-- The heartbeat token is passed to the container but never logged or put in an error message.
+- The heartbeat token never appears on a command line (where `ps` on the VM and Docker's
+  container config would show it) nor in a log or an error message: each attempt gets a 0600
+  file written over SFTP (WAA_HEARTBEAT_TOKEN=...), mounted read-only into its container, whose
+  path the runner finds in WAA_SECRETS_FILE (CONTRACT.md).
+- The golden image (WAA's prepared `storage` folder) is a host folder mounted read-only at
+  /golden; the runner copies it to the container's own writable /storage, so every attempt
+  starts from a pristine disk and nothing writes back.
 - Every call ends within bounds.SSH_CALL_SECONDS whatever the pool does: paramiko's connect,
   banner, auth and channel timeouts and a channel timeout per command bound each step, a
   deadline per call bounds the sequence of steps over the pool, and `docker run` runs under
@@ -39,6 +45,7 @@ from typing import Any
 import paramiko
 
 from adapters.compute import runner_exit_codes
+from adapters.compute.golden import CONTAINER_GOLDEN_DIR, CONTAINER_STORAGE_DIR
 from adapters.logs import redact
 from adapters.settings import AppSettings, VmHost
 from domain import bounds
@@ -46,6 +53,7 @@ from domain.job_state import from_docker
 from domain.jobs import (
     CapacityReport,
     CapacitySpec,
+    ContainerOptions,
     FailureKind,
     JobNotFoundError,
     JobSpec,
@@ -66,11 +74,16 @@ RUNNER_FILE = Path(__file__).resolve().parents[2] / "shard_runner" / "runner.py"
 REMOTE_RUNNER_DIR = ".waa-shard-runner"
 CONTAINER_RUNNER_DIR = "/opt/waa-shard-runner"
 MANAGED_LABEL = "waa.managed=1"
-# What the windowsarena/winarena image needs besides /dev/kvm: QEMU's tap networking and a
+# Besides the container options (ContainerOptions: devices, capabilities, shared memory): a
 # graceful Windows shutdown on stop (see the WAA repository's run scripts).
-DEFAULT_DOCKER_ARGS: tuple[str, ...] = ("--cap-add", "NET_ADMIN", "--stop-timeout", "120")
-# The prepared Windows golden image lives here on each VM (WAA's `/storage` volume).
-DEFAULT_STORAGE_DIR = "/var/lib/waa/storage"
+DEFAULT_DOCKER_ARGS: tuple[str, ...] = ("--stop-timeout", "120")
+# The prepared Windows golden image lives here on each VM (app setting VM_GOLDEN_IMAGE_DIR).
+DEFAULT_GOLDEN_IMAGE_DIR = "/srv/waa/storage"
+# Each attempt's secrets file on the VM: <runner dir>/secrets/<evaluation>/<job>.env, and where
+# its container sees it.
+SECRETS_DIR = "secrets"
+CONTAINER_SECRETS_FILE = "/run/waa/secrets.env"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 # Docker container names: the job names of the control plane always fit.
 _CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 # Exit code of GNU `timeout` when it stopped the command (137 when it had to SIGKILL).
@@ -92,6 +105,7 @@ _BUSY_ARGV = [
 _CHECK_SCRIPT = (
     "v=$(docker version --format '{{.Server.Version}}' 2>&1) || { echo \"$v\" >&2; exit 10; }\n"
     'test -c "$1" || exit 11\n'
+    'test -z "$2" || test -d "$2" || exit 12\n'
     'echo "$v"\n'
 )
 _NO_SUCH = re.compile(r"no such (container|object)", re.IGNORECASE)
@@ -214,6 +228,39 @@ class _Remote:
             raise _VmDown(f"{self.vm.label}: upload of the shard runner failed ({exc})") from None
         return target
 
+    def write_private(self, remote_path: str, content: str) -> str:
+        """Write `content` to `remote_path` (relative to the home directory unless absolute)
+        readable by its owner only: the file is created empty and made 0600 before a byte of
+        `content` is written, in directories made 0700. Returns the absolute path."""
+        limit, _ = self._deadline.cap(self._timeout)
+        try:
+            with self._client.open_sftp() as sftp:
+                sftp.get_channel().settimeout(limit)
+                path = PurePosixPath(sftp.normalize(".")) / remote_path
+                missing = []
+                parent = path.parent
+                while True:
+                    try:
+                        sftp.stat(str(parent))
+                        break
+                    except FileNotFoundError:
+                        missing.append(parent)
+                        parent = parent.parent
+                for directory in reversed(missing):
+                    sftp.mkdir(str(directory), mode=0o700)
+                with sftp.open(str(path), "w") as f:
+                    sftp.chmod(str(path), 0o600)
+                    f.write(content.encode())
+        except (paramiko.SSHException, OSError) as exc:
+            # Never the content in the message: it is a secret.
+            raise _VmDown(
+                f"{self.vm.label}: writing the job's secrets file failed ({exc})"
+            ) from None
+        return str(path)
+
+    def remove_tree(self, remote_path: str) -> None:
+        self.run(["rm", "-rf", "--", remote_path])
+
 
 class SshVmBackend:
     """`ComputeBackend` for a fixed pool of VMs reached over SSH."""
@@ -225,8 +272,9 @@ class SshVmBackend:
         pool: Sequence[VmHost],
         *,
         key: paramiko.PKey,
+        container: ContainerOptions | None = None,
         docker_args: Sequence[str] = DEFAULT_DOCKER_ARGS,
-        storage_dir: str | None = DEFAULT_STORAGE_DIR,
+        golden_image_dir: str | None = DEFAULT_GOLDEN_IMAGE_DIR,
         kvm_device: str = "/dev/kvm",
         runner_file: Path = RUNNER_FILE,
         runner_remote_dir: str = REMOTE_RUNNER_DIR,
@@ -247,8 +295,9 @@ class SshVmBackend:
         self._pool = list(pool)
         self._host_keys = {vm.label: parse_host_key(vm.host_key) for vm in pool}
         self._key = key
+        self._container = container or ContainerOptions()
         self._docker_args = tuple(docker_args)
-        self._storage_dir = storage_dir
+        self._golden_dir = golden_image_dir
         self._kvm_device = kvm_device
         self._runner_file = runner_file
         self._runner_remote_dir = runner_remote_dir
@@ -280,6 +329,8 @@ class SshVmBackend:
             key = load_private_key(settings.vm_ssh_private_key.get_secret_value())
         except ValueError as err:
             raise PermanentTierError(str(err)) from None
+        kwargs.setdefault("container", settings.container_options)
+        kwargs.setdefault("golden_image_dir", settings.vm_golden_image_dir)
         return cls(settings.vm_pool, key=key, **kwargs)
 
     # --- pool state -------------------------------------------------------------------------
@@ -362,10 +413,18 @@ class SshVmBackend:
     def _check(self, remote: _Remote) -> str:
         """Full health check of a VM in one round trip; returns the Docker server version."""
         # A constant script; the device path arrives as "$1", never spliced into the text.
-        res = remote.run(["sh", "-c", _CHECK_SCRIPT, "sh", self._kvm_device])
+        # And the golden image folder as "$2": a VM without it could run no attempt.
+        res = remote.run(
+            ["sh", "-c", _CHECK_SCRIPT, "sh", self._kvm_device, self._golden_dir or ""]
+        )
         if res.code == 11:
             raise _VmDown(
                 f"{remote.vm.label}: {self._kvm_device} is missing (no nested virtualization)"
+            )
+        if res.code == 12:
+            raise _VmDown(
+                f"{remote.vm.label}: the golden image folder {self._golden_dir} is missing "
+                "(VM_GOLDEN_IMAGE_DIR: copy WAA's prepared storage folder there)"
             )
         if res.code != 0:
             raise _VmDown(f"{remote.vm.label}: docker does not answer ({_tail(res.err)})")
@@ -583,7 +642,10 @@ class SshVmBackend:
                         busy += 1
                         continue
                     runner_dir = remote.upload(self._runner_file, self._runner_remote_dir)
-                    created = self._run(remote, spec, runner_dir, token)
+                    secrets_file = remote.write_private(
+                        self._secrets_path(spec.evaluation_id, name), _secrets_text(spec)
+                    )
+                    created = self._run(remote, spec, runner_dir, secrets_file, token)
                 except _VmDown as exc:
                     self._mark_down(vm, redact(str(exc), [token]))
                     problems.append(redact(str(exc), [token]))
@@ -603,13 +665,36 @@ class SshVmBackend:
             code="NoUsableVm",
         )
 
-    def _docker_run_argv(self, spec: JobSpec, runner_dir: str, token: str) -> list[str]:
+    def _secrets_path(self, evaluation_id: str, job_name: str) -> str:
+        if not _SAFE_NAME.match(evaluation_id):
+            raise ValueError(f"evaluation id {evaluation_id!r} cannot name a folder")
+        return f"{self._evaluation_secrets(evaluation_id)}/{job_name}.env"
+
+    def _evaluation_secrets(self, evaluation_id: str) -> str:
+        return f"{self._runner_remote_dir}/{SECRETS_DIR}/{evaluation_id}"
+
+    def _docker_run_argv(self, spec: JobSpec, runner_dir: str, secrets_file: str) -> list[str]:
         env = dict(spec.environment)
+        # Secrets reach the runner through the file only.
+        for secret_name in ("WAA_HEARTBEAT_TOKEN", "WAA_HEARTBEAT_TOKEN_SECRET"):
+            env.pop(secret_name, None)
         env.setdefault("WAA_JOB_NAME", spec.job_name)
         env.setdefault("WAA_TASK_IDS", ",".join(spec.task_ids))
         env.setdefault("WAA_HEARTBEAT_URL", spec.heartbeat_url)
-        env["WAA_HEARTBEAT_TOKEN"] = token
-        device = "/dev/kvm" if self._kvm_device == "/dev/kvm" else f"{self._kvm_device}:/dev/kvm"
+        if spec.secrets_vault_url:
+            env["WAA_SECRETS_VAULT_URL"] = spec.secrets_vault_url
+        if spec.secret_env:
+            env["WAA_SECRETS"] = ",".join(f"{k}={v}" for k, v in sorted(spec.secret_env.items()))
+        if self._golden_dir:
+            env["WAA_STORAGE_SOURCE"] = CONTAINER_GOLDEN_DIR
+            env.setdefault("WAA_STORAGE_DIR", CONTAINER_STORAGE_DIR)
+        env["WAA_SECRETS_FILE"] = CONTAINER_SECRETS_FILE
+        devices = [
+            f"{self._kvm_device}:/dev/kvm"
+            if d == "/dev/kvm" and self._kvm_device != "/dev/kvm"
+            else d
+            for d in self._container.devices
+        ]
         argv = ["docker", "run", "-d", "--name", spec.job_name]
         argv += ["--label", MANAGED_LABEL, "--label", f"waa.job={spec.job_name}"]
         argv += ["--label", f"waa.evaluation={spec.evaluation_id}"]
@@ -619,10 +704,17 @@ class SshVmBackend:
             "--label",
             f"waa.attempt={spec.attempt}",
         ]
-        argv += ["--device", device, *self._docker_args]
-        if self._storage_dir:
-            argv += ["-v", f"{self._storage_dir}:/storage"]
+        for device in devices:
+            argv += ["--device", device]
+        for capability in self._container.cap_add:
+            argv += ["--cap-add", capability]
+        argv += ["--shm-size", self._container.shm_size, *self._docker_args]
+        if self._golden_dir:
+            # Read-only, and no shared writable /storage: the runner copies the image into the
+            # container's own /storage, so each attempt starts from a pristine disk.
+            argv += ["-v", f"{self._golden_dir}:{CONTAINER_GOLDEN_DIR}:ro"]
         argv += ["-v", f"{runner_dir}:{CONTAINER_RUNNER_DIR}:ro"]
+        argv += ["-v", f"{secrets_file}:{CONTAINER_SECRETS_FILE}:ro"]
         for key, value in env.items():
             argv += ["-e", f"{key}={value}"]
         # The image's entrypoint is `bash -c`; replacing it with `timeout` keeps the command an
@@ -632,8 +724,10 @@ class SshVmBackend:
         argv += [self._container_python, f"{CONTAINER_RUNNER_DIR}/{self._runner_file.name}"]
         return argv
 
-    def _run(self, remote: _Remote, spec: JobSpec, runner_dir: str, token: str) -> bool:
-        argv = self._docker_run_argv(spec, runner_dir, token)
+    def _run(
+        self, remote: _Remote, spec: JobSpec, runner_dir: str, secrets_file: str, token: str
+    ) -> bool:
+        argv = self._docker_run_argv(spec, runner_dir, secrets_file)
         # GNU `timeout` on the VM ends a `docker run` still pulling (its progress output would
         # keep any channel timeout from firing); the channel timeout is only the backstop.
         limit = min(self._run_timeout, remote.time_left() - RUN_KILL_AFTER_SECONDS - 1)
@@ -729,6 +823,26 @@ class SshVmBackend:
             log.info("job %s cancelled on VM %s", job_name, vm.label)
             return
 
+    def end_evaluation(self, evaluation_id: str) -> None:
+        """Nothing runs per evaluation here (each container ends by itself or by `cancel`);
+        what is left is cleanup: the evaluation's secrets files are removed from every VM that
+        answers. A VM that does not keeps files whose tokens expire with their jobs' deadlines;
+        a later call removes them."""
+        if not _SAFE_NAME.match(evaluation_id):
+            return  # no folder was ever made for it
+        deadline = self._deadline()
+        for vm in self._pool:
+            if self._resting(vm) is not None:
+                continue
+            try:
+                with self._connect(vm, deadline) as remote:
+                    remote.remove_tree(self._evaluation_secrets(evaluation_id))
+            except _VmDown as exc:
+                log.warning("end of evaluation %s: skipped %s", evaluation_id, exc)
+            except _OutOfTime:
+                log.warning("end of evaluation %s: the call's budget ran out", evaluation_id)
+                return
+
     def _tombstone(self, job_name: str) -> str:
         return f"{self._runner_remote_dir}/cancelled/{job_name}"
 
@@ -771,6 +885,13 @@ def _status_from_docker(job_name: str, state: dict[str, Any]) -> JobStatus:
         detail=detail,
         failure_kind=kind,
     )
+
+
+def _secrets_text(spec: JobSpec) -> str:
+    """The attempt's secrets file: KEY=VALUE lines (CONTRACT.md, WAA_SECRETS_FILE)."""
+    if "\n" in spec.heartbeat_token or "\r" in spec.heartbeat_token:
+        raise ValueError("the heartbeat token must be one line")
+    return f"WAA_HEARTBEAT_TOKEN={spec.heartbeat_token}\n"
 
 
 def _job_id(vm: VmHost, job_name: str) -> str:

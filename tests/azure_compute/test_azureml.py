@@ -381,3 +381,139 @@ def test_from_settings_client_carries_the_bounds_and_works(
     assert b.submit(job_spec(NAME)).created
     b.cancel(NAME)
     assert b.status(NAME).state is JobState.CANCELLED
+
+
+# --- WAA's launch needs: golden image, container options, secrets ------------------------------
+GOLDEN = "https://waagolden.blob.core.windows.net/golden/waa/storage"
+VAULT = "https://kv-waa.vault.azure.net"
+
+
+def test_the_golden_image_is_a_read_only_mounted_input_the_runner_is_told_about(
+    aml: FakeAzureML,
+) -> None:
+    b = AzureMLBackend(make_client(aml), compute_name="waa-cluster", golden_image_url=GOLDEN)
+    b.ensure_capacity(capacity())
+    b.submit(job_spec(NAME))
+    body = aml.job_body(NAME)
+    assert body["inputs"] == {
+        "storage": {"jobInputType": "uri_folder", "uri": GOLDEN, "mode": "ReadOnlyMount"}
+    }
+    # The mount's path reaches the runner through the command line, the one place Azure ML
+    # resolves an input reference (the fake refuses a reference to an input the job lacks).
+    assert body["command"] == "env WAA_STORAGE_SOURCE=${{inputs.storage}} python -m shard_runner"
+    assert body["environmentVariables"]["WAA_STORAGE_DIR"] == "/storage"
+
+
+def test_without_a_golden_image_the_job_has_no_inputs(aml: FakeAzureML) -> None:
+    ready(aml).submit(job_spec(NAME))
+    body = aml.job_body(NAME)
+    assert not body.get("inputs") and "inputs." not in body["command"]
+
+
+def test_a_malformed_golden_image_url_is_refused_at_construction(aml: FakeAzureML) -> None:
+    with pytest.raises(ValueError, match=r"blob\.core\.windows\.net"):
+        AzureMLBackend(
+            make_client(aml),
+            compute_name="waa-cluster",
+            golden_image_url="https://example.com/golden",
+        )
+
+
+def test_container_options_from_the_settings_reach_the_job(
+    aml: FakeAzureML, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert aml.ca_file is not None
+    monkeypatch.setenv("AZUREML_DEV_URL_MFE", aml.url)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", aml.ca_file)
+    b = AzureMLBackend.from_settings(
+        settings(
+            AZURE_SUBSCRIPTION_ID="sub-1",
+            AZURE_RESOURCE_GROUP="rg-1",
+            AZUREML_WORKSPACE="ws-1",
+            WAA_CONTAINER_DEVICES="/dev/kvm,/dev/net/tun",
+            WAA_CONTAINER_CAP_ADD="NET_ADMIN,SYS_NICE",
+            WAA_CONTAINER_SHM_SIZE="8g",
+            WAA_GOLDEN_IMAGE_URL=GOLDEN,
+        ),
+        StaticTokenCredential(),
+    )
+    b.ensure_capacity(capacity())
+    b.submit(job_spec(NAME))
+    body = aml.job_body(NAME)
+    assert body["resources"]["dockerArgs"] == (
+        "--device=/dev/kvm --device=/dev/net/tun --cap-add=NET_ADMIN --cap-add=SYS_NICE"
+    )
+    assert body["resources"]["shmSize"] == "8g"
+    assert body["inputs"]["storage"]["uri"] == GOLDEN
+
+
+def test_with_a_vault_the_job_definition_names_its_secrets_and_holds_none(
+    aml: FakeAzureML,
+) -> None:
+    b = ready(aml)
+    spec = job_spec(
+        NAME,
+        secrets_vault_url=VAULT,
+        secret_env={"OPENAI_API_KEY": "openai-api-key", "AZURE_API_KEY": "azure-api-key"},
+        heartbeat_token_secret="hb-ev1-s3-a2",
+        # Even a token slipped into the plain environment does not travel.
+        environment={"WAA_TASK_IDS": "a", "WAA_HEARTBEAT_TOKEN": TOKEN},
+    )
+    b.submit(spec)
+    env = aml.job_body(NAME)["environmentVariables"]
+    assert env["WAA_HEARTBEAT_TOKEN_SECRET"] == "hb-ev1-s3-a2"
+    assert env["WAA_SECRETS_VAULT_URL"] == VAULT
+    assert env["WAA_SECRETS"] == "AZURE_API_KEY=azure-api-key,OPENAI_API_KEY=openai-api-key"
+    assert "WAA_HEARTBEAT_TOKEN" not in env
+    # Nothing the service received, in any request, carries the token.
+    received = [r.body.decode(errors="replace") for r in aml.requests if r.body]
+    assert received and all(TOKEN not in text for text in received)
+    b.status(NAME)
+    b.end_evaluation("ev1")  # nothing to end on Azure ML: no request, no error
+    assert all(TOKEN not in r.body.decode(errors="replace") for r in aml.requests if r.body)
+
+
+COMPUTE_IDENTITY = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-waa/providers/"
+    "Microsoft.ManagedIdentity/userAssignedIdentities/id-waa-compute"
+)
+
+
+def test_the_cluster_carries_the_compute_identity_and_jobs_run_as_it(aml: FakeAzureML) -> None:
+    b = AzureMLBackend(
+        make_client(aml),
+        compute_name="waa-cluster",
+        golden_image_url=GOLDEN,
+        compute_identity_id=COMPUTE_IDENTITY,
+    )
+    assert b.ensure_capacity(capacity()).created
+    identity = aml.computes["waa-cluster"]["identity"]
+    assert identity["type"] == "UserAssigned"
+    assert list(identity["userAssignedIdentities"]) == [COMPUTE_IDENTITY]
+    # Once there, nothing to change.
+    again = b.ensure_capacity(capacity())
+    assert (again.created, again.updated) == (False, False)
+    b.submit(job_spec(NAME))
+    # The job mounts its input and reaches Key Vault as the compute identity.
+    assert aml.job_body(NAME)["identity"] == {
+        "identityType": "Managed",
+        "resourceId": COMPUTE_IDENTITY,
+    }
+
+
+def test_an_existing_cluster_without_the_compute_identity_gets_it(aml: FakeAzureML) -> None:
+    ready(aml)  # created without an identity
+    b = AzureMLBackend(
+        make_client(aml), compute_name="waa-cluster", compute_identity_id=COMPUTE_IDENTITY
+    )
+    report = b.ensure_capacity(capacity())
+    assert report.updated and "WAA_COMPUTE_IDENTITY_ID" in report.detail
+    assert list(aml.computes["waa-cluster"]["identity"]["userAssignedIdentities"]) == [
+        COMPUTE_IDENTITY
+    ]
+
+
+def test_without_a_compute_identity_jobs_name_none(aml: FakeAzureML) -> None:
+    ready(aml).submit(job_spec(NAME))
+    assert not aml.job_body(NAME).get("identity")
+    assert "identity" not in aml.computes["waa-cluster"]

@@ -334,3 +334,248 @@ def test_from_settings_client_carries_the_bounds_and_works(batch: FakeBatch) -> 
     assert b.submit(job_spec(NAME)).created
     b.cancel(NAME)
     assert b.status(NAME).state is JobState.CANCELLED
+
+
+# --- the pool declared in infra/app/batch.bicep: identity, registry, golden image mount -------
+IDENTITY = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-waa/providers/"
+    "Microsoft.ManagedIdentity/userAssignedIdentities/id-waa"
+)
+GOLDEN = "https://waagolden.blob.core.windows.net/golden/waa/storage"
+VAULT = "https://kv-waa.vault.azure.net"
+
+
+def bicep_pool(**overrides: object) -> dict[str, object]:
+    """The pool as infra/app/batch.bicep declares it (ARM's pool properties, as the data plane
+    then reports them)."""
+    identity_ref = {"resourceId": IDENTITY}
+    pool: dict[str, object] = {
+        "id": POOL,
+        "vmSize": "Standard_D4s_v5",
+        "targetDedicatedNodes": 1,
+        "identity": {"type": "UserAssigned", "userAssignedIdentities": [identity_ref]},
+        "virtualMachineConfiguration": {
+            "imageReference": {
+                "publisher": "microsoft-dsvm",
+                "offer": "ubuntu-hpc",
+                "sku": "2204",
+                "version": "latest",
+            },
+            "nodeAgentSKUId": "batch.node.ubuntu 22.04",
+            "containerConfiguration": {
+                "type": "dockerCompatible",
+                "containerImageNames": ["waaregistry.azurecr.io/winarena:1"],
+                "containerRegistries": [
+                    {"registryServer": "waaregistry.azurecr.io", "identityReference": identity_ref}
+                ],
+            },
+        },
+        "mountConfiguration": [
+            {
+                "azureBlobFileSystemConfiguration": {
+                    "accountName": "waagolden",
+                    "containerName": "golden",
+                    "relativeMountPath": "waa-golden",
+                    "blobfuseOptions": "-o ro -o allow_other",
+                    "identityReference": identity_ref,
+                }
+            }
+        ],
+        "startTask": {"commandLine": "/bin/sh -c 'test -c /dev/kvm'", "waitForSuccess": True},
+    }
+    pool.update(overrides)
+    return pool
+
+
+def identity_backend(fake: FakeBatch) -> BatchBackend:
+    return BatchBackend(
+        make_client(fake), pool_id=POOL, golden_image_url=GOLDEN, pool_identity_id=IDENTITY
+    )
+
+
+def test_a_pool_with_an_identity_is_never_created_by_the_app(batch: FakeBatch) -> None:
+    with pytest.raises(PermanentTierError) as caught:
+        identity_backend(batch).ensure_capacity(capacity_spec())
+    assert caught.value.code == "PoolNotDeployed"
+    assert "infra/app/batch.bicep" in str(caught.value)
+    assert POOL not in batch.pools and not [r for r in batch.requests if r.method == "POST"]
+
+
+def test_the_declared_pool_is_used_and_resized(batch: FakeBatch) -> None:
+    batch.declare_pool(bicep_pool())
+    report = identity_backend(batch).ensure_capacity(capacity_spec(max_nodes=2))
+    assert report.updated and batch.pools[POOL]["targetDedicatedNodes"] == 2
+
+
+@pytest.mark.parametrize(
+    ("pool", "named"),
+    [
+        (bicep_pool(mountConfiguration=[]), "does not mount blob container waagolden/golden"),
+        (
+            bicep_pool(identity={"type": "None"}),
+            "does not carry the identity",
+        ),
+        (
+            bicep_pool(
+                virtualMachineConfiguration={
+                    **bicep_pool()["virtualMachineConfiguration"],  # type: ignore[dict-item]
+                    "containerConfiguration": {"type": "dockerCompatible"},
+                }
+            ),
+            "does not pull from waaregistry.azurecr.io with that identity",
+        ),
+    ],
+)
+def test_a_declared_pool_without_what_the_jobs_need_is_permanent_naming_it(
+    batch: FakeBatch, pool: dict[str, object], named: str
+) -> None:
+    batch.declare_pool(pool)
+    with pytest.raises(PermanentTierError) as caught:
+        identity_backend(batch).ensure_capacity(capacity_spec())
+    assert caught.value.code == "PoolMisconfigured"
+    assert named in str(caught.value)
+
+
+def test_the_pool_mount_and_registry_the_bicep_must_declare(batch: FakeBatch) -> None:
+    b = identity_backend(batch)
+    [mount] = [m.as_dict() for m in b.pool_mounts()]
+    assert mount == {
+        "azureBlobFileSystemConfiguration": {
+            "accountName": "waagolden",
+            "containerName": "golden",
+            "relativeMountPath": "waa-golden",
+            "blobfuseOptions": "-o ro -o allow_other -o attr_timeout=240 -o entry_timeout=240",
+            "identityReference": {"resourceId": IDENTITY},
+        }
+    }
+    [registry] = [r.as_dict() for r in b.pool_registries("waaregistry.azurecr.io/winarena:1")]
+    assert registry == {
+        "registryServer": "waaregistry.azurecr.io",
+        "identityReference": {"resourceId": IDENTITY},
+    }
+    assert b.pool_registries("docker.io/windowsarena/winarena:latest") == []
+    assert b.pool_registries("windowsarena/winarena:latest") == []
+
+
+def test_a_task_reads_the_mounted_golden_image_read_only(batch: FakeBatch) -> None:
+    batch.declare_pool(bicep_pool())
+    b = identity_backend(batch)
+    b.ensure_capacity(capacity_spec())
+    b.submit(job_spec(NAME))
+    task = batch.task(NAME)
+    # Batch gives a container task only these node paths, at the host's paths: the mounts
+    # directory read-only, the task's own directory.
+    assert task["containerSettings"]["containerHostBatchBindMounts"] == [
+        {"source": "VfsMounts", "isReadOnly": True},
+        {"source": "Task", "isReadOnly": False},
+    ]
+    # The container's shell expands the mounts directory Batch maps into it.
+    assert task["commandLine"] == (
+        '/bin/sh -c \'WAA_STORAGE_SOURCE="$AZ_BATCH_NODE_MOUNTS_DIR/waa-golden/waa/storage" '
+        "exec python -m shard_runner'"
+    )
+    env = {e["name"]: e["value"] for e in task["environmentSettings"]}
+    assert env["WAA_STORAGE_DIR"] == "/storage"
+
+
+def test_a_golden_image_needs_the_pool_identity() -> None:
+    with pytest.raises(PermanentTierError, match="WAA_COMPUTE_IDENTITY_ID"):
+        BatchBackend.from_settings(
+            settings(
+                BATCH_ACCOUNT_URL="https://waabatch.westeurope.batch.azure.com",
+                WAA_GOLDEN_IMAGE_URL=GOLDEN,
+            )
+        )
+
+
+def test_settings_reach_the_pool_checks_and_the_task(batch: FakeBatch) -> None:
+    batch.declare_pool(bicep_pool())
+    b = BatchBackend.from_settings(
+        settings(
+            BATCH_ACCOUNT_URL=batch.url,
+            BATCH_POOL_ID=POOL,
+            BATCH_ACCOUNT_NAME=batch.account_name,
+            BATCH_ACCOUNT_KEY=batch.account_key,
+            WAA_GOLDEN_IMAGE_URL=GOLDEN,
+            WAA_COMPUTE_IDENTITY_ID=IDENTITY,
+            WAA_CONTAINER_SHM_SIZE="32g",
+        )
+    )
+    b.ensure_capacity(capacity_spec())
+    b.submit(job_spec(NAME))
+    task = batch.task(NAME)
+    assert "--shm-size=32g" in task["containerSettings"]["containerRunOptions"].split()
+    assert "waa-golden" in task["commandLine"]
+
+
+def test_with_a_vault_the_task_names_its_secrets_and_holds_none(batch: FakeBatch) -> None:
+    b = ready(batch)
+    b.submit(
+        job_spec(
+            NAME,
+            secrets_vault_url=VAULT,
+            secret_env={"OPENAI_API_KEY": "openai-api-key"},
+            heartbeat_token_secret="hb-ev1-s2-a1",
+            environment={"WAA_TASK_IDS": "a", "WAA_HEARTBEAT_TOKEN": TOKEN},
+        )
+    )
+    env = {e["name"]: e["value"] for e in batch.task(NAME)["environmentSettings"]}
+    assert env == {
+        "WAA_TASK_IDS": "a",
+        "WAA_SECRETS_VAULT_URL": VAULT,
+        "WAA_SECRETS": "OPENAI_API_KEY=openai-api-key",
+        "WAA_HEARTBEAT_TOKEN_SECRET": "hb-ev1-s2-a1",
+    }
+    received = [r.body.decode(errors="replace") for r in batch.requests if r.body]
+    assert received and all(TOKEN not in text for text in received)
+
+
+# --- the evaluation's Batch job ends with it ---------------------------------------------------
+def test_end_evaluation_terminates_the_job_and_its_running_tasks(batch: FakeBatch) -> None:
+    b = ready(batch)
+    b.submit(job_spec(NAME))
+    batch.start_task(NAME)
+    b.end_evaluation("ev1")
+    assert batch.job_terminates == ["waa-ev1"]
+    assert batch.jobs["waa-ev1"]["state"] == "completed"
+    assert b.status(NAME).state is JobState.CANCELLED
+    terminate = next(r for r in batch.requests if r.path == "/jobs/waa-ev1/terminate")
+    assert terminate.json() == {"terminateReason": "WAA evaluation ended"}
+
+
+def test_end_evaluation_is_idempotent_and_fine_for_unknown_evaluations(batch: FakeBatch) -> None:
+    b = ready(batch)
+    b.submit(job_spec(NAME))
+    b.end_evaluation("ev1")
+    b.end_evaluation("ev1")  # 409 JobCompleted: already ended
+    b.end_evaluation("never-ran")  # 404 JobNotFound
+    assert batch.job_terminates == [
+        "waa-ev1",
+        "waa-ev1",
+    ]
+
+
+def test_end_evaluation_failures_are_classified(batch: FakeBatch) -> None:
+    b = ready(batch)
+    b.submit(job_spec(NAME))
+    batch.fail_next("server_error", count=3, when=lambda r: r.path.endswith("/terminate"))
+    with pytest.raises(TransientBackendError):
+        b.end_evaluation("ev1")
+    batch.fail_next("auth", when=lambda r: r.path.endswith("/terminate"))
+    with pytest.raises(PermanentTierError):
+        b.end_evaluation("ev1")
+    b.end_evaluation("ev1")
+    assert batch.jobs["waa-ev1"]["state"] == "completed"
+
+
+def test_evaluations_holding_jobs_lists_active_jobs_by_evaluation(batch: FakeBatch) -> None:
+    b = ready(batch)
+    b.submit(job_spec(NAME))
+    b.submit(job_spec(job_name("ev2", 0, 1), evaluation_id="ev2"))
+    assert b.evaluations_holding_jobs() == ["ev1", "ev2"]
+    b.end_evaluation("ev1")
+    assert b.evaluations_holding_jobs() == ["ev2"]
+    assert any(
+        r.query.get("$filter") == "state eq 'active'" and r.query.get("$select") == "id,metadata"
+        for r in batch.requests
+    )

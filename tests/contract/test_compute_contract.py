@@ -131,3 +131,22 @@ def test_capacity_status_says_when_ensured_capacity_is_usable(h: ContractHarness
     assert report.tier is h.backend.tier and report.resource_name
     # A second look changes nothing: the check is read-only.
     assert h.backend.capacity_status(h.capacity_spec()).ready is True
+
+
+def test_end_evaluation_is_idempotent_and_keeps_finished_outcomes(h: ContractHarness) -> None:
+    h.backend.submit(h.job_spec(job_name("ev1", 6, 1)))
+    h.start(job_name("ev1", 6, 1))
+    h.finish(job_name("ev1", 6, 1), JobState.COMPLETED)
+    h.backend.end_evaluation("ev1")
+    # Again (the finalize activity redelivered, then the sweeper), and for an evaluation the
+    # tier never saw: neither is an error.
+    h.backend.end_evaluation("ev1")
+    h.backend.end_evaluation("ev9")
+    assert h.backend.status(job_name("ev1", 6, 1)).state is JobState.COMPLETED
+
+
+def test_end_evaluation_ends_nothing_of_another_evaluation(h: ContractHarness) -> None:
+    h.backend.submit(h.job_spec(job_name("ev1", 7, 1)))
+    h.start(job_name("ev1", 7, 1))
+    h.backend.end_evaluation("ev2")
+    assert h.backend.status(job_name("ev1", 7, 1)).state is JobState.RUNNING

@@ -25,7 +25,13 @@ WORKSPACE_PREFIX = re.compile(
 
 # Azure ML job statuses (MFE `JobStatus`), in the order a successful job passes through them.
 TERMINAL_STATUSES = {"Completed", "Failed", "Canceled", "NotResponding"}
+# MFE `JobInput` types and `InputDeliveryMode` values (the REST spec of
+# Microsoft.MachineLearningServices jobs, as azure-ai-ml 1.35.2's restclient models them).
+INPUT_TYPES = {"uri_folder", "uri_file", "mltable", "custom_model", "mlflow_model", "literal"}
+INPUT_MODES = {"ReadOnlyMount", "ReadWriteMount", "Download", "Direct", "EvalMount", "EvalDownload"}
+INPUT_REFERENCE = re.compile(r"\$\{\{inputs\.([\w.-]+)\}\}")
 PRIORITIES = {"Dedicated", "LowPriority"}
+IDENTITY_TYPES = {"None", "SystemAssigned", "UserAssigned", "SystemAssigned,UserAssigned"}
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Reply:
@@ -201,6 +207,20 @@ class FakeAzureML(FaultInjectingServer):
                 "provisioningState": "Succeeded" if existing else self.new_compute_state,
             },
         }
+        identity = body.get("identity")
+        if identity is not None:
+            if identity.get("type") not in IDENTITY_TYPES:
+                return _error(400, "BadRequest", f"identity.type {identity.get('type')!r}")
+            # The service fills in each identity's principal and client ids.
+            resource["identity"] = {
+                **identity,
+                "userAssignedIdentities": {
+                    rid: {"principalId": "00000000-0000-0000-0000-0000000000p1", "clientId": "c1"}
+                    for rid in identity.get("userAssignedIdentities") or {}
+                },
+            }
+        elif existing is not None and "identity" in existing:
+            resource["identity"] = existing["identity"]
         self.computes[name] = resource
         return Reply(201 if existing is None else 200, resource)
 
@@ -230,6 +250,18 @@ class FakeAzureML(FaultInjectingServer):
             value = props.get(field_name) or {}
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
                 problems.append(f"{field_name} must map strings to strings")
+        inputs = props.get("inputs") or {}
+        for input_name, item in inputs.items():
+            kind = item.get("jobInputType")
+            if kind not in INPUT_TYPES:
+                problems.append(f"inputs.{input_name}.jobInputType {kind!r} is not known")
+            elif kind != "literal" and not item.get("uri"):
+                problems.append(f"inputs.{input_name}.uri is required")
+            if item.get("mode") is not None and item["mode"] not in INPUT_MODES:
+                problems.append(f"inputs.{input_name}.mode {item['mode']!r} is not known")
+        for referenced in INPUT_REFERENCE.findall(str(props.get("command") or "")):
+            if referenced not in inputs:
+                problems.append(f"command references input {referenced!r}, which the job lacks")
         timeout = (props.get("limits") or {}).get("timeout")
         if timeout is not None:
             try:

@@ -64,6 +64,8 @@ FAULTS: dict[str, Callable[[], Reply]] = {
     "not_found": lambda: _error(404, "NotFound", "The specified resource does not exist."),
 }
 
+# ContainerHostDataPath values (azure-batch 15 models).
+DATA_PATHS = {"Shared", "Startup", "VfsMounts", "Task", "JobPrep", "Applications"}
 # Node states in which a node can run tasks.
 USABLE_NODE_STATES = {"idle", "running", "waitingforstarttask"}
 
@@ -99,6 +101,7 @@ class FakeBatch(FaultInjectingServer):
         self.jobs: dict[str, dict[str, Any]] = {}
         self.tasks: dict[tuple[str, str], dict[str, Any]] = {}
         self.task_creates: list[str] = []
+        self.job_terminates: list[str] = []
         self.auth_failures = 0
 
     # --- controls for tests ----------------------------------------------------------------
@@ -138,6 +141,15 @@ class FakeBatch(FaultInjectingServer):
                 "failureInfo": {"category": "usererror", "code": code, "message": message},
             }
             self._transition(task, "completed")
+
+    def declare_pool(self, body: dict[str, Any]) -> None:
+        """A pool as ARM (infra/app/batch.bicep) creates it, seen through the data plane: the
+        data plane cannot create a pool with an identity, but reports the one ARM gave it."""
+        with self.lock:
+            reply = self._create_pool({k: v for k, v in body.items() if k != "identity"})
+            assert reply.status == 201, reply.body
+            if "identity" in body:
+                self.pools[body["id"]]["identity"] = body["identity"]
 
     def set_node_states(self, pool_id: str, state: str, *, error: str = "") -> None:
         with self.lock:
@@ -182,8 +194,12 @@ class FakeBatch(FaultInjectingServer):
                 return Reply(200, {"value": self.nodes[pool_id]})
             case ("POST", "jobs"):
                 return self._create_job(body)
+            case ("GET", "jobs"):
+                return self._list_jobs(request.query.get("$filter", ""))
             case ("GET", "jobs", job_id):
                 return self._get(self.jobs.get(job_id), "JobNotFound", "job")
+            case ("POST", "jobs", job_id, "terminate"):
+                return self._terminate_job(job_id, body)
             case ("POST", "jobs", job_id, "tasks"):
                 return self._create_task(job_id, body)
             case ("GET", "jobs", job_id, "tasks", task_id):
@@ -300,10 +316,40 @@ class FakeBatch(FaultInjectingServer):
         self.jobs[job_id] = {**self._base("jobs", job_id), **body, "state": "active"}
         return self._created(self.jobs[job_id]["url"])
 
+    def _list_jobs(self, odata_filter: str) -> Reply:
+        # The one filter the app sends; anything else would be a new need of the fake.
+        if odata_filter not in ("", "state eq 'active'"):
+            return _error(400, "InvalidQueryParameterValue", f"unmodelled $filter {odata_filter}")
+        jobs = [j for j in self.jobs.values() if not odata_filter or j["state"] == "active"]
+        return Reply(200, {"value": jobs})
+
+    def _terminate_job(self, job_id: str, body: dict[str, Any] | None) -> Reply:
+        """Terminate Job (POST /jobs/{jobId}/terminate): 202, the job goes terminating ->
+        completed (at once here); its running tasks end, as for a task terminate. A job that is
+        already completed answers 409 JobCompleted, as the service does."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return _error(404, "JobNotFound", "The specified job does not exist.")
+        self.job_terminates.append(job_id)
+        if job["state"] == "completed":
+            return _error(409, "JobCompleted", "The specified job is already in a completed state.")
+        for (jid, task_id), task in self.tasks.items():
+            if jid == job_id and task["state"] != "completed":
+                self._terminate(job_id, task_id)
+        job["executionInfo"] = {
+            "startTime": job["creationTime"],
+            "endTime": _now(),
+            "terminateReason": (body or {}).get("terminateReason", "UserTerminate"),
+        }
+        self._transition(job, "completed")
+        return Reply(202, None, {"DataServiceId": job["url"]})
+
     def _create_task(self, job_id: str, body: dict[str, Any]) -> Reply:
         job = self.jobs.get(job_id)
         if job is None:
             return _error(404, "JobNotFound", "The specified job does not exist.")
+        if job["state"] != "active":
+            return _error(409, "JobCompleted", "The specified job is already in a completed state.")
         task_id = body.get("id", "")
         if (job_id, task_id) in self.tasks:
             return _error(409, "TaskExists", "The specified task already exists.")
@@ -321,6 +367,9 @@ class FakeBatch(FaultInjectingServer):
                 "ContainerPoolNotSupported",
                 "The pool does not have a container configuration.",
             )
+        for entry in (settings or {}).get("containerHostBatchBindMounts") or []:
+            if entry.get("source") not in DATA_PATHS:
+                problems.append(f"containerHostBatchBindMounts source {entry.get('source')!r}")
         constraints = body.get("constraints") or {}
         if "maxWallClockTime" in constraints:
             try:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import stat
 from pathlib import Path
+from typing import Any
 
+import paramiko
 import pytest
 
 from adapters.compute.base import ComputeBackend
@@ -12,6 +16,7 @@ from adapters.compute.ssh_vm import RUNNER_FILE, SshVmBackend, VmHost, load_priv
 from adapters.settings import AppSettings
 from domain.jobs import (
     CapacitySpec,
+    ContainerOptions,
     FailureKind,
     JobNotFoundError,
     JobSpec,
@@ -36,6 +41,10 @@ def _vm(sshd: Sshd, host_key: str | None = None) -> VmHost:
 def _backend(sshd: Sshd, tmp_path: Path, pool: list[VmHost] | None = None, **kw) -> SshVmBackend:
     # /dev/null stands in for /dev/kvm: a character device present on every test machine.
     kw.setdefault("kvm_device", "/dev/null")
+    # The golden image folder on the "VM" (a real folder: the health check looks for it).
+    golden = tmp_path / "golden"
+    golden.mkdir(exist_ok=True)
+    kw.setdefault("golden_image_dir", str(golden))
     return SshVmBackend(
         pool or [_vm(sshd)],
         key=load_private_key(sshd.user_private_key),
@@ -113,16 +122,20 @@ def test_submit_runs_exact_quoted_argv_and_nothing_is_interpreted(
         "--label", "waa.managed=1", "--label", "waa.job=eval1-s0-a1",
         "--label", "waa.evaluation=eval1", "--label", "waa.shard=0", "--label", "waa.attempt=1",
         "--device", "/dev/null:/dev/kvm",
-        "--cap-add", "NET_ADMIN", "--stop-timeout", "120",
-        "-v", "/var/lib/waa/storage:/storage",
+        "--cap-add", "NET_ADMIN", "--shm-size", "16g", "--stop-timeout", "120",
+        # The golden image read-only, and no shared writable /storage: the runner copies it.
+        "-v", f"{tmp_path / 'golden'}:/golden:ro",
         "-v", f"{runner_dir}:/opt/waa-shard-runner:ro",
+        "-v", f"{runner_dir}/secrets/eval1/eval1-s0-a1.env:/run/waa/secrets.env:ro",
         "-e", f"WAA_TASK_IDS={nasty},ok-1",
         "-e", "WAA_JOB_NAME=eval1-s0-a1",
         "-e", "WAA_HEARTBEAT_URL=http://127.0.0.1:7071/api/heartbeats",
         "-e", "WAA_MAX_STEPS=15",
         "-e", "WAA_AGENT=navi",
         "-e", "WAA_MODEL=gpt-4o",
-        "-e", f"WAA_HEARTBEAT_TOKEN={TOKEN}",
+        "-e", "WAA_STORAGE_SOURCE=/golden",
+        "-e", "WAA_STORAGE_DIR=/storage",
+        "-e", "WAA_SECRETS_FILE=/run/waa/secrets.env",
         "--entrypoint", "timeout", "windowsarena/winarena:latest",
         "--kill-after=60", "7200", "python", "/opt/waa-shard-runner/runner.py",
     ]  # fmt: skip
@@ -132,7 +145,7 @@ def test_submit_runs_exact_quoted_argv_and_nothing_is_interpreted(
 
 def test_default_device_is_dev_kvm(vm_sshd: Sshd, tmp_path: Path) -> None:
     argv = _backend(vm_sshd, tmp_path, kvm_device="/dev/kvm")._docker_run_argv(
-        _spec(), "/home/u/.waa-shard-runner", TOKEN
+        _spec(), "/home/u/.waa-shard-runner", "/home/u/.waa-shard-runner/secrets/e/j.env"
     )
     assert argv[argv.index("--device") + 1] == "/dev/kvm"
 
@@ -380,18 +393,76 @@ def test_token_never_in_errors_or_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     backend = _backend(vm_sshd, tmp_path)
-    # The stand-in docker echoes its whole argv, token included, into its error output.
+    # The stand-in docker echoes its whole argv into its error output: there is no token in it.
     with pytest.raises(TransientBackendError) as err:
         backend.submit(_spec(image="example/echoargs:1"))
-    assert "WAA_HEARTBEAT_TOKEN=***" in str(err.value)
-    assert TOKEN not in str(err.value)
+    assert "docker run failed" in str(err.value)
+    assert TOKEN not in str(err.value) and "WAA_HEARTBEAT_TOKEN" not in str(err.value)
     backend.submit(_spec())
     assert TOKEN not in caplog.text
-    assert TOKEN in " ".join(_runs(vm_sshd)[-1])  # it did reach the container
+    # It reached the container through its secrets file, never a command line.
+    secrets = tmp_path / "remote-runner" / "secrets" / "eval1" / "eval1-s0-a1.env"
+    assert secrets.read_text() == f"WAA_HEARTBEAT_TOKEN={TOKEN}\n"
+    assert TOKEN not in json.dumps(vm_sshd.docker_calls())
+
+
+def test_each_attempt_gets_a_private_secrets_file_and_no_token_on_any_command_line(
+    vm_sshd: Sshd, tmp_path: Path
+) -> None:
+    backend = _backend(vm_sshd, tmp_path)
+    spec = _spec(
+        secrets_vault_url="https://kv-waa.vault.azure.net",
+        secret_env={"OPENAI_API_KEY": "openai-api-key"},
+        environment={**_spec().environment, "WAA_HEARTBEAT_TOKEN": TOKEN},
+    )
+    backend.submit(spec)
+    secrets = tmp_path / "remote-runner" / "secrets" / "eval1" / "eval1-s0-a1.env"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    assert stat.S_IMODE(secrets.parent.stat().st_mode) == 0o700
+    assert secrets.read_text() == f"WAA_HEARTBEAT_TOKEN={TOKEN}\n"
+    [run] = _runs(vm_sshd)
+    assert f"{secrets}:/run/waa/secrets.env:ro" in run
+    env = [run[i + 1] for i, a in enumerate(run) if a == "-e"]
+    # Names of the Key Vault and its secrets travel; values never.
+    assert "WAA_SECRETS_VAULT_URL=https://kv-waa.vault.azure.net" in env
+    assert "WAA_SECRETS=OPENAI_API_KEY=openai-api-key" in env
+    # Neither the fake docker's recorded argv nor any command the SSH server ran shows it.
+    assert TOKEN not in json.dumps(vm_sshd.docker_calls())
+    assert TOKEN not in vm_sshd.log.read_text()
+    # A second attempt gets its own file; ending the evaluation removes them all.
+    backend.cancel("eval1-s0-a1")
+    backend.submit(_spec("eval1-s0-a2", attempt=2))
+    assert (secrets.parent / "eval1-s0-a2.env").exists()
+    backend.end_evaluation("eval1")
+    assert not secrets.parent.exists()
+    backend.end_evaluation("eval1")  # idempotent
+
+
+def test_every_attempt_mounts_the_golden_image_read_only_and_no_shared_storage(
+    vm_sshd: Sshd, tmp_path: Path
+) -> None:
+    golden = tmp_path / "waa-golden"
+    golden.mkdir()
+    backend = _backend(
+        vm_sshd,
+        tmp_path,
+        golden_image_dir=str(golden),
+        container=ContainerOptions(cap_add=("NET_ADMIN", "SYS_NICE"), shm_size="8g"),
+    )
+    backend.submit(_spec())
+    backend.cancel("eval1-s0-a1")
+    backend.submit(_spec("eval1-s0-a2", attempt=2))
+    for run in _runs(vm_sshd):
+        volumes = [run[i + 1] for i, a in enumerate(run) if a == "-v"]
+        assert f"{golden}:/golden:ro" in volumes
+        assert all(":/storage" not in v for v in volumes)  # each copy is the container's own
+        assert all(v.endswith(":ro") for v in volumes)
+        assert run[run.index("--shm-size") + 1] == "8g"
+        caps = [run[i + 1] for i, a in enumerate(run) if a == "--cap-add"]
+        assert caps == ["NET_ADMIN", "SYS_NICE"]
 
 
 def test_from_settings(vm_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import json
 
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     monkeypatch.setenv("HEARTBEAT_SECRET", "0123456789abcdef0123")
@@ -409,6 +480,10 @@ def test_from_settings(vm_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.Monkey
         ),
     )
     monkeypatch.setenv("VM_SSH_PRIVATE_KEY", vm_sshd.user_private_key)
+    golden = tmp_path / "golden-from-settings"
+    golden.mkdir()
+    monkeypatch.setenv("VM_GOLDEN_IMAGE_DIR", str(golden))
+    monkeypatch.setenv("WAA_CONTAINER_SHM_SIZE", "24g")
     settings = AppSettings()  # type: ignore[call-arg]
     assert "PRIVATE KEY" not in repr(settings)
 
@@ -416,6 +491,10 @@ def test_from_settings(vm_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.Monkey
         settings, kvm_device="/dev/null", runner_remote_dir=str(tmp_path / "r")
     )
     assert "1 of 1 VMs usable" in backend.ensure_capacity(_capacity()).detail
+    backend.submit(_spec())
+    [run] = _runs(vm_sshd)
+    assert f"{golden}:/golden:ro" in run
+    assert run[run.index("--shm-size") + 1] == "24g"
 
 
 def test_from_settings_without_pool_is_a_permanent_tier_error(
@@ -523,3 +602,36 @@ def test_a_pool_of_silent_vms_ends_the_call_within_its_budget(
     finally:
         for s in silent:
             s.close()
+
+
+def test_a_vm_without_the_golden_image_folder_leaves_the_pool_naming_it(
+    vm_sshd: Sshd, tmp_path: Path
+) -> None:
+    backend = _backend(vm_sshd, tmp_path, golden_image_dir=str(tmp_path / "not-there"))
+    with pytest.raises(PermanentTierError) as err:
+        backend.ensure_capacity(_capacity())
+    assert "not-there is missing" in str(err.value) and "VM_GOLDEN_IMAGE_DIR" in str(err.value)
+    with pytest.raises(PermanentTierError):
+        backend.submit(_spec())
+    assert _runs(vm_sshd) == []
+
+
+def test_no_command_sent_over_ssh_carries_the_token(
+    vm_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[str] = []
+    original = paramiko.SSHClient.exec_command
+
+    def spy(self: paramiko.SSHClient, command: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(command)
+        return original(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(paramiko.SSHClient, "exec_command", spy)
+    backend = _backend(vm_sshd, tmp_path)
+    backend.ensure_capacity(_capacity())
+    backend.submit(_spec())
+    backend.status("eval1-s0-a1")
+    backend.cancel("eval1-s0-a1")
+    backend.end_evaluation("eval1")
+    assert any("docker run" in c for c in sent)
+    assert all(TOKEN not in c for c in sent)

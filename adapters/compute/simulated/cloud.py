@@ -326,5 +326,9 @@ class SimulatedBackend:
     def cancel(self, job_name: str) -> None:
         self._cloud._cancel(self.tier, job_name)
 
+    def end_evaluation(self, evaluation_id: str) -> None:
+        """Nothing to end: the simulated tiers hold nothing per evaluation (each job ends on its
+        own, and its capacity scales down by itself)."""
+
     def __repr__(self) -> str:
         return f"SimulatedBackend(tier={self.tier.value!r})"

@@ -81,6 +81,7 @@ def open_harness() -> Iterator[SshVmHarness]:
                 [vm],
                 key=load_private_key(sshd.user_private_key),
                 kvm_device="/dev/null",  # a character device every machine has
+                golden_image_dir=str(workdir),  # a folder that exists
                 runner_remote_dir=str(workdir / "runner"),
                 connect_timeout=5,
             )
