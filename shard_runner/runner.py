@@ -1168,7 +1168,11 @@ def clear_folder(path: str) -> int:
 
 
 def copy_storage(
-    source: str, dest: str, progress: CopyProgress, rate: float = 0.0
+    source: str,
+    dest: str,
+    progress: CopyProgress,
+    rate: float = 0.0,
+    on_start: Optional[Callable[[], None]] = None,
 ) -> Tuple[int, int, int]:
     """Copy the read-only golden image folder `source` to `dest`, replacing whatever `dest`
     holds. WAA's own Azure entry (scripts/azure_files/run_entry.py of microsoft/
@@ -1225,6 +1229,8 @@ def copy_storage(
         )
     total = sum(st.st_size for _rel, st in files)
     progress.start(total, len(files))
+    if on_start is not None:
+        on_start()
     try:
         os.makedirs(dest, exist_ok=True)
         removed = clear_folder(dest)
@@ -1556,11 +1562,15 @@ def run(cfg: Config, env: Optional[Mapping[str, str]] = None) -> int:
         if cfg.storage_source:
             progress = CopyProgress()
             reporter.storage = progress
-            reporter.heartbeat()  # the copy starts now: say so without waiting for the beat
             log.info("copying the golden image %s to %s", cfg.storage_source, cfg.storage_dir)
             try:
                 files, size, _removed = copy_storage(
-                    cfg.storage_source, cfg.storage_dir, progress, cfg.storage_rate
+                    cfg.storage_source,
+                    cfg.storage_dir,
+                    progress,
+                    cfg.storage_rate,
+                    # The copy starts now: say so (with its size) without waiting for the beat.
+                    on_start=reporter.heartbeat,
                 )
             except StorageError as err:
                 log.error("golden image: %s", err)
