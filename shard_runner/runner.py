@@ -1295,11 +1295,13 @@ def list_artifacts(folder: str) -> Tuple[List[Dict[str, object]], int]:
             if not stat.S_ISREG(st.st_mode):
                 continue
             rel = os.path.relpath(full, folder).replace(os.sep, "/")
-            if len(rel) > MAX_ARTIFACT_PATH or len(found) >= MAX_ARTIFACT_FILES:
+            if len(rel) > MAX_ARTIFACT_PATH:
                 left_out += 1
                 continue
             found.append({"path": rel, "size": st.st_size})
-    return found, left_out
+    found.sort(key=lambda entry: str(entry["path"]))
+    left_out += max(0, len(found) - MAX_ARTIFACT_FILES)
+    return found[:MAX_ARTIFACT_FILES], left_out
 
 
 def _backoff(attempt: int, base: float, cap: float) -> float:
