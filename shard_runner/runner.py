@@ -1236,6 +1236,13 @@ def copy_storage(
         removed = clear_folder(dest)
         if removed:
             log.info("removed %d leftover entr(ies) from %s", removed, dest)
+        vfs = os.statvfs(dest)
+        free = vfs.f_bavail * vfs.f_frsize
+        if free < total:  # say so now, not with ENOSPC after copying for minutes
+            raise StorageError(
+                f"{dest} has {free} bytes free; the golden image from {source} needs {total}",
+                EXIT_SETUP_FAILED,
+            )
         for rel, _st in dirs:
             os.makedirs(os.path.join(dest, rel), exist_ok=True)
         for rel in links:
@@ -1515,6 +1522,9 @@ def run(cfg: Config, env: Optional[Mapping[str, str]] = None) -> int:
     credential_problem = ""
     try:
         credentials.load_token()
+    except _Terminated:
+        log.error("terminated while reading the heartbeat token")
+        return EXIT_TERMINATED
     except CredentialError as err:
         credential_problem = mask(str(err))
         if not credentials.token:
