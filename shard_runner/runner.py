@@ -1333,6 +1333,7 @@ class ArtifactUploader:
         self._token = token
         self._jobs: queue.Queue[Optional[Tuple[str, str, Ticket]]] = queue.Queue()
         self._abandon = threading.Event()
+        self._closing_since: Optional[float] = None
         self.disabled = not cfg.artifacts
         self.uploaded = 0
         self.failed = 0
@@ -1351,6 +1352,7 @@ class ArtifactUploader:
         """Finish the queued uploads for at most `timeout` s, then abandon the rest."""
         if not self._started:
             return
+        self._closing_since = time.monotonic()
         self._jobs.put(None)
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -1369,9 +1371,14 @@ class ArtifactUploader:
                 log.exception("uploading the artifacts of %s failed", job[0])
 
     def _upload_task(self, task_id: str, folder: str, ticket: Ticket) -> None:
-        # CONTRACT.md: artifact_urls comes after the task's task_result was sent.
+        # CONTRACT.md: artifact_urls comes after the task's task_result was sent. Once the run
+        # is over, waiting for an unreachable control plane is bounded like the final flush.
         while not ticket.wait(0.5):
-            if self._abandon.is_set():
+            closing = self._closing_since
+            if self._abandon.is_set() or (
+                closing is not None and time.monotonic() - closing > self._cfg.final_flush
+            ):
+                log.warning("task %s: its result was not delivered: no artifact upload", task_id)
                 return
         if not ticket.ok or self.disabled:
             return

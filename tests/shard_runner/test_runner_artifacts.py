@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -243,3 +244,30 @@ def test_artifacts_can_be_switched_off(start_runner: Any, receiver: Receiver) ->
     assert run.wait() == runner.EXIT_OK
     assert receiver.artifact_requests == []
     assert json.dumps(receiver.messages).count("artifact") == 0
+
+
+def test_a_slow_artifact_urls_answer_blocks_neither_heartbeats_nor_the_next_task(
+    start_runner: Any, receiver: Receiver
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def slow(message: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        # Answer only once three more heartbeats and the next task's result have come in
+        # meanwhile (bounded: a runner that blocks them makes this give up and the test fail).
+        beats = len(receiver.of_kind("heartbeat"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            more = len(receiver.of_kind("heartbeat")) - beats
+            results = [m["task_result"]["task_id"] for m in receiver.of_kind("task_result")]
+            if more >= 3 and "ok-1" in results:
+                seen["ok"] = True
+                break
+            time.sleep(0.02)
+        return 409, {"error": "artifacts are not configured"}
+
+    receiver.artifacts = slow
+    run: Run = start_runner(["ok-0.5", "ok-1"], FAKE_ARTIFACTS="1")
+
+    assert run.wait() == runner.EXIT_OK, run.stderr
+    assert seen == {"ok": True}
+    assert len(receiver.artifact_requests) == 1
