@@ -690,12 +690,14 @@ class ManagedIdentity:
             query["api-version"] = "2019-08-01"
             if client_id:
                 query["client_id"] = client_id
+            register_secret(env["IDENTITY_HEADER"])
             headers = {"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]}
             return "IDENTITY_ENDPOINT", env["IDENTITY_ENDPOINT"], query, headers
         if env.get("MSI_ENDPOINT") and env.get("MSI_SECRET"):
             query["api-version"] = "2017-09-01"
             if client_id:
                 query["clientid"] = client_id
+            register_secret(env["MSI_SECRET"])
             return "MSI_ENDPOINT", env["MSI_ENDPOINT"], query, {"secret": env["MSI_SECRET"]}
         query["api-version"] = "2018-02-01"
         if client_id:
@@ -706,8 +708,6 @@ class ManagedIdentity:
         if self._token:
             return self._token
         which, url, query, headers = self._endpoint()
-        for value in headers.values():
-            register_secret(value)
         full = url + ("&" if "?" in url else "?") + urllib.parse.urlencode(query)
         data = _get_json(
             _DIRECT,

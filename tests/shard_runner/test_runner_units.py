@@ -272,3 +272,11 @@ def test_artifact_listing_skips_symlinks_and_caps_the_count(tmp_path: Path) -> N
     files, left_out = runner.list_artifacts(str(many))
     assert len(files) == runner.MAX_ARTIFACT_FILES and left_out == 5
     assert runner.list_artifacts(str(tmp_path / "absent")) == ([], 0)
+
+
+def test_only_secret_values_are_masked_not_the_imds_header() -> None:
+    cfg = _config(WAA_SECRETS_VAULT_URL="https://kv.vault.azure.net", WAA_SECRETS="A=b")
+    which, _url, query, headers = runner.ManagedIdentity({}, cfg)._endpoint()
+    assert which == "the instance metadata service" and headers == {"Metadata": "true"}
+    assert query == {"resource": "https://vault.azure.net", "api-version": "2018-02-01"}
+    assert runner.mask("done: true") == "done: true"
