@@ -5,18 +5,26 @@ uploads this single file to the VM and runs `python runner.py`; elsewhere `pytho
 shard_runner` does the same. Configuration comes from environment variables (see README.md).
 
 What it does, in order:
-1. checks the KVM device: no nested virtualization is a permanent failure of the tier, reported
+1. finds its heartbeat token (given, in a 0600 secrets file, or a Key Vault secret read with the
+   job's managed identity); without one it cannot report anything (exit 2);
+2. checks the KVM device: no nested virtualization is a permanent failure of the tier, reported
    at once (exit 3);
-2. starts the heartbeat thread (the first heartbeat is the control plane's "container started");
-3. starts the container's entry setup (which boots the Windows VM) and probes the WAA server's
+3. starts the heartbeat thread (the first heartbeat is the control plane's "container started");
+4. reads the model's credentials from Key Vault (exit 2 when it cannot) and copies the prepared
+   Windows image (the golden `storage` folder) to writable local disk, heartbeats going on;
+5. starts the container's entry setup (which boots the Windows VM) and probes the WAA server's
    readiness URL until it answers, with its own deadline (exit 4 / 5);
-4. runs the tasks one at a time, each with a timeout, and reports one `task_result` per task;
-5. writes one JSON per task and a summary to the output folder, posts `finished`, exits 0 when
+6. runs the tasks one at a time, each with a timeout, and reports one `task_result` per task;
+   a background uploader then sends that task's WAA folder to Blob Storage through the
+   per-file SAS URLs the control plane mints (`artifact_urls` / `artifacts_uploaded`);
+7. writes one JSON per task and a summary to the output folder, posts `finished`, exits 0 when
    every task completed and 1 when some failed.
 
 Messages go through a background sender with a bounded queue that retries with exponential
 backoff while the endpoint is unreachable or answers 5xx/429, so a slow or absent control plane
-never blocks the tasks. The bearer token is never logged.
+never blocks the tasks. The bearer token and every secret value are never logged (the log
+formatter masks them), never put in a reason, and never handed to the setup; the task gets only
+the model keys it needs.
 """
 # ruff: noqa: UP017, UP035, UP006, UP045
 # (Python 3.9 in the image: no datetime.UTC, no `X | Y` outside annotations.)
@@ -28,11 +36,15 @@ import contextlib
 import hashlib
 import json
 import logging
+import mimetypes
 import os
+import queue
 import random
 import re
 import shlex
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -105,10 +117,37 @@ PLACEHOLDERS = (
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _REASON_LIMIT = 2000
+# A WAA_TASK_IDS item may carry a trial suffix, `<task_id>#<k>` with k = 0..9 (CONTRACT.md): that
+# item runs as WAA's --trial_id k and is reported with the full item as its task id.
+_TRIAL_ITEM = re.compile(r"^([^#]+)#([0-9])$")
+# Key Vault secret names: 1-127 letters, digits and dashes (Key Vault's object naming rules).
+_KV_SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+# Runner failure codes of domain/messages.py's RunnerFailureCode. The missing golden image and
+# unavailable credentials are reported as `setup_failed` (with a reason naming the path or the
+# secret) until the contract has codes of their own.
+FAILURE_STORAGE = "setup_failed"
+FAILURE_CREDENTIALS = "setup_failed"
 
 
 class ConfigError(ValueError):
     pass
+
+
+def split_item(item: str) -> Tuple[str, Optional[str]]:
+    """`<task_id>#<k>` -> (task_id, "k"); a plain task id -> (task_id, None)."""
+    if "#" not in item:
+        return item, None
+    match = _TRIAL_ITEM.match(item)
+    if not match:
+        raise ValueError(f"task item {item!r}: a trial suffix is #0 to #9 after a task id")
+    return match.group(1), match.group(2)
+
+
+def _is_loopback(url: str) -> bool:
+    return (urllib.parse.urlsplit(url).hostname or "") in _LOOPBACK_HOSTS
 
 
 class Config:
@@ -138,10 +177,41 @@ class Config:
 
         self.job_name = required("WAA_JOB_NAME")
         self.heartbeat_url = required("WAA_HEARTBEAT_URL")
-        self.token = required("WAA_HEARTBEAT_TOKEN")
+        # The token: the value itself, or where to read it (a Key Vault secret, a secrets file).
+        self.token = env.get("WAA_HEARTBEAT_TOKEN", "").strip()
+        self.heartbeat_token_secret = env.get("WAA_HEARTBEAT_TOKEN_SECRET", "").strip()
+        self.secrets_file = env.get("WAA_SECRETS_FILE", "").strip()
+        if not (self.token or self.heartbeat_token_secret or self.secrets_file):
+            problems.append(
+                "WAA_HEARTBEAT_TOKEN is required (or WAA_HEARTBEAT_TOKEN_SECRET with "
+                "WAA_SECRETS_VAULT_URL, or WAA_SECRETS_FILE holding it)"
+            )
+        self.vault_url = env.get("WAA_SECRETS_VAULT_URL", "").strip().rstrip("/")
+        self.secret_env = _secret_env(env.get("WAA_SECRETS", ""), problems)
+        self.identity_client_id = env.get("WAA_IDENTITY_CLIENT_ID", "").strip()
+        self.imds_url = env.get("WAA_IMDS_URL", "").strip() or IMDS_TOKEN_URL
+        self.secrets_tries = int(number("WAA_SECRETS_TRIES", 5, 1))
+        if (self.secret_env or self.heartbeat_token_secret) and not self.vault_url:
+            problems.append(
+                "WAA_SECRETS_VAULT_URL is required with WAA_SECRETS or WAA_HEARTBEAT_TOKEN_SECRET"
+            )
+        if self.vault_url:
+            scheme = urllib.parse.urlsplit(self.vault_url).scheme
+            if scheme != "https" and not (scheme == "http" and _is_loopback(self.vault_url)):
+                problems.append("WAA_SECRETS_VAULT_URL must be an https URL")
+        if self.heartbeat_token_secret and not _KV_SECRET_NAME.match(self.heartbeat_token_secret):
+            problems.append("WAA_HEARTBEAT_TOKEN_SECRET must be a Key Vault secret name")
+        if not self.imds_url.startswith(("http://", "https://")):
+            problems.append("WAA_IMDS_URL must be an http(s) URL")
+
         self.task_ids = [t.strip() for t in env.get("WAA_TASK_IDS", "").split(",") if t.strip()]
         if not self.task_ids:
             problems.append("WAA_TASK_IDS must list at least one task id")
+        for item in self.task_ids:
+            try:
+                split_item(item)
+            except ValueError as err:
+                problems.append(f"WAA_TASK_IDS: {err}")
         self.max_steps = str(int(number("WAA_MAX_STEPS", 15, 1)))
         self.agent = env.get("WAA_AGENT", "").strip() or WAA_DEFAULTS["agent"]
         self.model = env.get("WAA_MODEL", "").strip() or "gpt-4o"
@@ -162,6 +232,19 @@ class Config:
         self.retry_max = number("WAA_POST_RETRY_MAX_SECONDS", 60, 0.001)
         self.auth_retries = int(number("WAA_POST_AUTH_RETRIES", 3, 0))
         self.kvm_device = env.get("WAA_KVM_DEVICE", "").strip() or "/dev/kvm"
+        # The golden image: WAA's prepared `storage` folder, read-only, copied before the setup.
+        self.storage_source = env.get("WAA_STORAGE_SOURCE", "").strip()
+        self.storage_dir = env.get("WAA_STORAGE_DIR", "").strip() or "/storage"
+        self.storage_rate = number("WAA_STORAGE_COPY_RATE_BYTES", 0, 0)
+        if self.storage_source and (
+            os.path.abspath(self.storage_source) == os.path.abspath(self.storage_dir)
+        ):
+            problems.append("WAA_STORAGE_DIR must differ from WAA_STORAGE_SOURCE")
+        # Artifacts: the task's WAA folder, uploaded after its result was sent.
+        self.artifacts = env.get("WAA_ARTIFACTS", "").strip().lower() not in ("0", "false", "no")
+        self.artifact_tries = int(number("WAA_ARTIFACT_TRIES", 4, 1))
+        self.artifact_retry_base = number("WAA_ARTIFACT_RETRY_BASE_SECONDS", 1, 0.001)
+        self.artifact_drain = number("WAA_ARTIFACT_DRAIN_SECONDS", 600, 0)
         self.setup_command = _split(env, "WAA_SETUP_COMMAND", DEFAULT_SETUP_COMMAND, problems)
         self.ready_url = env.get("WAA_READY_URL", DEFAULT_READY_URL).strip()
         self.task_command = _split(env, "WAA_TASK_COMMAND", DEFAULT_TASK_COMMAND, problems)
@@ -185,6 +268,24 @@ class Config:
 
     def __repr__(self) -> str:  # the token stays out of any accidental print
         return f"Config(job_name={self.job_name!r}, tasks={len(self.task_ids)})"
+
+
+def _secret_env(raw: str, problems: List[str]) -> Dict[str, str]:
+    """WAA_SECRETS: "ENV=secret-name,..." -> {ENV: secret-name} (names only, never values)."""
+    mapping: Dict[str, str] = {}
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, secret = (x.strip() for x in part.partition("="))
+        if not sep or not _ENV_NAME.match(name) or not _KV_SECRET_NAME.match(secret):
+            problems.append(f"WAA_SECRETS item {part!r} must be ENV_NAME=key-vault-secret-name")
+            continue
+        if name in _CHILD_HIDDEN:
+            problems.append(f"WAA_SECRETS must not set {name}")
+            continue
+        mapping[name] = secret
+    return mapping
 
 
 def _split(env: Mapping[str, str], name: str, default: str, problems: List[str]) -> List[str]:
@@ -217,6 +318,23 @@ def now_iso() -> str:
 # --- Posting to the control plane -----------------------------------------------------------
 
 
+class Ticket:
+    """Tells whether one queued message was delivered (settled once: delivered or dropped)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.ok = False
+
+    def settle(self, ok: bool) -> None:
+        if not self._event.is_set():
+            self.ok = ok
+            self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        """True once settled."""
+        return self._event.wait(timeout)
+
+
 class Sender:
     """Delivers messages in order from a background thread, retrying with backoff.
 
@@ -244,6 +362,7 @@ class Sender:
         self._auth_retries = auth_retries
         self._timeout = request_timeout
         self._queue: Deque[Dict[str, object]] = collections.deque()
+        self._tickets: Dict[int, Ticket] = {}  # id(message) -> its ticket, while queued
         self._cond = threading.Condition()
         self._closing = False
         self._abandon = threading.Event()
@@ -254,26 +373,47 @@ class Sender:
         self._thread = threading.Thread(target=self._loop, name="sender", daemon=True)
         self._thread.start()
 
-    def post(self, message: Dict[str, object]) -> None:
-        """Queue a message; never blocks."""
+    def post(self, message: Dict[str, object]) -> Ticket:
+        """Queue a message; never blocks. The ticket settles when it is delivered or dropped."""
+        ticket = Ticket()
         with self._cond:
             if self.disabled:
                 self.dropped += 1
-                return
+                ticket.settle(False)
+                return ticket
             is_beat = message.get("kind") == "heartbeat"
-            if is_beat and any(m.get("kind") == "heartbeat" for m in self._queue):
-                return
+            if is_beat:
+                waiting = [m for m in self._queue if m.get("kind") == "heartbeat"]
+                if waiting:
+                    # One waiting heartbeat is enough; the newest one (fresher storage progress)
+                    # takes its place.
+                    index = self._queue.index(waiting[0])
+                    old = self._queue[index]
+                    self._queue[index] = message
+                    moved = self._tickets.pop(id(old), None)
+                    if moved is not None:
+                        self._tickets[id(message)] = moved
+                    return moved or ticket
             if len(self._queue) >= self._max_queue:
                 beats = [m for m in self._queue if m.get("kind") == "heartbeat"]
                 if is_beat:
                     self.dropped += 1
-                    return
+                    ticket.settle(False)
+                    return ticket
                 victim = beats[0] if beats else self._queue[0]
                 self._queue.remove(victim)
+                self._settle(victim, False)
                 self.dropped += 1
                 log.warning("message queue full: dropped a queued %s message", victim.get("kind"))
             self._queue.append(message)
+            self._tickets[id(message)] = ticket
             self._cond.notify_all()
+        return ticket
+
+    def _settle(self, message: Dict[str, object], ok: bool) -> None:
+        ticket = self._tickets.pop(id(message), None)
+        if ticket is not None:
+            ticket.settle(ok)
 
     def close(self, timeout: float) -> bool:
         """Stop accepting work and wait up to `timeout` s for the queue to drain."""
@@ -289,6 +429,9 @@ class Sender:
             drained = not self._queue and not self._busy
         self._abandon.set()
         self._thread.join(timeout=self._timeout + 1)
+        with self._cond:
+            for message in self._queue:
+                self._settle(message, False)
         if not drained:
             log.error("gave up delivering %d message(s) to the control plane", len(self._queue))
         return drained
@@ -305,12 +448,15 @@ class Sender:
             ok = self._deliver(message)
             with self._cond:
                 self._busy = False
+                self._settle(message, ok)
                 if ok:
                     self.delivered += 1
                 else:
                     self.dropped += 1
                 if self.disabled:
                     self.dropped += len(self._queue)
+                    for waiting in self._queue:
+                        self._settle(waiting, False)
                     self._queue.clear()
                 self._cond.notify_all()
 
@@ -374,17 +520,32 @@ class Reporter:
     def __init__(self, job_name: str, sender: Sender) -> None:
         self.job_name = job_name
         self.sender = sender
+        self.storage: Optional[CopyProgress] = None  # set while/after the golden image copy
 
-    def _post(self, kind: str, **fields: object) -> None:
+    def message(self, kind: str, **fields: object) -> Dict[str, object]:
         message: Dict[str, object] = {"job_name": self.job_name, "kind": kind, "sent_at": now_iso()}
         message.update(fields)
-        self.sender.post(message)
+        return message
+
+    def _post(self, kind: str, **fields: object) -> Ticket:
+        return self.sender.post(self.message(kind, **fields))
 
     def heartbeat(self) -> None:
-        self._post("heartbeat")
+        if self.storage is not None:
+            self._post("heartbeat", storage=self.storage.snapshot())
+        else:
+            self._post("heartbeat")
 
-    def task_result(self, result: Dict[str, object]) -> None:
-        self._post("task_result", task_result=result)
+    def task_result(self, result: Dict[str, object]) -> Ticket:
+        return self._post("task_result", task_result=result)
+
+    def artifacts_uploaded(
+        self, task_id: str, files: List[Dict[str, object]], failed: List[str]
+    ) -> None:
+        self._post(
+            "artifacts_uploaded",
+            artifacts={"task_id": task_id, "files": files, "failed": failed},
+        )
 
     def failure(self, code: str, message: str, permanent: bool = False) -> None:
         self._post(
@@ -416,24 +577,281 @@ class Heartbeat:
             self._stop.wait(self._interval)
 
 
+# --- Secrets ---------------------------------------------------------------------------------
+
+# Every secret value this process learns (the heartbeat token, model keys, identity tokens):
+# the log formatter and every reason replace them with ***.
+_SECRET_VALUES: List[str] = []
+_SECRETS_LOCK = threading.Lock()
+
+
+def register_secret(value: str) -> None:
+    if value and len(value) >= 4:  # masking a 1-3 character "secret" would garble every line
+        with _SECRETS_LOCK:
+            if value not in _SECRET_VALUES:
+                _SECRET_VALUES.append(value)
+                _SECRET_VALUES.sort(key=len, reverse=True)
+
+
+def mask(text: str) -> str:
+    with _SECRETS_LOCK:
+        values = list(_SECRET_VALUES)
+    for value in values:
+        text = text.replace(value, "***")
+    return text
+
+
+class _MaskingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(super().format(record))
+
+
+class CredentialError(Exception):
+    """Could not get a credential; the message names what and where, never a value."""
+
+
+# Managed identity token endpoints, as azure-identity (1.27, azure/identity/_credentials/) calls
+# them: App Service-style IDENTITY_ENDPOINT + IDENTITY_HEADER (app_service.py: api-version
+# 2019-08-01, header X-IDENTITY-HEADER, `client_id` for a user-assigned identity); Azure ML
+# compute's MSI_ENDPOINT + MSI_SECRET (azure_ml.py: api-version 2017-09-01, header `secret`,
+# `clientid`); else the VM's instance metadata service (imds.py: api-version 2018-02-01, header
+# Metadata: true, `client_id`; it retries 404, 410, 429 and 5xx). The resource is Key Vault's.
+IMDS_TOKEN_URL = "http://169.254.169.254/metadata/identity/oauth2/token"
+VAULT_RESOURCE = "https://vault.azure.net"
+# Key Vault "Get Secret": GET {vaultBaseUrl}/secrets/{secret-name}?api-version=7.4 answers
+# {"value": ..., "id": ..., "attributes": ...} (learn.microsoft.com/rest/api/keyvault/secrets/
+# get-secret/get-secret).
+VAULT_API_VERSION = "7.4"
+_TOKEN_RETRY = (404, 410, 429)
+_VAULT_RETRY = (408, 429)
+# The identity endpoints are link-local or loopback: never through an HTTP(S)_PROXY.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _error_code(err: urllib.error.HTTPError) -> str:
+    """The error code of an Azure error body ({"error": {"code"}} or {"error": "..."}), if any.
+    Only the code: messages may quote more than we want in a log."""
+    try:
+        body = json.loads(err.read(4096) or b"{}")
+    except (ValueError, OSError):
+        return ""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        error = error.get("code")
+    return f" ({error})" if isinstance(error, str) and _ENV_NAME.match(error) else ""
+
+
+def _get_json(
+    opener: urllib.request.OpenerDirector,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    what: str,
+    retry_statuses: Sequence[int],
+    tries: int,
+    retry_base: float,
+) -> Dict[str, object]:
+    last = ""
+    for attempt in range(1, tries + 1):
+        try:
+            with opener.open(urllib.request.Request(url, headers=dict(headers)), timeout=15) as r:
+                data = json.loads(r.read())
+            if not isinstance(data, dict):
+                raise CredentialError(f"{what}: the answer is not a JSON object")
+            return data
+        except urllib.error.HTTPError as err:
+            last = f"HTTP {err.code}{_error_code(err)}"
+            if err.code not in retry_statuses and err.code < 500:
+                raise CredentialError(f"{what}: {last}") from None
+        except (urllib.error.URLError, OSError) as err:
+            last = f"unreachable: {getattr(err, 'reason', err)}"
+        except ValueError:
+            raise CredentialError(f"{what}: the answer is not JSON") from None
+        if attempt < tries:
+            delay = min(30.0, retry_base * (2 ** (attempt - 1))) * random.uniform(0.5, 1.0)
+            log.warning("%s failed (%s); retry %d in %.1f s", what, last, attempt, delay)
+            time.sleep(delay)
+    raise CredentialError(f"{what}: gave up after {tries} tries ({last})")
+
+
+class ManagedIdentity:
+    """An access token for Key Vault from the job's managed identity (fetched once)."""
+
+    def __init__(self, env: Mapping[str, str], cfg: Config) -> None:
+        self._env = env
+        self._cfg = cfg
+        self._token = ""
+
+    def _endpoint(self) -> Tuple[str, str, Dict[str, str], Dict[str, str]]:
+        """(which, url, query, headers)."""
+        env, client_id = self._env, self._cfg.identity_client_id
+        query = {"resource": VAULT_RESOURCE}
+        if env.get("IDENTITY_ENDPOINT") and env.get("IDENTITY_HEADER"):
+            query["api-version"] = "2019-08-01"
+            if client_id:
+                query["client_id"] = client_id
+            register_secret(env["IDENTITY_HEADER"])
+            headers = {"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]}
+            return "IDENTITY_ENDPOINT", env["IDENTITY_ENDPOINT"], query, headers
+        if env.get("MSI_ENDPOINT") and env.get("MSI_SECRET"):
+            query["api-version"] = "2017-09-01"
+            if client_id:
+                query["clientid"] = client_id
+            register_secret(env["MSI_SECRET"])
+            return "MSI_ENDPOINT", env["MSI_ENDPOINT"], query, {"secret": env["MSI_SECRET"]}
+        query["api-version"] = "2018-02-01"
+        if client_id:
+            query["client_id"] = client_id
+        return "the instance metadata service", self._cfg.imds_url, query, {"Metadata": "true"}
+
+    def token(self) -> str:
+        if self._token:
+            return self._token
+        which, url, query, headers = self._endpoint()
+        full = url + ("&" if "?" in url else "?") + urllib.parse.urlencode(query)
+        data = _get_json(
+            _DIRECT,
+            full,
+            headers,
+            what=f"getting a managed identity token from {which}",
+            retry_statuses=_TOKEN_RETRY,
+            tries=self._cfg.secrets_tries,
+            retry_base=self._cfg.retry_base,
+        )
+        token = data.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise CredentialError(f"the managed identity token from {which} has no access_token")
+        register_secret(token)
+        self._token = token
+        return token
+
+
+def vault_secret(cfg: Config, identity: ManagedIdentity, name: str) -> str:
+    url = (
+        f"{cfg.vault_url}/secrets/{urllib.parse.quote(name, safe='')}"
+        f"?api-version={VAULT_API_VERSION}"
+    )
+    where = f"Key Vault secret {name!r} in {cfg.vault_url}"
+    data = _get_json(
+        urllib.request.build_opener(),
+        url,
+        {"Authorization": "Bearer " + identity.token()},
+        what=f"reading {where}",
+        retry_statuses=_VAULT_RETRY,
+        tries=cfg.secrets_tries,
+        retry_base=cfg.retry_base,
+    )
+    value = data.get("value")
+    if not isinstance(value, str) or not value:
+        raise CredentialError(f"{where} has no value")
+    register_secret(value)
+    return value
+
+
+def read_secrets_file(path: str) -> Dict[str, str]:
+    """KEY=VALUE lines ('#' comments, blank lines); the file must be private to its owner (the
+    VM tier copies it over SFTP with mode 0600)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as err:
+        raise CredentialError(f"WAA_SECRETS_FILE {path}: {err.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise CredentialError(f"WAA_SECRETS_FILE {path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise CredentialError(
+                f"WAA_SECRETS_FILE {path} is readable or writable by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}): refused; it must be mode 0600"
+            )
+        text = f.read().decode("utf-8", errors="replace")
+    values: Dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if not sep or not _ENV_NAME.match(key):
+            # The line itself may be a secret: only its number goes into the error.
+            raise CredentialError(f"WAA_SECRETS_FILE {path} line {number}: expected KEY=VALUE")
+        register_secret(value)
+        values[key] = value
+    return values
+
+
+class Credentials:
+    """The heartbeat token and the model keys the task gets in its environment."""
+
+    def __init__(self, cfg: Config, env: Mapping[str, str]) -> None:
+        self.cfg = cfg
+        self.identity = ManagedIdentity(env, cfg)
+        self.token = cfg.token
+        self.task_env: Dict[str, str] = {}
+
+    def load_token(self) -> None:
+        """Before anything is posted: the secrets file, then the token's Key Vault secret."""
+        register_secret(self.token)
+        if self.cfg.secrets_file:
+            values = read_secrets_file(self.cfg.secrets_file)
+            file_token = values.pop("WAA_HEARTBEAT_TOKEN", "")
+            self.token = self.token or file_token
+            self.task_env.update({k: v for k, v in values.items() if k not in _CHILD_HIDDEN})
+        if self.cfg.heartbeat_token_secret and not self.token:
+            self.token = vault_secret(self.cfg, self.identity, self.cfg.heartbeat_token_secret)
+        if not self.token:
+            raise CredentialError(
+                f"WAA_SECRETS_FILE {self.cfg.secrets_file} has no WAA_HEARTBEAT_TOKEN"
+            )
+
+    def load_model_keys(self) -> None:
+        for env_name, secret_name in self.cfg.secret_env.items():
+            self.task_env[env_name] = vault_secret(self.cfg, self.identity, secret_name)
+        if self.cfg.secret_env:
+            log.info(
+                "read %d model credential(s) from Key Vault: %s",
+                len(self.cfg.secret_env),
+                ", ".join(self.cfg.secret_env),
+            )
+
+
 # --- Processes -------------------------------------------------------------------------------
 
 
-# The setup and the tasks (agent code) have no business with the control plane's token.
-_CHILD_HIDDEN = ("WAA_HEARTBEAT_TOKEN",)
+# The setup and the tasks (agent code) have no business with the control plane's token, nor with
+# what lets this process get managed-identity tokens (App Service / Azure ML identity endpoint
+# secrets), nor with where the secrets file is. The task gets the model keys it needs (from Key
+# Vault or the secrets file) added to its environment; the setup gets none of them.
+_CHILD_HIDDEN = (
+    "WAA_HEARTBEAT_TOKEN",
+    "WAA_SECRETS_FILE",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+)
 
 
-def _child_env() -> Dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in _CHILD_HIDDEN}
+def _child_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _CHILD_HIDDEN}
+    env.update(extra or {})
+    return env
 
 
-def _start(argv: Sequence[str], log_path: str, cwd: Optional[str]) -> subprocess.Popen:
+def _start(
+    argv: Sequence[str],
+    log_path: str,
+    cwd: Optional[str],
+    extra_env: Optional[Mapping[str, str]] = None,
+) -> subprocess.Popen:
     with open(log_path, "ab") as out:
         # Own session, so the whole tree (e.g. the VM the setup starts) can be stopped at once.
         return subprocess.Popen(
             list(argv),
             cwd=cwd,
-            env=_child_env(),
+            env=_child_env(extra_env),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -523,20 +941,29 @@ def load_catalog(path: str) -> Dict[str, str]:
     }
 
 
-def result_path(cfg: Config, task_dir: str, domain: str, task_id: str) -> str:
+def result_path(
+    cfg: Config, task_dir: str, domain: str, task_id: str, trial_id: Optional[str] = None
+) -> str:
     """Where WAA's run.py writes the task's folder: `example_result_dir` in its `test()` is
     os.path.join(result_dir, action_space, observation_type, model, trial_id, domain,
     example_id), and lib_run_single.py writes result.txt there (see /work/shared/DESIGN.md,
-    "WAA's launch contract"). `task_dir` is the --result_dir this runner passed."""
+    "WAA's launch contract"). `task_dir` is the --result_dir this runner passed; `trial_id` is
+    the item's trial suffix, else WAA_TRIAL_ID."""
     return os.path.join(
         task_dir,
         cfg.action_space,
         cfg.observation_type,
         cfg.model,
-        cfg.trial_id,
+        trial_id if trial_id is not None else cfg.trial_id,
         domain,
         task_id,
     )
+
+
+def item_dir_name(item: str) -> str:
+    """The folder (and JSON file) name of one WAA_TASK_IDS item; `<name>#<k>` for a trial."""
+    task_id, trial = split_item(item)
+    return safe_name(task_id) + (f"#{trial}" if trial is not None else "")
 
 
 def read_score(example_dir: str, result_file: str) -> Optional[float]:
@@ -581,8 +1008,17 @@ def waa_error(example_dir: str) -> str:
     return ""
 
 
-def run_task(cfg: Config, task_id: str, domain: str, tasks_dir: str) -> Dict[str, object]:
-    task_dir = os.path.join(tasks_dir, safe_name(task_id))
+def run_task(
+    cfg: Config,
+    item: str,
+    domain: str,
+    tasks_dir: str,
+    task_env: Optional[Mapping[str, str]] = None,
+) -> Tuple[Dict[str, object], str]:
+    """Run one WAA_TASK_IDS item; returns its task_result and its WAA result folder."""
+    task_id, trial = split_item(item)
+    trial_id = trial if trial is not None else cfg.trial_id
+    task_dir = os.path.join(tasks_dir, item_dir_name(item))
     os.makedirs(task_dir, exist_ok=True)
     meta_path = os.path.join(task_dir, "task_meta.json")
     with open(meta_path, "w", encoding="utf-8") as f:
@@ -600,14 +1036,14 @@ def run_task(cfg: Config, task_id: str, domain: str, tasks_dir: str) -> Dict[str
         "a11y_backend": cfg.a11y_backend,
         "action_space": cfg.action_space,
         "observation_type": cfg.observation_type,
-        "trial_id": cfg.trial_id,
+        "trial_id": trial_id,
     }
     argv = render(cfg.task_command, values)
     log_path = os.path.join(task_dir, "task.log")
     started = time.monotonic()
     status, reason = "failed", ""
     try:
-        proc = _start(argv, log_path, cfg.task_cwd)
+        proc = _start(argv, log_path, cfg.task_cwd, task_env)
     except OSError as err:
         reason = f"the task command could not start: {err}"
     else:
@@ -624,7 +1060,7 @@ def run_task(cfg: Config, task_id: str, domain: str, tasks_dir: str) -> Dict[str
             if code != 0:
                 reason = f"the task command exited with code {code}: {_tail(log_path)}"
     duration = round(time.monotonic() - started, 3)
-    example_dir = result_path(cfg, task_dir, domain, task_id)
+    example_dir = result_path(cfg, task_dir, domain, task_id, trial_id)
     score = read_score(example_dir, cfg.result_file) if not reason else None
     if not reason:
         if score is None:
@@ -637,15 +1073,15 @@ def run_task(cfg: Config, task_id: str, domain: str, tasks_dir: str) -> Dict[str
             reason = f"the task wrote no readable {where}: {errors}"
         else:
             status = "completed"
-    if cfg.token:
-        reason = reason.replace(cfg.token, "***")
-    return {
-        "task_id": task_id,
+    reason = mask(reason)  # the token, model keys: whatever the task printed
+    result = {
+        "task_id": item,
         "status": status,
         "score": score if score is not None else 0.0,
         "reason": reason[:_REASON_LIMIT],
         "duration_seconds": duration,
     }
+    return result, example_dir
 
 
 def _write_json(path: str, data: object) -> None:
@@ -653,6 +1089,428 @@ def _write_json(path: str, data: object) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)
     os.replace(tmp, path)
+
+
+# --- The golden image ------------------------------------------------------------------------
+
+
+class CopyProgress:
+    """What the heartbeats carry while (and after) the golden image is copied."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.copied_bytes = 0
+        self.total_bytes = 0
+        self.files = 0
+        self._started = time.monotonic()
+        self._seconds: Optional[float] = None
+
+    def start(self, total_bytes: int, files: int) -> None:
+        with self._lock:
+            self.total_bytes, self.files = total_bytes, files
+            self._started = time.monotonic()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.copied_bytes += n
+
+    def finish(self) -> None:
+        with self._lock:
+            self._seconds = time.monotonic() - self._started
+
+    @property
+    def done(self) -> bool:
+        return self._seconds is not None
+
+    def snapshot(self) -> Dict[str, object]:
+        with self._lock:
+            seconds = self._seconds
+            if seconds is None:
+                seconds = time.monotonic() - self._started
+            return {
+                "copied_bytes": self.copied_bytes,
+                "total_bytes": self.total_bytes,
+                "seconds": round(seconds, 3),
+                "done": self._seconds is not None,
+            }
+
+
+class StorageError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+_COPY_CHUNK = 4 * 1024 * 1024  # bounded buffer: the image is ~30 GB
+
+
+def _make_removable(path: str) -> None:
+    """Owner rwx on every folder under `path`, so leftovers with read-only folders (a copy of a
+    read-only mount keeps its modes) can be removed without root."""
+    for root, _dirs, _files in os.walk(path):
+        with contextlib.suppress(OSError):
+            os.chmod(root, stat.S_IMODE(os.lstat(root).st_mode) | stat.S_IRWXU)
+
+
+def clear_folder(path: str) -> int:
+    """Remove everything inside `path` (kept itself: it may be a mount point or WAA's symlink to
+    the real folder). Returns the number of entries removed."""
+    removed = 0
+    for name in os.listdir(path):
+        entry = os.path.join(path, name)
+        if os.path.isdir(entry) and not os.path.islink(entry):
+            _make_removable(entry)
+            shutil.rmtree(entry)
+        else:
+            os.unlink(entry)
+        removed += 1
+    return removed
+
+
+def copy_storage(
+    source: str,
+    dest: str,
+    progress: CopyProgress,
+    rate: float = 0.0,
+    on_start: Optional[Callable[[], None]] = None,
+) -> Tuple[int, int, int]:
+    """Copy the read-only golden image folder `source` to `dest`, replacing whatever `dest`
+    holds. WAA's own Azure entry (scripts/azure_files/run_entry.py of microsoft/
+    WindowsAgentArena, read in the fork amittal2001/attacking-vlm-agents) does the same with
+    `cp -r <mounted storage>/* /tmp/storage_tmp` behind a /storage symlink, timed, before
+    /entry_setup.sh. Here: streamed through a bounded buffer, file modes and times kept, the
+    source only ever read. Returns (files, bytes, leftover entries removed)."""
+    if not os.path.isdir(source):
+        raise StorageError(
+            f"the golden image folder WAA_STORAGE_SOURCE={source} does not exist or is not a "
+            "folder (the prepared WAA storage must be mounted there)",
+            EXIT_CONFIG,
+        )
+    src_real, dst_real = os.path.realpath(source), os.path.realpath(dest)
+    if (
+        src_real == dst_real
+        or dst_real.startswith(src_real.rstrip(os.sep) + os.sep)
+        or src_real.startswith(dst_real.rstrip(os.sep) + os.sep)
+    ):
+        raise StorageError(
+            f"WAA_STORAGE_DIR={dest} and WAA_STORAGE_SOURCE={source} overlap: the source is "
+            "never written to",
+            EXIT_CONFIG,
+        )
+    dirs: List[Tuple[str, os.stat_result]] = []
+    files: List[Tuple[str, os.stat_result]] = []
+    links: List[str] = []
+    try:
+        for root, dirnames, filenames in os.walk(source):
+            rel_root = os.path.relpath(root, source)
+            for name in sorted(dirnames):
+                rel = os.path.normpath(os.path.join(rel_root, name))
+                full = os.path.join(source, rel)
+                if os.path.islink(full):
+                    links.append(rel)
+                else:
+                    dirs.append((rel, os.lstat(full)))
+            for name in sorted(filenames):
+                rel = os.path.normpath(os.path.join(rel_root, name))
+                st = os.lstat(os.path.join(source, rel))
+                if stat.S_ISLNK(st.st_mode):
+                    links.append(rel)
+                elif stat.S_ISREG(st.st_mode):
+                    files.append((rel, st))
+    except OSError as err:
+        raise StorageError(
+            f"cannot read the golden image folder {source}: {err}", EXIT_CONFIG
+        ) from err
+    if not files:
+        raise StorageError(
+            f"the golden image folder WAA_STORAGE_SOURCE={source} is empty (no files): the "
+            "prepared WAA storage is missing",
+            EXIT_CONFIG,
+        )
+    total = sum(st.st_size for _rel, st in files)
+    progress.start(total, len(files))
+    if on_start is not None:
+        on_start()
+    try:
+        os.makedirs(dest, exist_ok=True)
+        removed = clear_folder(dest)
+        if removed:
+            log.info("removed %d leftover entr(ies) from %s", removed, dest)
+        vfs = os.statvfs(dest)
+        free = vfs.f_bavail * vfs.f_frsize
+        if free < total:  # say so now, not with ENOSPC after copying for minutes
+            raise StorageError(
+                f"{dest} has {free} bytes free; the golden image from {source} needs {total}",
+                EXIT_SETUP_FAILED,
+            )
+        for rel, _st in dirs:
+            os.makedirs(os.path.join(dest, rel), exist_ok=True)
+        for rel in links:
+            os.symlink(os.readlink(os.path.join(source, rel)), os.path.join(dest, rel))
+        chunk = _COPY_CHUNK if not rate else int(min(_COPY_CHUNK, max(4096, rate / 20)))
+        buf = bytearray(chunk)
+        view = memoryview(buf)
+        started = time.monotonic()
+        copied = 0
+        for rel, st in files:
+            target = os.path.join(dest, rel)
+            with open(os.path.join(source, rel), "rb") as fin, open(target, "xb") as fout:
+                while True:
+                    n = fin.readinto(buf)
+                    if not n:
+                        break
+                    fout.write(view[:n])
+                    progress.add(n)
+                    copied += n
+                    if rate:  # throttled copy: never faster than `rate` bytes/s
+                        ahead = copied / rate - (time.monotonic() - started)
+                        if ahead > 0:
+                            time.sleep(ahead)
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        for rel, st in reversed(dirs):  # deepest first: a read-only folder is closed last
+            os.chmod(os.path.join(dest, rel), stat.S_IMODE(st.st_mode))
+    except OSError as err:
+        raise StorageError(
+            f"copying the golden image from {source} to {dest} failed: {err}", EXIT_SETUP_FAILED
+        ) from err
+    progress.finish()
+    return len(files), total, removed
+
+
+# --- Artifacts -------------------------------------------------------------------------------
+
+MAX_ARTIFACT_FILES = 1000  # CONTRACT.md: <= 1000 files, each path <= 512 characters
+MAX_ARTIFACT_PATH = 512
+
+
+def list_artifacts(folder: str) -> Tuple[List[Dict[str, object]], int]:
+    """The regular files under `folder` as relative POSIX paths with sizes (symlinks skipped),
+    at most MAX_ARTIFACT_FILES of them; and how many were left out."""
+    found: List[Dict[str, object]] = []
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return found, 0
+    left_out = 0
+    for root, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(root, d)))
+        for name in sorted(filenames):
+            full = os.path.join(root, name)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            rel = os.path.relpath(full, folder).replace(os.sep, "/")
+            if len(rel) > MAX_ARTIFACT_PATH:
+                left_out += 1
+                continue
+            found.append({"path": rel, "size": st.st_size})
+    found.sort(key=lambda entry: str(entry["path"]))
+    left_out += max(0, len(found) - MAX_ARTIFACT_FILES)
+    return found[:MAX_ARTIFACT_FILES], left_out
+
+
+def _backoff(attempt: int, base: float, cap: float) -> float:
+    return min(cap, base * (2 ** min(attempt - 1, 30))) * random.uniform(0.5, 1.0)
+
+
+class ArtifactUploader:
+    """Uploads each task's WAA folder after its task_result was delivered, in a thread of its
+    own: tasks never wait for uploads, heartbeats never wait for anything.
+
+    Per task: POST kind "artifact_urls" (synchronous: the answer carries one SAS URL per file;
+    bounded retries), PUT each file to its URL as a block blob (Put Blob: `x-ms-blob-type:
+    BlockBlob` and Content-Length, learn.microsoft.com/rest/api/storageservices/put-blob), each
+    retried with backoff, then post "artifacts_uploaded" with what went up and what failed.
+    A 409 (no artifact storage configured) or any other refusal skips uploads for the job.
+    SAS URLs are never logged. Nothing here changes a task's outcome: the score was sent first.
+    """
+
+    def __init__(self, cfg: Config, reporter: Reporter, token: str) -> None:
+        self._cfg = cfg
+        self._reporter = reporter
+        self._token = token
+        self._jobs: queue.Queue[Optional[Tuple[str, str, Ticket]]] = queue.Queue()
+        self._abandon = threading.Event()
+        self._closing_since: Optional[float] = None
+        self.disabled = not cfg.artifacts
+        self.uploaded = 0
+        self.failed = 0
+        self._thread = threading.Thread(target=self._loop, name="artifacts", daemon=True)
+        self._started = False
+
+    def submit(self, task_id: str, folder: str, ticket: Ticket) -> None:
+        if self.disabled:
+            return
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        self._jobs.put((task_id, folder, ticket))
+
+    def close(self, timeout: float) -> None:
+        """Finish the queued uploads for at most `timeout` s, then abandon the rest."""
+        if not self._started:
+            return
+        self._closing_since = time.monotonic()
+        self._jobs.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("artifact uploads still running after %.0f s: abandoned", timeout)
+            self._abandon.set()
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None or self._abandon.is_set():
+                return
+            try:
+                self._upload_task(*job)
+            except Exception:  # an upload bug must not end the uploads of the next tasks
+                log.exception("uploading the artifacts of %s failed", job[0])
+
+    def _upload_task(self, task_id: str, folder: str, ticket: Ticket) -> None:
+        # CONTRACT.md: artifact_urls comes after the task's task_result was sent. Once the run
+        # is over, waiting for an unreachable control plane is bounded like the final flush.
+        while not ticket.wait(0.5):
+            closing = self._closing_since
+            if self._abandon.is_set() or (
+                closing is not None and time.monotonic() - closing > self._cfg.final_flush
+            ):
+                log.warning("task %s: its result was not delivered: no artifact upload", task_id)
+                return
+        if not ticket.ok or self.disabled:
+            return
+        files, left_out = list_artifacts(folder)
+        if left_out:
+            log.warning(
+                "task %s: %d file(s) beyond the first %d (or with paths over %d characters) "
+                "are not uploaded",
+                task_id,
+                left_out,
+                MAX_ARTIFACT_FILES,
+                MAX_ARTIFACT_PATH,
+            )
+        if not files:
+            return
+        answer = self._request_urls(task_id, files)
+        if answer is None:
+            return
+        urls = answer.get("urls")
+        urls = urls if isinstance(urls, dict) else {}
+        uploaded: List[Dict[str, object]] = []
+        failed: List[str] = []
+        for entry in files:
+            path = str(entry["path"])
+            url = urls.get(path)
+            if self._abandon.is_set():
+                failed.append(path)
+            elif isinstance(url, str) and url.startswith(("http://", "https://")):
+                if self._put(task_id, os.path.join(folder, *path.split("/")), path, url):
+                    uploaded.append(entry)
+                else:
+                    failed.append(path)
+            else:
+                log.warning("task %s: no upload URL for %s", task_id, path)
+                failed.append(path)
+        self.uploaded += len(uploaded)
+        self.failed += len(failed)
+        self._reporter.artifacts_uploaded(task_id, uploaded, failed)
+        prefix = answer.get("prefix")
+        log.info(
+            "task %s: uploaded %d artifact file(s), %d byte(s)%s; %d failed",
+            task_id,
+            len(uploaded),
+            sum(int(str(e["size"])) for e in uploaded),
+            f" to {redacted_url(prefix)}" if isinstance(prefix, str) else "",
+            len(failed),
+        )
+
+    def _request_urls(
+        self, task_id: str, files: List[Dict[str, object]]
+    ) -> Optional[Dict[str, object]]:
+        message = self._reporter.message(
+            "artifact_urls", artifacts={"task_id": task_id, "files": files}
+        )
+        body = json.dumps(message).encode()
+        last = ""
+        for attempt in range(1, self._cfg.artifact_tries + 1):
+            if self._abandon.is_set() or self._reporter.sender.disabled:
+                return None
+            request = urllib.request.Request(
+                self._cfg.heartbeat_url,
+                data=body,
+                method="POST",
+                headers={
+                    "Content-Type": "application/json",
+                    "Authorization": "Bearer " + self._token,
+                },
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    data = json.loads(response.read())
+                if isinstance(data, dict) and isinstance(data.get("urls"), dict):
+                    return data
+                last = "an answer without upload URLs"
+            except urllib.error.HTTPError as err:
+                last = f"HTTP {err.code}"
+                if err.code < 500 and err.code not in (408, 429):
+                    why = (
+                        "artifact storage is not configured"
+                        if err.code == 409
+                        else f"the control plane refused the request for upload URLs ({last})"
+                    )
+                    log.warning("%s: no artifacts are uploaded for this job", why)
+                    self.disabled = True
+                    return None
+            except (urllib.error.URLError, OSError) as err:
+                last = f"unreachable: {getattr(err, 'reason', err)}"
+            except ValueError:
+                last = "an answer that is not JSON"
+            if attempt < self._cfg.artifact_tries:
+                delay = _backoff(attempt, self._cfg.retry_base, self._cfg.retry_max)
+                self._abandon.wait(delay)
+        log.warning("task %s: no upload URLs (%s): its artifacts are not uploaded", task_id, last)
+        return None
+
+    def _put(self, task_id: str, full: str, path: str, url: str) -> bool:
+        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        last = ""
+        for attempt in range(1, self._cfg.artifact_tries + 1):
+            try:
+                with open(full, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    request = urllib.request.Request(
+                        url,
+                        data=f if size else b"",  # streamed from the file, never read whole
+                        method="PUT",
+                        headers={
+                            "x-ms-blob-type": "BlockBlob",
+                            "Content-Length": str(size),
+                            "Content-Type": content_type,
+                        },
+                    )
+                    with urllib.request.urlopen(request, timeout=60) as response:
+                        response.read()
+                return True
+            except urllib.error.HTTPError as err:
+                last = f"HTTP {err.code}"
+                if err.code < 500 and err.code not in (408, 429):
+                    break  # e.g. 403: the SAS is refused, it will stay refused
+            except (urllib.error.URLError, OSError) as err:
+                last = f"{getattr(err, 'reason', err)}"
+                if isinstance(err, FileNotFoundError):
+                    break
+            if attempt < self._cfg.artifact_tries:
+                delay = _backoff(attempt, self._cfg.artifact_retry_base, 30.0)
+                log.info(
+                    "task %s: upload of %s failed (%s); retry in %.1f s", task_id, path, last, delay
+                )
+                if self._abandon.wait(delay):
+                    break
+        log.warning("task %s: upload of %s failed (%s)", task_id, path, last)
+        return False
 
 
 # --- Main ------------------------------------------------------------------------------------
@@ -666,20 +1524,41 @@ def _on_sigterm(signum: int, _frame: object) -> None:
     raise _Terminated(f"signal {signum}")
 
 
-def run(cfg: Config) -> int:
+def run(cfg: Config, env: Optional[Mapping[str, str]] = None) -> int:
+    credentials = Credentials(cfg, os.environ if env is None else env)
+    credential_problem = ""
+    try:
+        credentials.load_token()
+    except _Terminated:
+        log.error("terminated while reading the heartbeat token")
+        return EXIT_TERMINATED
+    except CredentialError as err:
+        credential_problem = mask(str(err))
+        if not credentials.token:
+            # No token, no report: the control plane sees a job that never started.
+            log.error("no heartbeat token: %s", credential_problem)
+            return EXIT_CONFIG
     sender = Sender(
         cfg.heartbeat_url,
-        cfg.token,
+        credentials.token,
         retry_base=cfg.retry_base,
         retry_max=cfg.retry_max,
         auth_retries=cfg.auth_retries,
     )
     reporter = Reporter(cfg.job_name, sender)
     heartbeat = Heartbeat(reporter, cfg.heartbeat_interval)
+    uploader = ArtifactUploader(cfg, reporter, credentials.token)
     setup: Optional[subprocess.Popen] = None
     exit_code = EXIT_INTERNAL
     flush = cfg.final_flush
+    drain = cfg.artifact_drain
+    summary_extra: Dict[str, object] = {}
     try:
+        if credential_problem:
+            log.error("credentials: %s", credential_problem)
+            reporter.failure(FAILURE_CREDENTIALS, f"credentials: {credential_problem}")
+            exit_code = EXIT_CONFIG
+            return exit_code
         if not os.path.exists(cfg.kvm_device) or not os.access(cfg.kvm_device, os.R_OK | os.W_OK):
             message = f"{cfg.kvm_device} is missing or not usable: no nested virtualization"
             log.error(message)
@@ -687,9 +1566,47 @@ def run(cfg: Config) -> int:
             exit_code = EXIT_NO_KVM
             return exit_code
         heartbeat.start()
+        try:
+            credentials.load_model_keys()
+        except CredentialError as err:
+            message = mask(str(err))
+            log.error("model credentials: %s", message)
+            reporter.failure(FAILURE_CREDENTIALS, f"model credentials: {message}")
+            exit_code = EXIT_CONFIG
+            return exit_code
         os.makedirs(cfg.output_dir, exist_ok=True)
         tasks_dir = os.path.join(cfg.output_dir, "tasks")
         os.makedirs(tasks_dir, exist_ok=True)
+
+        if cfg.storage_source:
+            progress = CopyProgress()
+            reporter.storage = progress
+            log.info("copying the golden image %s to %s", cfg.storage_source, cfg.storage_dir)
+            try:
+                files, size, _removed = copy_storage(
+                    cfg.storage_source,
+                    cfg.storage_dir,
+                    progress,
+                    cfg.storage_rate,
+                    # The copy starts now: say so (with its size) without waiting for the beat.
+                    on_start=reporter.heartbeat,
+                )
+            except StorageError as err:
+                log.error("golden image: %s", err)
+                reporter.failure(FAILURE_STORAGE, str(err))
+                exit_code = err.exit_code
+                return exit_code
+            took = progress.snapshot()["seconds"]
+            log.info(
+                "copied the golden image: %d file(s), %d bytes (%.2f GiB) in %.1f s (%.1f MB/s)",
+                files,
+                size,
+                size / 2**30,
+                took,
+                size / 1e6 / max(float(took), 1e-6),  # type: ignore[arg-type]
+            )
+            summary_extra["storage"] = {**progress.snapshot(), "files": files}
+            reporter.heartbeat()  # done: the control plane learns the copy's time at once
 
         if cfg.setup_command:
             log.info("starting the WAA setup: %s", cfg.setup_command[0])
@@ -703,7 +1620,7 @@ def run(cfg: Config) -> int:
             ready, why = wait_until_ready(cfg.ready_url, cfg.ready_timeout, cfg.ready_poll, setup)
             if not ready:
                 setup_log = _tail(os.path.join(cfg.output_dir, "setup.log"))
-                detail = f"{why}; setup output: {setup_log}" if setup_log else why
+                detail = mask(f"{why}; setup output: {setup_log}" if setup_log else why)
                 code = "setup_failed" if why.startswith("setup exited") else "waa_not_ready"
                 log.error("WAA is not ready: %s", why)
                 reporter.failure(code, detail)
@@ -713,13 +1630,15 @@ def run(cfg: Config) -> int:
 
         catalog = load_catalog(cfg.task_catalog)
         results: List[Dict[str, object]] = []
-        for index, task_id in enumerate(cfg.task_ids, 1):
-            log.info("task %d/%d: %s", index, len(cfg.task_ids), task_id)
-            result = run_task(cfg, task_id, catalog.get(task_id, "unknown"), tasks_dir)
+        for index, item in enumerate(cfg.task_ids, 1):
+            log.info("task %d/%d: %s", index, len(cfg.task_ids), item)
+            domain = catalog.get(split_item(item)[0], "unknown")
+            result, folder = run_task(cfg, item, domain, tasks_dir, credentials.task_env)
             results.append(result)
-            _write_json(os.path.join(tasks_dir, safe_name(task_id) + ".json"), result)
-            reporter.task_result(result)
-            log.info("task %s %s %s", task_id, result["status"], result["reason"] or "")
+            _write_json(os.path.join(tasks_dir, item_dir_name(item) + ".json"), result)
+            ticket = reporter.task_result(result)
+            uploader.submit(item, folder, ticket)
+            log.info("task %s %s %s", item, result["status"], result["reason"] or "")
         failed = [r for r in results if r["status"] != "completed"]
         exit_code = EXIT_TASKS_FAILED if failed else EXIT_OK
         _write_json(
@@ -737,6 +1656,7 @@ def run(cfg: Config) -> int:
                     else 0.0
                 ),
                 "results": results,
+                **summary_extra,
             },
         )
         return exit_code
@@ -744,10 +1664,11 @@ def run(cfg: Config) -> int:
         log.error("terminated: stopping")
         exit_code = EXIT_TERMINATED
         flush = min(flush, 10.0)  # `timeout --kill-after` or `docker stop` is about to kill us
+        drain = min(drain, 5.0)
         return exit_code
     except Exception as err:  # last resort: report instead of dying silently
         log.exception("internal error")
-        reporter.failure("internal", f"{type(err).__name__}: {err}")
+        reporter.failure("internal", mask(f"{type(err).__name__}: {err}"))
         exit_code = EXIT_INTERNAL
         return exit_code
     finally:
@@ -755,19 +1676,19 @@ def run(cfg: Config) -> int:
         # (ValueError: not the main thread, where no handler was installed either.)
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        heartbeat.stop()
         if setup is not None:
             _stop_group(setup)
+        # The last task's uploads finish (bounded) before `finished` ends the attempt.
+        uploader.close(drain)
+        heartbeat.stop()
         reporter.finished(exit_code)
         sender.close(flush)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s shard_runner %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_MaskingFormatter("%(asctime)s shard_runner %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         cfg = Config(os.environ)
     except ConfigError as err:

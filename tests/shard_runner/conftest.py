@@ -1,20 +1,24 @@
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from domain.messages import JobMessage
+from domain.messages import JOB_NAME_PATTERN, TASK_ID_PATTERN, JobMessage
 from shard_runner import runner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +31,72 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
+# The additions of CONTRACT.md (issue 9) to domain/messages.py's wire contract, checked here as
+# written there: a heartbeat may carry "storage"; kinds "artifact_urls" and "artifacts_uploaded";
+# a task id may end in a trial suffix "#<k>", k = 0..9. The rest is checked by JobMessage itself.
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StorageProgress(_Strict):
+    copied_bytes: int = Field(ge=0)
+    total_bytes: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+    done: bool
+
+
+class ArtifactFile(_Strict):
+    path: str = Field(min_length=1, max_length=512, pattern=r"^[^/]")
+    size: int = Field(ge=0)
+
+
+class UrlsRequest(_Strict):
+    task_id: str
+    files: list[ArtifactFile] = Field(min_length=1, max_length=1000)
+
+
+class Uploaded(_Strict):
+    task_id: str
+    files: list[ArtifactFile] = Field(max_length=1000)
+    failed: list[str]
+
+
+class ArtifactMessage(_Strict):
+    job_name: str = Field(pattern=JOB_NAME_PATTERN)
+    kind: Literal["artifact_urls", "artifacts_uploaded"]
+    sent_at: datetime | None = None
+    artifacts: UrlsRequest | Uploaded
+
+
+_TRIAL_TASK_ID = re.compile(r"^(.+)#([0-9])$")
+
+
+def _check_task_id(task_id: str) -> None:
+    match = _TRIAL_TASK_ID.match(task_id)
+    base = match.group(1) if match else task_id
+    assert re.match(TASK_ID_PATTERN, base), f"bad task id {task_id!r}"
+
+
+def check_contract(message: dict[str, Any]) -> None:
+    """Raises unless `message` is a valid message of the wire contract (with CONTRACT.md)."""
+    m = copy.deepcopy(message)
+    if m.get("kind") in ("artifact_urls", "artifacts_uploaded"):
+        parsed = ArtifactMessage.model_validate(m)
+        expected = UrlsRequest if m["kind"] == "artifact_urls" else Uploaded
+        assert isinstance(parsed.artifacts, expected), m
+        for f in parsed.artifacts.files:
+            assert ".." not in f.path.split("/"), f.path
+        _check_task_id(parsed.artifacts.task_id)
+        return
+    if m.get("kind") == "heartbeat" and "storage" in m:
+        StorageProgress.model_validate(m.pop("storage"))
+    result = m.get("task_result")
+    if isinstance(result, dict) and "#" in str(result.get("task_id")):
+        _check_task_id(result["task_id"])
+        result["task_id"] = result["task_id"].split("#")[0]
+    JobMessage.model_validate(m)
+
+
 @dataclass
 class Receiver:
     """Records what the shard runner posts, checking token and wire contract."""
@@ -35,6 +105,10 @@ class Receiver:
     down: bool = False
     messages: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[int] = field(default_factory=list)  # status codes answered instead of 200
+    invalid: list[str] = field(default_factory=list)  # messages outside the wire contract
+    # Answers `artifact_urls` (message -> status, body); None: 409, artifacts not configured.
+    artifacts: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None = None
+    artifact_requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
 
@@ -89,10 +163,28 @@ def _receiver_handler(rec: Receiver) -> type[BaseHTTPRequestHandler]:
                 self._answer(503, {"error": "down"})
                 return
             message = json.loads(body)
-            JobMessage.model_validate(message)  # the wire contract; a 500 here fails the test
+            try:
+                check_contract(message)
+            except (ValidationError, AssertionError) as err:
+                with rec.lock:
+                    rec.invalid.append(f"{message.get('kind')}: {err}")
+                self._answer(400, {"error": "not the wire contract"})
+                return
+            if message["kind"] == "artifact_urls":
+                with rec.lock:
+                    rec.artifact_requests.append(message)
+                if rec.artifacts is None:
+                    self._answer(409, {"error": "artifacts are not configured"})
+                    return
+                code, answer = rec.artifacts(message)
+                if code == 200:
+                    with rec.lock:
+                        rec.messages.append(message)
+                self._answer(code, answer)
+                return
             with rec.lock:
                 rec.messages.append(message)
-            self._answer(200, {"ok": True})
+            self._answer(202 if message["kind"] == "artifacts_uploaded" else 200, {"ok": True})
 
     return Handler
 
@@ -169,7 +261,14 @@ def start_runner(tmp_path: Path, receiver: Receiver, fake_waa: FakeWaa) -> Itera
     catalog = tmp_path / "test_all.json"
     catalog.write_text(json.dumps({"notepad": ["ok-0.75", "crash-1"], "chrome": ["ok-1"]}))
 
-    def start(task_ids: list[str], *, single_file: bool = False, **overrides: str) -> Run:
+    def start(
+        task_ids: list[str],
+        *,
+        single_file: bool = False,
+        python: str | None = None,
+        drop: tuple[str, ...] = (),
+        **overrides: str,
+    ) -> Run:
         py = sys.executable
         out = tmp_path / "out"
         env = {
@@ -203,14 +302,16 @@ def start_runner(tmp_path: Path, receiver: Receiver, fake_waa: FakeWaa) -> Itera
             "WAA_FINAL_FLUSH_SECONDS": "60",
         }
         env.update(overrides)
+        for name in drop:
+            env.pop(name, None)
         if single_file:
             # The SSH tier ships runner.py alone: it must run without the package around it.
-            copy = tmp_path / "shipped" / "runner.py"
-            copy.parent.mkdir(exist_ok=True)
-            copy.write_text((ROOT / "shard_runner" / "runner.py").read_text())
-            argv, cwd = [py, str(copy)], tmp_path
+            shipped = tmp_path / "shipped" / "runner.py"
+            shipped.parent.mkdir(exist_ok=True)
+            shipped.write_text((ROOT / "shard_runner" / "runner.py").read_text())
+            argv, cwd = [python or py, str(shipped)], tmp_path
         else:
-            argv, cwd = [py, "-m", "shard_runner"], ROOT
+            argv, cwd = [python or py, "-m", "shard_runner"], ROOT
         stderr_path = tmp_path / f"runner-{len(started)}.log"
         with stderr_path.open("w") as err:
             proc = subprocess.Popen(

@@ -9,7 +9,12 @@ WAA's real layout: <result_dir>/<action_space>/<observation_type>/<model>/<trial
 Behaviour is chosen by the task id: ok-<score> writes result.txt, crash-* dies with a traceback,
 noresult-* records an exception in traj.jsonl and exits 0 without a score (run.py catches a
 task's exception), hang-* never ends (it records that it started), beats-* waits until the
-receiver has counted three heartbeats (FAKE_COUNT_URL).
+receiver has counted three heartbeats (FAKE_COUNT_URL), leak-* prints its OPENAI_API_KEY and
+crashes (a careless agent).
+
+FAKE_ARTIFACTS=1: an ok-* task also writes what WAA writes beside result.txt (traj.jsonl, two
+screenshots) and a symlink. FAKE_ENV_DUMP=<path>: the task's whole environment, values
+included, goes to <path>.<task> (outside the output folder, which must never hold a secret).
 """
 
 import argparse
@@ -41,6 +46,9 @@ with open(args.test_all_meta_path) as f:
 ((domain, (task,)),) = meta.items()
 with open(os.path.join(args.result_dir, "argv.json"), "w") as f:
     json.dump({"argv": sys.argv[1:], "meta": meta, "env": sorted(os.environ)}, f)
+if os.environ.get("FAKE_ENV_DUMP"):
+    with open(f"{os.environ['FAKE_ENV_DUMP']}.{task}", "w") as f:
+        json.dump(dict(os.environ), f)
 
 where = os.path.join(
     args.result_dir,
@@ -55,6 +63,17 @@ os.makedirs(where)
 if task.startswith("ok-"):
     with open(os.path.join(where, "result.txt"), "w") as f:
         f.write(task.split("-", 1)[1])
+    if os.environ.get("FAKE_ARTIFACTS") == "1":
+        with open(os.path.join(where, "traj.jsonl"), "w") as f:
+            f.write(json.dumps({"step_num": 1, "action": "pyautogui.click(10, 10)"}) + "\n")
+        os.makedirs(os.path.join(where, "screenshots"))
+        for n in range(2):
+            with open(os.path.join(where, "screenshots", f"step_{n}.png"), "wb") as f:
+                f.write(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * (40 + n) + task.encode())
+        os.symlink("screenshots/step_0.png", os.path.join(where, "latest.png"))
+elif task.startswith("leak"):
+    print("debug: my key is", os.environ.get("OPENAI_API_KEY"))
+    raise RuntimeError("the agent crashed after printing its key")
 elif task.startswith("crash"):
     raise RuntimeError("boom: the agent crashed")
 elif task.startswith("noresult"):

@@ -209,3 +209,29 @@ def test_bad_configuration_exits_with_config_error(start_runner: Any) -> None:
     assert run.wait() == runner.EXIT_CONFIG
     assert "WAA_HEARTBEAT_TOKEN is required" in run.stderr
     assert "unknown placeholder {unknown}" in run.stderr
+
+
+def test_trial_suffix_runs_the_item_as_that_trial(start_runner: Any, receiver: Receiver) -> None:
+    run = start_runner(["ok-0.5#0", "ok-0.5#3", "ok-1"], WAA_TRIAL_ID="1")
+
+    assert run.wait() == runner.EXIT_OK, run.stderr
+    assert receiver.invalid == []
+    # task_result.task_id is the full item; each score was read from its own trial's folder.
+    reported = [
+        (m["task_result"]["task_id"], m["task_result"]["score"])
+        for m in receiver.of_kind("task_result")
+    ]
+    assert reported == [("ok-0.5#0", 0.5), ("ok-0.5#3", 0.5), ("ok-1", 1.0)]
+    for item, trial in (("ok-0.5#0", "0"), ("ok-0.5#3", "3"), ("ok-1", "1")):
+        folder = run.output_dir / "tasks" / runner.item_dir_name(item)
+        argv = json.loads((folder / "argv.json").read_text())
+        options = dict(zip(argv["argv"][::2], argv["argv"][1::2], strict=True))
+        assert options["--trial_id"] == trial
+        task = item.split("#")[0]
+        domain = "chrome" if task == "ok-1" else "unknown"  # ok-0.5 is not in the catalog
+        assert argv["meta"] == {domain: [task]}
+        waa = folder / "pyautogui" / "a11y_tree" / "gpt-4o-mini" / trial / domain / task
+        assert (waa / "result.txt").exists()
+    # The two trials of one task have folders (and result files) of their own.
+    assert (run.output_dir / "tasks" / "ok-0.5#0.json").exists()
+    assert (run.output_dir / "tasks" / "ok-0.5#3.json").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -204,3 +205,78 @@ def test_sender_never_blocks_coalesces_heartbeats_and_bounds_its_queue() -> None
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_trial_suffixes_are_validated() -> None:
+    cfg = _config(WAA_TASK_IDS="t1#0, t1#9,t2")
+    assert cfg.task_ids == ["t1#0", "t1#9", "t2"]
+    assert runner.split_item("t1#9") == ("t1", "9")
+    assert runner.split_item("t2") == ("t2", None)
+    assert runner.item_dir_name("t1#9") == "t1#9"
+    assert runner.result_path(cfg, "/r", "notepad", "t1", "9") == (
+        "/r/pyautogui/a11y_tree/gpt-4o/9/notepad/t1"
+    )
+    for bad in ("t1#10", "t1#", "#1", "t1#a", "t1#1#2"):
+        with pytest.raises(runner.ConfigError, match="trial suffix is #0 to #9"):
+            _config(WAA_TASK_IDS=f"ok,{bad}")
+
+
+def test_credential_settings_are_validated() -> None:
+    # A vault over plain http is refused unless it is this machine (the tests' fake).
+    with pytest.raises(runner.ConfigError, match="WAA_SECRETS_VAULT_URL must be an https URL"):
+        _config(WAA_SECRETS_VAULT_URL="http://kv.example", WAA_SECRETS="A=b")
+    _config(WAA_SECRETS_VAULT_URL="http://127.0.0.1:9/", WAA_SECRETS="A=b")
+    cfg = _config(
+        WAA_SECRETS_VAULT_URL="https://kv.vault.azure.net/",
+        WAA_SECRETS="OPENAI_API_KEY=openai-api-key, AZURE_API_KEY=azure-key",
+    )
+    assert cfg.vault_url == "https://kv.vault.azure.net"
+    assert cfg.secret_env == {"OPENAI_API_KEY": "openai-api-key", "AZURE_API_KEY": "azure-key"}
+    with pytest.raises(runner.ConfigError) as err:
+        _config(
+            WAA_HEARTBEAT_TOKEN="",
+            WAA_HEARTBEAT_TOKEN_SECRET="hb_token",
+            WAA_SECRETS="OPENAI_API_KEY,1X=y,WAA_HEARTBEAT_TOKEN=t",
+        )
+    text = str(err.value)
+    assert "WAA_SECRETS_VAULT_URL is required" in text
+    assert "WAA_HEARTBEAT_TOKEN_SECRET must be a Key Vault secret name" in text
+    assert "WAA_SECRETS item 'OPENAI_API_KEY' must be ENV_NAME=key-vault-secret-name" in text
+    assert "WAA_SECRETS item '1X=y'" in text
+    assert "WAA_SECRETS must not set WAA_HEARTBEAT_TOKEN" in text
+    # Either source of the token is enough.
+    assert _config(WAA_HEARTBEAT_TOKEN="", WAA_SECRETS_FILE="/run/secrets.env").token == ""
+
+
+def test_secret_values_are_masked_in_log_lines() -> None:
+    runner.register_secret("s3cr3t-value-123")
+    formatter = runner._MaskingFormatter("%(message)s")
+    record = logging.LogRecord("x", logging.INFO, "f", 1, "key=%s", ("s3cr3t-value-123",), None)
+    assert formatter.format(record) == "key=***"
+    assert runner.mask("a s3cr3t-value-123 b") == "a *** b"
+
+
+def test_artifact_listing_skips_symlinks_and_caps_the_count(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.png").write_bytes(b"12345")
+    (tmp_path / "traj.jsonl").write_text("{}\n")
+    (tmp_path / "link.png").symlink_to(tmp_path / "sub" / "a.png")
+    (tmp_path / "linkdir").symlink_to(tmp_path / "sub")
+    files, left_out = runner.list_artifacts(str(tmp_path))
+    assert files == [{"path": "sub/a.png", "size": 5}, {"path": "traj.jsonl", "size": 3}]
+    assert left_out == 0
+    many = tmp_path / "many"
+    many.mkdir()
+    for n in range(runner.MAX_ARTIFACT_FILES + 5):
+        (many / f"f{n:05d}").write_bytes(b"")
+    files, left_out = runner.list_artifacts(str(many))
+    assert len(files) == runner.MAX_ARTIFACT_FILES and left_out == 5
+    assert runner.list_artifacts(str(tmp_path / "absent")) == ([], 0)
+
+
+def test_only_secret_values_are_masked_not_the_imds_header() -> None:
+    cfg = _config(WAA_SECRETS_VAULT_URL="https://kv.vault.azure.net", WAA_SECRETS="A=b")
+    which, _url, query, headers = runner.ManagedIdentity({}, cfg)._endpoint()
+    assert which == "the instance metadata service" and headers == {"Metadata": "true"}
+    assert query == {"resource": "https://vault.azure.net", "api-version": "2018-02-01"}
+    assert runner.mask("done: true") == "done: true"
