@@ -71,6 +71,12 @@ class RunnerFailureCode(StrEnum):
     SETUP_FAILED = "setup_failed"  # the container entry setup exited non-zero
     TASK_CRASHED = "task_crashed"
     INTERNAL = "internal"
+    # The golden image (WAA's prepared storage) is not where the tier mounts it: the reason
+    # names the path. A deployment problem of that tier, not of the attempt.
+    STORAGE_MISSING = "storage_missing"
+    # The job could not read its model keys or heartbeat token from Key Vault (no identity,
+    # no role, no such secret): the reason names the secret, never a value.
+    CREDENTIALS_UNAVAILABLE = "credentials_unavailable"
 
 
 class RunnerFailure(BaseModel):
@@ -120,6 +126,18 @@ class Artifacts(BaseModel):
         return v
 
 
+class StorageCopy(BaseModel):
+    """The runner's copy of the golden image to local disk, carried by heartbeats while it
+    copies and after (shard_runner: `StorageProgress.snapshot`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    copied_bytes: int = Field(ge=0)
+    total_bytes: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+    done: bool = False
+
+
 class JobMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -130,6 +148,7 @@ class JobMessage(BaseModel):
     failure: RunnerFailure | None = None
     exit_code: int | None = None
     artifacts: Artifacts | None = None
+    storage: StorageCopy | None = None  # any kind; the runner sends it with heartbeats
 
 
 def heartbeat_token(secret: str, job_name: str) -> str:

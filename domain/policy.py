@@ -291,6 +291,11 @@ RUNNER_FAILURE_KINDS: dict[RunnerFailureCode, FailureKind] = {
     # The job itself failed; the tier may be fine.
     RunnerFailureCode.TASK_CRASHED: FailureKind.JOB_FAILED,
     RunnerFailureCode.INTERNAL: FailureKind.JOB_FAILED,
+    # Where each tier finds the golden image, and with which identity its jobs read Key Vault,
+    # is that tier's configuration: another attempt there fails the same way; the next tier
+    # may be set up right.
+    RunnerFailureCode.STORAGE_MISSING: FailureKind.PERMANENT_FOR_TIER,
+    RunnerFailureCode.CREDENTIALS_UNAVAILABLE: FailureKind.PERMANENT_FOR_TIER,
 }
 
 

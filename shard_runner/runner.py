@@ -125,11 +125,12 @@ _KV_SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
-# Runner failure codes of domain/messages.py's RunnerFailureCode. The missing golden image and
-# unavailable credentials are reported as `setup_failed` (with a reason naming the path or the
-# secret) until the contract has codes of their own.
-FAILURE_STORAGE = "setup_failed"
-FAILURE_CREDENTIALS = "setup_failed"
+# Runner failure codes of domain/messages.py's RunnerFailureCode (the control plane treats both
+# as permanent for the tier: where its golden image is, and which identity its jobs have, are
+# that tier's configuration). A copy that fails part-way is a setup failure, worth a retry.
+FAILURE_STORAGE = "storage_missing"
+FAILURE_SETUP = "setup_failed"
+FAILURE_CREDENTIALS = "credentials_unavailable"
 
 
 class ConfigError(ValueError):
@@ -1593,7 +1594,8 @@ def run(cfg: Config, env: Optional[Mapping[str, str]] = None) -> int:
                 )
             except StorageError as err:
                 log.error("golden image: %s", err)
-                reporter.failure(FAILURE_STORAGE, str(err))
+                code = FAILURE_STORAGE if err.exit_code == EXIT_CONFIG else FAILURE_SETUP
+                reporter.failure(code, str(err))
                 exit_code = err.exit_code
                 return exit_code
             took = progress.snapshot()["seconds"]

@@ -84,7 +84,13 @@ async def heartbeat(
     )
     now = runtime.now()
 
-    job = await off_loop(store.record_heartbeat, eid, message.job_name, now)
+    job = await off_loop(
+        store.record_heartbeat,
+        eid,
+        message.job_name,
+        now,
+        storage=message.storage.model_dump() if message.storage is not None else None,
+    )
     if job is None or JobState(job["state"]).is_terminal:
         return error(
             403, f"job {message.job_name} has ended; its token is no longer accepted", "job_name"

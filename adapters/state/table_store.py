@@ -426,14 +426,24 @@ class StateStore:
         )
 
     def record_heartbeat(
-        self, evaluation_id: str, job_name: str, at: datetime
+        self,
+        evaluation_id: str,
+        job_name: str,
+        at: datetime,
+        *,
+        storage: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        """Note a sign of life; the first one marks the container as started. Returns the job
-        row (unchanged when the job has already ended)."""
+        """Note a sign of life (with the golden image copy's progress, when the runner sent
+        it); the first one marks the container as started. Returns the job row (unchanged when
+        the job has already ended)."""
 
-        row, _ = self.update_job(
-            evaluation_id, job_name, lambda r: job_state.after_heartbeat(r, at)
-        )
+        def change(r: dict[str, Any]) -> dict[str, Any] | None:
+            new = job_state.after_heartbeat(r, at)
+            if new is not None and storage is not None:
+                new = {**new, **{f"storage_{k}": v for k, v in storage.items()}}
+            return new
+
+        row, _ = self.update_job(evaluation_id, job_name, change)
         return row
 
     def mark_cancel_pending(self, evaluation_id: str, job_name: str) -> None:

@@ -62,6 +62,13 @@ def evaluation_view(
                 else None,
                 "retries": max(0, int(s.get("attempt", 0)) - 1),
                 "failovers": _failovers(rows["jobs"], s["shard_index"]),
+                # The runner's copy of the golden image to local disk, while and once it ran.
+                "image_copy": {
+                    k: job[f"storage_{k}"]
+                    for k in ("copied_bytes", "total_bytes", "seconds", "done")
+                }
+                if job and "storage_copied_bytes" in job
+                else None,
                 "reason": s.get("reason", ""),
             }
         )

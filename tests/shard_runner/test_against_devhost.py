@@ -71,3 +71,48 @@ def test_runner_results_reach_the_control_plane(sim: Simulation, start_runner: A
     assert {t["attempt"] for t in final["tasks"]} == {1}
     # The runner's token never shows in what the runner logged.
     assert heartbeat_token(os.environ["HEARTBEAT_SECRET"], name) not in run.stderr
+
+
+def test_golden_image_copy_and_artifacts_through_the_real_app(
+    sim: Simulation, start_runner: Any, tmp_path: Any, azurite_connection_string: str
+) -> None:
+    """The runner copies the golden image while its heartbeats (with the copy's progress) reach
+    the app, then uploads each task's folder to Azurite Blob with the SAS URLs the app mints."""
+    from azure.storage.blob import BlobServiceClient
+
+    from adapters import runtime
+
+    golden = tmp_path / "golden"
+    (golden / "disk").mkdir(parents=True)
+    (golden / "disk" / "data.img").write_bytes(b"\0" * 300_000)
+    (golden / "windows.boot").write_text("prepared")
+    sim.cloud.script(lambda spec: True, NeverStarts())
+    r = sim.start_evaluation({"tasks": ["ok-1"], "workers": 1, "tiers": ["azureml"]})
+    assert r.status_code == 202, r.text
+    eid = r.json()["evaluation_id"]
+    name = _wait_for_job(sim, eid)
+
+    run = start_runner(
+        ["ok-1"],
+        WAA_JOB_NAME=name,
+        WAA_HEARTBEAT_URL=f"{sim.base_url}/api/heartbeats",
+        WAA_HEARTBEAT_TOKEN=heartbeat_token(os.environ["HEARTBEAT_SECRET"], name),
+        WAA_STORAGE_SOURCE=str(golden),
+        WAA_STORAGE_DIR=str(tmp_path / "storage"),
+    )
+    assert run.wait(timeout=120) == 0, run.stderr
+    final = sim.wait(eid, timeout=120)
+
+    assert (tmp_path / "storage" / "disk" / "data.img").stat().st_size == 300_000
+    copy = final["shards"][0]["image_copy"]
+    assert copy["done"] is True and copy["copied_bytes"] == copy["total_bytes"] >= 300_000
+    (task,) = final["tasks"]
+    assert task["outcome"] == "completed" and task["artifact_files"] >= 1, task
+    store = runtime.services().artifacts
+    assert store is not None and task["artifacts"].startswith(store.container_url)
+    prefix = task["artifacts"][len(store.container_url) + 1 :]
+    service = BlobServiceClient.from_connection_string(azurite_connection_string)
+    container = service.get_container_client(store.container_url.rsplit("/", 1)[-1])
+    names = [b.name for b in container.list_blobs(name_starts_with=prefix)]
+    assert any(n.endswith("/result.txt") for n in names), names
+    assert final["summary"]["artifacts"]["prefix"].endswith(f"/{eid}/")

@@ -158,7 +158,7 @@ def test_a_missing_secret_is_a_failure_naming_it_and_nothing_runs(
     assert run.wait() == runner.EXIT_CONFIG
     [failure] = receiver.of_kind("failure")
     message = failure["failure"]["message"]
-    assert failure["failure"]["code"] == "setup_failed"
+    assert failure["failure"]["code"] == "credentials_unavailable"
     assert "'no-such-secret'" in message and "HTTP 404 (SecretNotFound)" in message
     assert OPENAI_KEY not in message and OPENAI_KEY not in run.stderr
     assert receiver.kinds()[0] == "heartbeat"  # the container had started
@@ -231,7 +231,7 @@ def test_a_secrets_file_readable_by_others_is_refused(
     assert again.wait() == runner.EXIT_CONFIG
     assert receiver.kinds() == ["failure", "finished"]
     failure = receiver.of_kind("failure")[0]["failure"]
-    assert failure["code"] == "setup_failed"
+    assert failure["code"] == "credentials_unavailable"
     assert str(path) in failure["message"] and "0600" in failure["message"]
     assert OPENAI_KEY not in json.dumps(receiver.messages)
     assert os.stat(path).st_mode & 0o777 == 0o644  # the runner does not "fix" the file

@@ -122,7 +122,7 @@ def test_missing_golden_image_is_a_failure_naming_the_path(
 
     assert run.wait() == runner.EXIT_CONFIG
     [failure] = receiver.of_kind("failure")
-    assert failure["failure"]["code"] == "setup_failed"
+    assert failure["failure"]["code"] == "storage_missing"
     assert f"WAA_STORAGE_SOURCE={source}" in failure["failure"]["message"]
     expected = "is empty" if problem == "empty" else "does not exist"
     assert expected in failure["failure"]["message"]
