@@ -41,7 +41,8 @@ def run_one(
     """`waa-eval start <task set> --workers N --policy P --watch`, in process."""
     console.print(
         f"\n[bold]$ waa-eval --url {client.target.base_url} start {args.task_set} "
-        f"--workers {args.workers} --policy {policy} --watch"
+        f"--workers {args.workers} --policy {policy} --watch",
+        soft_wrap=True,
     )
     body = {**read_tasks(args.task_set), **request_body(workers=args.workers, policy=policy)}
     try:
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             console.print(
                 f"app served at {sim.base_url} "
                 f"(state in Azurite, compute simulated: profile {args.profile!r}); "
-                "the devhost does not check function keys, so no --key"
+                "the devhost does not check function keys, so no --key",
+                soft_wrap=True,
             )
             target = Target(base_url=sim.base_url, key=None, url_source="the demo's devhost")
             with Client(target, timeout=60) as client:

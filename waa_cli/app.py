@@ -426,24 +426,33 @@ def retry(
     max_steps: MaxSteps = None,
     som_origin: SomOrigin = None,
     a11y_backend: A11y = None,
-    idempotency_key: Idempotency = None,
     policy: Policy = None,
     right_size: RightSize = None,
     task_retries: TaskRetries = None,
-    trials: Trials = None,
+    force: Annotated[
+        bool | None,
+        typer.Option("--force", help="Start another retry even if this one was retried already"),
+    ] = None,
     field: Fields = None,
     watch_it: Watch = False,
     interval: Interval = 2.0,
 ) -> None:
-    """Start a new evaluation of the tasks an ended one did not complete
-    (POST /api/evaluations/{id}/retry); options override the original request."""
+    """Start a new evaluation of the runs an ended evaluation did not complete
+    (POST /api/evaluations/{id}/retry). It takes the original's settings; the options override
+    them (the tasks, trials and idempotency key stay the original's)."""
     options = dict(locals())
     for name in ("ctx", "evaluation_id", "watch_it", "interval"):
         options.pop(name)
     body = request_body(**options)
     with _settings(ctx).client() as client:
         started = _call(lambda: client.retry(evaluation_id, body))
-        _report_started(started, verb=f"retrying {evaluation_id} as")
+        if started.get("created") is False:
+            _out().print(
+                f"evaluation {evaluation_id} was retried already as {started['evaluation_id']} "
+                "(--force starts another retry)"
+            )
+        else:
+            _report_started(started, verb=f"retrying {evaluation_id} as")
         if watch_it:
             _watch_to_end(client, started["evaluation_id"], interval=interval)
 

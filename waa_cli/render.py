@@ -21,7 +21,14 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("success_rate_run", "success (run)"),
     ("mean_score", "mean score"),
 )
-_RATES = {"success_rate_all", "success_rate_run"}
+_SINGLE_TRIAL_NOISE = {"trials", "runs", "runs_completed"}
+# Labels of the per-trial columns (the trials branch's domain/results.py); others show their key.
+_EXTRA_LABELS = {
+    "runs_completed": "runs done",
+    "success_rate_std": "± std",
+    "success_rate_min": "min",
+    "success_rate_max": "max",
+}
 
 
 def pct(value: float | None) -> str:
@@ -56,11 +63,11 @@ def shard_table(view: Mapping[str, Any]) -> Table:
     title = f"evaluation {view['evaluation_id']}"
     if view.get("policy"):
         title += f" ({view['policy']})"
-    table = Table(title=title, expand=False)
+    # pad_edge=False: the eight columns fit an 80-column terminal without cutting a value.
+    table = Table(title=title, expand=False, pad_edge=False)
     for col in ("shard", "tasks", "tier", "attempt", "status", "job", "heartbeat", "failovers"):
-        table.add_column(
-            col, justify="right" if col in ("shard", "tasks", "attempt", "failovers") else "left"
-        )
+        right = col in ("shard", "tasks", "attempt", "failovers")
+        table.add_column(col, justify="right" if right else "left", no_wrap=True)
     for s in view.get("shards", []):
         beat = s.get("seconds_since_heartbeat")
         table.add_row(
@@ -166,7 +173,7 @@ def summary_table(
 def _cell(name: str, value: object) -> str:
     if value is None:
         return "-"
-    if name in _RATES and isinstance(value, float | int):
+    if name.startswith("success_rate") and isinstance(value, float | int):
         return pct(float(value))
     if isinstance(value, float):
         return f"{value:.3f}"
@@ -182,11 +189,21 @@ def results_table(results: Mapping[str, Any], title: str = "agent results") -> T
     extra: list[str] = []
     for row in rows:
         extra.extend(k for k in row if k not in known and k not in extra)
+    # A column with no figure in any row is left out (the spread with a single trial), and so
+    # are the trial counts when every row ran one trial.
+    single = all(int(r.get("trials") or 1) <= 1 for r in rows)
+    extra = [
+        k
+        for k in extra
+        if any(r.get(k) is not None for r in rows) and not (single and k in _SINGLE_TRIAL_NOISE)
+    ]
     table = Table(title=title)
     for key, label in RESULT_COLUMNS:
-        table.add_column(label, justify="left" if key == "domain" else "right")
+        # A domain name is never cut (libreoffice_writer); headers wrap instead.
+        justify = "left" if key == "domain" else "right"
+        table.add_column(label, justify=justify, no_wrap=key == "domain")
     for key in extra:
-        table.add_column(key.replace("_", " "), justify="right")
+        table.add_column(_EXTRA_LABELS.get(key, key.replace("_", " ")), justify="right")
     for row in rows:
         table.add_row(*(_cell(k, row.get(k)) for k in [*known, *extra]))
     return table

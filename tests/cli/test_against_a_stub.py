@@ -43,6 +43,9 @@ class FunctionsHostStub(FakeServer):
             body = request.json() or {}
             if "workers" in body and not isinstance(body["workers"], int):
                 return Reply(400, {"error": "workers: must be an integer", "field": "workers"})
+            if not body.get("force"):  # the trials branch's rule: a second POST returns it
+                return Reply(200, {"evaluation_id": "fedcba543210", "created": False,
+                                   "retry_of": EID, "retried_by": ["fedcba543210"]})  # fmt: skip
             return Reply(202, {"evaluation_id": "fedcba543210", "created": True, "tasks": 2,
                                "shards": 1, "retry_of": EID})  # fmt: skip
         if request.method == "GET" and request.path == f"/api/evaluations/{EID}":
@@ -135,7 +138,7 @@ def test_retry_posts_the_overrides_and_reports_the_new_evaluation(
     # The stub's route stands in for POST /api/evaluations/{id}/retry (CONTRACT.md); the
     # integrator tests it against the real route once it is merged.
     result = cli("--url", stub.url, "--key", KEY, "retry", EID, "--workers", "3", "--tier",
-                 "batch", "--tier", "vm", "--spot", "--trials", "2", "--field",
+                 "batch", "--tier", "vm", "--spot", "--force", "--field",
                  "budget_usd=12.5")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert f"retrying {EID} as evaluation fedcba543210: 2 tasks on 1 shards" in result.stdout
@@ -145,12 +148,15 @@ def test_retry_posts_the_overrides_and_reports_the_new_evaluation(
         "workers": 3,
         "tiers": ["batch", "vm"],
         "spot": True,
-        "trials": 2,
+        "force": True,
         "budget_usd": 12.5,
     }
-    # Nothing given: an empty body, the original request's fields apply.
-    assert cli("--url", stub.url, "--key", KEY, "retry", EID).exit_code == 0
+    # Nothing given: an empty body, the original request's fields apply; the server answers
+    # with the retry that exists already.
+    again = cli("--url", stub.url, "--key", KEY, "retry", EID)
+    assert again.exit_code == 0
     assert stub.requests[-1].json() == {}
+    assert f"evaluation {EID} was retried already as fedcba543210" in again.stdout
 
     rejected = cli("--url", stub.url, "--key", KEY, "retry", EID, "--field", 'workers="many"')
     assert rejected.exit_code == 1

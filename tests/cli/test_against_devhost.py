@@ -81,10 +81,12 @@ def test_start_from_a_task_file_and_watch_to_the_end(
     assert as_table.exit_code == 0
     assert "success (all)" in as_table.stdout and "notepad" in as_table.stdout
 
-    # No runner uploads artifacts in the simulation: the task says so.
+    # Where the task's folder is, as its row says, or that it was not uploaded.
+    row = next(t for t in view["tasks"] if t["task_id"] == "my-vlc-task")
     where = cli(*url, "artifacts", eid, "my-vlc-task")
     assert where.exit_code == 0, where.stderr
-    assert "my-vlc-task (completed): not uploaded yet" in where.stdout
+    place = row.get("artifacts") or "not uploaded yet"
+    assert f"my-vlc-task (completed): {place}" in where.stdout
     missing = cli(*url, "artifacts", eid, "no-such-task")
     assert missing.exit_code == 1
     assert "task_id: no task 'no-such-task'" in missing.stderr
