@@ -10,12 +10,12 @@ DEMO_ARGS ?=
 
 .PHONY: setup test-setup demo serve test lint bench clean
 
+# The last step installs the command-line client's console script, .venv/bin/waa-eval (its
+# dependencies come with requirements-dev.txt, which includes requirements-cli.txt).
 $(STAMP): requirements.txt requirements-dev.txt requirements-cli.txt requirements-worker.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python -r requirements-worker.txt
-	# The command-line client's console script, .venv/bin/waa-eval (its dependencies came with
-	# requirements-dev.txt, which includes requirements-cli.txt).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
@@ -49,4 +49,4 @@ bench: setup
 	$(PY) -m benchmarks.policy
 
 clean:
-	rm -rf $(VENV) node_modules .azurite .devhost
+	rm -rf $(VENV) node_modules .azurite .devhost waa_control_plane.egg-info
