@@ -30,7 +30,8 @@ from waa_cli.app import follow, read_tasks, request_body, show_end
 from waa_cli.client import ApiError, Client
 from waa_cli.config import Target
 
-console = Console()
+# Markup off as in waa-eval (waa_cli/app.py): names and messages are printed as they are.
+console = Console(markup=False)
 # The demo's clock: virtual time that skips ahead when nothing is runnable (--time-mode skip).
 VIRTUAL = "virtual"
 
@@ -40,7 +41,7 @@ def run_one(
 ) -> dict[str, Any]:
     """`waa-eval start <task set> --workers N --policy P --watch`, in process."""
     console.print(
-        f"\n[bold]$ waa-eval --url {client.target.base_url} start {args.task_set} "
+        f"\n$ waa-eval --url {client.target.base_url} start {args.task_set} "
         f"--workers {args.workers} --policy {policy} --watch",
         soft_wrap=True,
     )
@@ -48,7 +49,7 @@ def run_one(
     try:
         started = client.start(body)
     except ApiError as err:
-        console.print(f"[red]start failed: {err.message}")
+        console.print(f"start failed: {err.message}")
         raise SystemExit(1) from None
     evaluation_id = started["evaluation_id"]
     console.print(
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     policies = ["resilient", "naive"] if args.policy == "both" else [args.policy]
     elapsed_label = VIRTUAL if args.time_mode == "skip" else "elapsed"
-    console.print("[bold]Starting Azurite and the local Functions host...")
+    console.print("Starting Azurite and the local Functions host...")
     azurite = start_azurite()
     results: dict[str, dict[str, Any]] = {}
     try:

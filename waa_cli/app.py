@@ -19,6 +19,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from waa_cli import render
@@ -37,12 +38,14 @@ EXIT_INTERRUPTED = 130
 T = TypeVar("T")
 
 
+# Markup off: ids, task names, alerts and server messages are printed as they are (a "[0]" in
+# "tiers[0]: ..." is text, not a style); the few styled words are marked up explicitly.
 def _out() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    return Console(highlight=False, soft_wrap=False, markup=False)
 
 
 def _err() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, markup=False)
 
 
 class Settings:
@@ -62,7 +65,7 @@ class Settings:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    _err().print(f"[red]error:[/] {message}", markup=True, soft_wrap=True)
+    _err().print(f"[red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -297,7 +300,8 @@ def show_end(
     label = final.get("policy") or final["state"]
     if summary:
         for alert in summary.get("alerts", []):
-            console.print(f"  [yellow]alert[/] {render.alert_text(alert)}")
+            text = escape(render.alert_text(alert))
+            console.print(f"  [yellow]alert[/] {text}", markup=True)
         console.print(render.summary_table({label: summary}, makespan_label=makespan_label))
     console.print(render.results_table(results, title=f"agent results ({label})"))
 
@@ -366,7 +370,7 @@ def status(
     out.print(render.shard_table(view))
     alerts = (view.get("summary") or {}).get("alerts") or view.get("alerts") or []
     for alert in alerts:
-        out.print(f"  [yellow]alert[/] {render.alert_text(alert)}")
+        out.print(f"  [yellow]alert[/] {escape(render.alert_text(alert))}", markup=True)
 
 
 @app.command("list")

@@ -63,8 +63,7 @@ def shard_table(view: Mapping[str, Any]) -> Table:
     title = f"evaluation {view['evaluation_id']}"
     if view.get("policy"):
         title += f" ({view['policy']})"
-    # pad_edge=False: the eight columns fit an 80-column terminal without cutting a value.
-    table = Table(title=title, expand=False, pad_edge=False)
+    table = Table(title=title, expand=False)
     for col in ("shard", "tasks", "tier", "attempt", "status", "job", "heartbeat", "failovers"):
         right = col in ("shard", "tasks", "attempt", "failovers")
         table.add_column(col, justify="right" if right else "left", no_wrap=True)

@@ -141,6 +141,11 @@ def test_a_rejected_request_prints_the_field_the_server_names(sim: Simulation, c
     assert bad_origin.exit_code == 1
     assert "som_origin:" in bad_origin.stderr
 
+    # Printed as the server wrote it: "[0]" is text, not markup.
+    tier = cli(*url, "start", "waa-smoke", "--tier", "azureml", "--tier", "nope")
+    assert tier.exit_code == 1
+    assert "HTTP 400: tiers[1]: input should be" in tier.stderr
+
     extra = cli(*url, "start", "waa-smoke", "--field", "colour=blue")
     assert extra.exit_code == 1
     assert "colour: unknown field" in extra.stderr
