@@ -233,8 +233,10 @@ def status_table(view: Mapping[str, Any]) -> Table:
         ("budget", money(cost.get("budget_usd"))),
     ]
     for key in ("retry_of", "retried_by"):
-        if view.get(key):
-            rows.append((key.replace("_", " "), str(view[key])))
+        value = view.get(key)
+        if value:
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            rows.append((key.replace("_", " "), shown))
     for label, value in rows:
         table.add_row(label, value)
     return table

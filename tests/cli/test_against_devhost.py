@@ -177,3 +177,48 @@ def test_a_wrong_url_names_the_url_and_exits_2(cli: Run) -> None:
         result = cli("--url", url, *args)
         assert result.exit_code == 2, result.stdout
         assert f"cannot reach {url} (from --url): connection refused" in result.stderr
+
+
+def test_retry_runs_again_what_did_not_complete(
+    azurite_connection_string: str, cli: Run, tmp_path: Path
+) -> None:
+    from adapters.compute.simulated import FaultProfile, TierFaults
+    from triggers import http_api
+
+    if not hasattr(http_api, "retry_evaluation"):
+        pytest.skip("POST /api/evaluations/{id}/retry is not in this branch (wip/trials adds it)")
+    tasks = write_json(tmp_path / "test_all.json", TASK_FILE)
+    every_task_fails = FaultProfile(
+        name="tasks-fail-on-azureml",
+        azureml=TierFaults(task_failure=1.0),
+        batch=TierFaults(),
+        vm=TierFaults(),
+    )
+    with Simulation(
+        connection_string=azurite_connection_string, profile="none", time_mode="skip"
+    ) as sim:
+        url = ["--url", sim.base_url]
+        sim.new_cloud(every_task_fails, 7)
+        first = cli(*url, "start", str(tasks), "--tier", "azureml", "--task-retries", "0",
+                    "--workers", "1", "--watch", "--interval", "0.05")  # fmt: skip
+        source = _evaluation_id(first.stdout)
+        failed = json.loads(cli(*url, "status", source, "--json").stdout)
+        assert failed["state"] != "running" and failed["counts"]["completed"] == 0, failed
+
+        sim.new_cloud("none", 7)
+        retried = cli(*url, "retry", source, "--tier", "azureml", "--watch", "--interval", "0.05")
+        assert retried.exit_code == 0, retried.stderr
+        found = re.search(rf"retrying {source} as evaluation ([0-9a-f]+): 3 tasks", retried.stdout)
+        assert found, retried.stdout
+        new = found.group(1)
+        assert f"evaluation {new} completed" in retried.stdout
+        assert json.loads(cli(*url, "status", new, "--json").stdout)["retry_of"] == source
+        assert re.search(rf"retried by\s*│ {new} ", cli(*url, "status", source).stdout)
+
+        again = cli(*url, "retry", source)
+        assert again.exit_code == 0, again.stderr
+        assert f"evaluation {source} was retried already as {new}" in again.stdout
+
+        busy_or_done = cli(*url, "retry", new)  # every run of the retry completed
+        assert busy_or_done.exit_code == 1
+        assert "HTTP 409" in busy_or_done.stderr and "nothing to retry" in busy_or_done.stderr
