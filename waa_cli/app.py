@@ -304,6 +304,14 @@ def show_end(
             console.print(f"  [yellow]alert[/] {text}", markup=True)
         console.print(render.summary_table({label: summary}, makespan_label=makespan_label))
     console.print(render.results_table(results, title=f"agent results ({label})"))
+    where = (summary or {}).get("artifacts")
+    if isinstance(where, dict) and where.get("prefix"):
+        # The tasks' uploaded folders (trajectories, screenshots) are under this prefix.
+        console.print(
+            f"artifacts ({label}): {where['prefix']}  "
+            f"(one task's folder: waa-eval artifacts {final['evaluation_id']} <task id>)",
+            soft_wrap=True,
+        )
 
 
 def _watch_to_end(

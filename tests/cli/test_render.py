@@ -26,3 +26,20 @@ def test_the_results_table_shows_per_trial_columns_only_when_there_are_trials() 
     one, three = shown(1), shown(3)
     assert "trials" not in one and "± std" not in one and "50.0%" in one
     assert "trials" in three and "± std" in three and "10.0%" in three and "60.0%" in three
+
+
+def test_the_end_of_watch_says_where_the_artifacts_are_when_they_were_uploaded() -> None:
+    from waa_cli.app import show_end
+
+    overall = {"domain": "all", "tasks": 1, "tasks_run": 1, "success_rate_run": 1.0,
+               "success_rate_all": 1.0, "mean_score": 1.0}  # fmt: skip
+    final = {"evaluation_id": "abc", "state": "completed", "policy": "resilient"}
+    prefix = "https://acct.blob.core.windows.net/artifacts/abc/"
+    for summary, expected in (
+        ({"artifacts": {"container_url": prefix[:-4], "prefix": prefix}}, True),
+        ({}, False),
+    ):
+        console = Console(width=200, record=True)
+        show_end(console, {**final, "summary": summary}, {"domains": [], "overall": overall})
+        text = console.export_text()
+        assert (f"artifacts (resilient): {prefix}" in text) is expected, text
