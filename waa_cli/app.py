@@ -35,6 +35,9 @@ app = typer.Typer(
 )
 
 EXIT_INTERRUPTED = 130
+# The wait between two status reads of `watch` (a name of its own, so a test can press Ctrl-C
+# there without touching time.sleep for every other thread).
+_pause = time.sleep
 T = TypeVar("T")
 
 
@@ -282,7 +285,7 @@ def follow(
                 raise TimeoutError(
                     f"evaluation {evaluation_id} still {view['state']} after {timeout} s"
                 )
-            time.sleep(interval)
+            _pause(interval)
     return client.status(evaluation_id)
 
 

@@ -108,7 +108,7 @@ def test_watch_interrupted_leaves_it_running_then_cancel_ends_it(
             raise KeyboardInterrupt
 
         with monkeypatch.context() as m:
-            m.setattr("waa_cli.app.time.sleep", ctrl_c)
+            m.setattr("waa_cli.app._pause", ctrl_c)
             watched = cli(*url, "watch", eid)
         assert watched.exit_code == 130
         assert f"Evaluation {eid} is still running" in watched.stderr
