@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - a simulated WAA evaluation end to end on the local host + Azurite
 #   make test   - lint and the whole test suite (what CI runs)
+# Both install the command-line client as .venv/bin/waa-eval.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,10 +10,13 @@ DEMO_ARGS ?=
 
 .PHONY: setup test-setup demo serve test lint bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-worker.txt constraints.txt
+# The last step installs the command-line client's console script, .venv/bin/waa-eval (its
+# dependencies come with requirements-dev.txt, which includes requirements-cli.txt).
+$(STAMP): requirements.txt requirements-dev.txt requirements-cli.txt requirements-worker.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python -r requirements-worker.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 node_modules/.package-lock.json: package.json package-lock.json
@@ -45,4 +49,4 @@ bench: setup
 	$(PY) -m benchmarks.policy
 
 clean:
-	rm -rf $(VENV) node_modules .azurite .devhost
+	rm -rf $(VENV) node_modules .azurite .devhost waa_control_plane.egg-info

@@ -1,8 +1,11 @@
-"""The main job: a simulated WAA evaluation end to end on this machine.
+"""The main job: a simulated WAA evaluation end to end on this machine, seen through the
+command-line client.
 
 Starts Azurite and the devhost, then runs the shipped WAA task set on 10 workers under the
-`seed` fault profile through the HTTP API, showing live progress, and prints a summary; then
-the same evaluation under the `naive` policy (the setup that failed), side by side.
+`seed` fault profile through the HTTP API with `waa-eval`'s own code (waa_cli: the request it
+sends for `start`, the live shard table and progress bar, summary and results table of
+`watch`), so the demo shows what a user of the CLI sees; then the same evaluation under the
+`naive` policy (the setup that failed), and both summaries side by side.
 
     python -m devhost.demo [--profile none|seed|chaos] [--policy both|resilient|naive]
                            [--workers 10] [--task-set waa-full] [--seed 7]
@@ -17,129 +20,54 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
+from rich.console import Console
 
 from adapters.logs import configure_json_logging
 from devhost.azurite import start_azurite
 from devhost.simulation import Simulation
+from waa_cli import render
+from waa_cli.app import follow, read_tasks, request_body, show_end
+from waa_cli.client import ApiError, Client
+from waa_cli.config import Target
 
-console = Console()
-
-
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:5.2f} h"
-
-
-def _shard_table(view: dict[str, Any]) -> Table:
-    table = Table(title=f"evaluation {view['evaluation_id']} ({view['policy']})", expand=False)
-    for col in ("shard", "tasks", "tier", "attempt", "status", "job", "heartbeat", "failovers"):
-        table.add_column(col)
-    for s in view["shards"]:
-        beat = s["seconds_since_heartbeat"]
-        table.add_row(
-            str(s["shard"]),
-            str(s["tasks"]),
-            s["tier"] or "-",
-            str(s["attempt"]),
-            s["status"],
-            s["job_state"] or "-",
-            f"{beat:.0f} s ago" if beat is not None else "-",
-            str(s["failovers"]),
-        )
-    return table
+# Markup off as in waa-eval (waa_cli/app.py): names and messages are printed as they are.
+console = Console(markup=False)
+# The demo's clock: virtual time that skips ahead when nothing is runnable (--time-mode skip).
+VIRTUAL = "virtual"
 
 
-def run_one(sim: Simulation, body: dict[str, Any], *, timeout: float) -> dict[str, Any]:
-    response = sim.start_evaluation(body)
-    if response.status_code != 202:
-        console.print(f"[red]start failed: {response.status_code} {response.text}")
-        raise SystemExit(1)
-    evaluation_id = response.json()["evaluation_id"]
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
+def run_one(
+    client: Client, args: argparse.Namespace, policy: str, *, elapsed_label: str
+) -> dict[str, Any]:
+    """`waa-eval start <task set> --workers N --policy P --watch`, in process."""
+    console.print(
+        f"\n$ waa-eval --url {client.target.base_url} start {args.task_set} "
+        f"--workers {args.workers} --policy {policy} --watch",
+        soft_wrap=True,
     )
-    bar = progress.add_task(f"{body['policy']:>9}", total=1, info="")
-    with Live(console=console, refresh_per_second=8, transient=False) as live:
-
-        def show(view: dict[str, Any]) -> None:
-            c = view["counts"]
-            done = c["completed"] + c["failed"] + c["not_run"]
-            cost = view["cost"]["so_far_usd"]
-            info = (
-                f"virtual {_hours(view['elapsed_seconds'])}  cost ${cost:.2f}  "
-                f"completed {c['completed']} failed {c['failed']} "
-                f"not run {c['not_run']} running {c['running']}"
-            )
-            progress.update(bar, total=c["total"], completed=done, info=info)
-            live.update(Group(_shard_table(view), progress))
-
-        final = sim.wait(evaluation_id, timeout=timeout, poll=0.25, on_progress=show)
-        show(final)
+    body = {**read_tasks(args.task_set), **request_body(workers=args.workers, policy=policy)}
+    try:
+        started = client.start(body)
+    except ApiError as err:
+        console.print(f"start failed: {err.message}")
+        raise SystemExit(1) from None
+    evaluation_id = started["evaluation_id"]
+    console.print(
+        f"started evaluation {evaluation_id}: {started['tasks']} tasks on "
+        f"{started['shards']} shards"
+    )
+    final = follow(
+        client,
+        evaluation_id,
+        console,
+        interval=0.25,
+        timeout=args.timeout,
+        label=f"{policy:>9}",
+        elapsed_label=elapsed_label,
+    )
+    makespan = f"makespan ({VIRTUAL})" if elapsed_label == VIRTUAL else "makespan"
+    show_end(console, final, client.results_json(evaluation_id), makespan_label=makespan)
     return final
-
-
-def summary_table(results: dict[str, dict[str, Any]]) -> Table:
-    table = Table(title="summary")
-    table.add_column("")
-    for policy in results:
-        table.add_column(policy, justify="right")
-    rows: list[tuple[str, Any]] = [
-        ("tasks completed", lambda s: f"{s['counts']['completed']} / {s['counts']['total']}"),
-        ("tasks failed", lambda s: str(s["counts"]["failed"])),
-        ("tasks not run", lambda s: str(s["counts"]["not_run"])),
-        # Infrastructure: the share of tasks that ran; the agent's score is in results_table.
-        ("completion rate", lambda s: f"{s['completion_rate']:.1%}"),
-        (
-            "agent success rate (all tasks)",
-            lambda s: f"{s['results']['overall']['success_rate_all']:.1%}",
-        ),
-        ("makespan (virtual)", lambda s: f"{s['makespan_hours']:.2f} h"),
-        ("cost", lambda s: f"${s['cost_usd']:.2f}"),
-        ("cost per completed task", lambda s: f"${s['cost_per_completed_task_usd'] or 0:.3f}"),
-        ("jobs (attempts)", lambda s: str(s["attempts"])),
-        ("failovers", lambda s: str(s["failovers"])),
-    ]
-    for label, fmt in rows:
-        table.add_row(label, *(fmt(r["summary"]) for r in results.values()))
-    return table
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def results_table(policy: str, summary: dict[str, Any]) -> Table:
-    """The agent's score per domain, as WAA's results table shows it (domain/results.py)."""
-    table = Table(title=f"agent results ({policy})")
-    for name in ("domain", "tasks", "tasks run", "success (all)", "success (run)", "mean score"):
-        table.add_column(name, justify="left" if name == "domain" else "right")
-    results = summary["results"]
-    for row in [*results["domains"], results["overall"]]:
-        mean = row["mean_score"]
-        table.add_row(
-            row["domain"],
-            str(row["tasks"]),
-            str(row["tasks_run"]),
-            _pct(row["success_rate_all"]),
-            _pct(row["success_rate_run"]),
-            "-" if mean is None else f"{mean:.3f}",
-        )
-    return table
-
-
-def artifacts_line(policy: str, summary: dict[str, Any]) -> str:
-    """Where the evaluation's artifacts are: the simulated jobs upload each completed task's
-    folder (result.txt, traj.jsonl, a screenshot) to Azurite Blob, as the runner does."""
-    where = summary.get("artifacts")
-    if not where:
-        return f"artifacts ({policy}): none uploaded"
-    return f"artifacts ({policy}): {where['prefix']}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_json_logging(logging.FileHandler(log_path, mode="w"))
 
     policies = ["resilient", "naive"] if args.policy == "both" else [args.policy]
-    console.print("[bold]Starting Azurite and the local Functions host...")
+    elapsed_label = VIRTUAL if args.time_mode == "skip" else "elapsed"
+    console.print("Starting Azurite and the local Functions host...")
     azurite = start_azurite()
     results: dict[str, dict[str, Any]] = {}
     try:
@@ -180,20 +109,26 @@ def main(argv: list[str] | None = None) -> int:
         ) as sim:
             console.print(
                 f"app served at {sim.base_url} "
-                f"(state in Azurite, compute simulated: profile {args.profile!r})"
+                f"(state in Azurite, compute simulated: profile {args.profile!r}); "
+                "the devhost does not check function keys, so no --key",
+                soft_wrap=True,
             )
-            for policy in policies:
-                sim.new_cloud(args.profile, args.seed)  # same dice for every policy
-                body = {"task_set": args.task_set, "workers": args.workers, "policy": policy}
-                results[policy] = run_one(sim, body, timeout=args.timeout)
-                for alert in results[policy]["summary"]["alerts"]:
-                    console.print(f"  [yellow]alert[/] {alert}")
+            target = Target(base_url=sim.base_url, key=None, url_source="the demo's devhost")
+            with Client(target, timeout=60) as client:
+                for policy in policies:
+                    sim.new_cloud(args.profile, args.seed)  # same dice for every policy
+                    results[policy] = run_one(client, args, policy, elapsed_label=elapsed_label)
     finally:
         azurite.stop()
-    console.print(summary_table(results))
-    for policy, final in results.items():
-        console.print(results_table(policy, final["summary"]))
-        console.print(artifacts_line(policy, final["summary"]), soft_wrap=True, highlight=False)
+    if len(results) > 1:
+        makespan = f"makespan ({VIRTUAL})" if elapsed_label == VIRTUAL else "makespan"
+        console.print(
+            render.summary_table(
+                {policy: final["summary"] for policy, final in results.items()},
+                title="summary: the policies side by side",
+                makespan_label=makespan,
+            )
+        )
     console.print(f"structured logs of the run: {log_path}")
     return 0
 

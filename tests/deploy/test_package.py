@@ -68,6 +68,9 @@ NEVER_PUBLISHED = {
     "local.settings.sample.json",
     "requirements-dev.txt",
     "requirements-worker.txt",
+    # The command-line client: installed on people's machines, never part of the app.
+    "requirements-cli.txt",
+    "waa_cli",
 }
 
 
