@@ -24,7 +24,7 @@
   const silenceSeconds = clamp(Number(query.get("silence")) || 120, 1, 86400);
 
   // Figures for tests and benchmarks: how long each render took (script + style + layout).
-  const stats = { renders: 0, lastRenderMs: null, renderMs: [], rowsRebuilt: 0, rowsUpdated: 0, polls: 0, ended: false };
+  const stats = { renders: 0, lastRenderMs: null, renderMs: [], scriptMs: [], rowsRebuilt: 0, rowsUpdated: 0, polls: 0, ended: false };
   window.waaDashboard = stats;
 
   const $ = (id) => document.getElementById(id);
@@ -266,6 +266,7 @@
       this.renderResults(this.results || { domains: [], overall: null });
       this.renderChart(view);
       if (Array.isArray(view.tasks)) this.renderTasks(view.tasks);
+      stats.scriptMs.push(performance.now() - started);
       void document.body.offsetHeight; // include style and layout in the figure
       const ms = performance.now() - started;
       stats.renders += 1;
@@ -411,6 +412,7 @@
       const makespan = view.summary && view.summary.makespan_hours != null ? view.summary.makespan_hours * 3600 : null;
       const t = ended && makespan != null ? makespan : view.elapsed_seconds || 0;
       const point = { t, done: c.completed || 0, cost: (view.cost && view.cost.so_far_usd) || 0 };
+      if (ended && makespan != null) this.series = this.series.filter((p, i) => i === 0 || p.t < t);
       const last = this.series[this.series.length - 1];
       if (point.t > last.t) this.series.push(point);
       else if (point.t === last.t && this.series.length > 1) this.series[this.series.length - 1] = point;
@@ -425,8 +427,14 @@
       const x = (v) => (L + ((W - L - R) * v) / maxT).toFixed(1);
       const yTasks = (v) => (H - B - ((H - T - B) * v) / total).toFixed(1);
       const yCost = (v) => (H - B - ((H - T - B) * v) / maxCost).toFixed(1);
-      const tasksPts = this.series.map((p) => `${x(p.t)},${yTasks(p.done)}`).join(" ");
-      const costPts = this.series.map((p) => `${x(p.t)},${yCost(p.cost)}`).join(" ");
+      // Solid: what this page saw, poll after poll; dashed: from the start to the first poll,
+      // before the page was opened (the status keeps no history).
+      const seen = this.series.slice(1);
+      const tasksPts = seen.map((p) => `${x(p.t)},${yTasks(p.done)}`).join(" ");
+      const costPts = seen.map((p) => `${x(p.t)},${yCost(p.cost)}`).join(" ");
+      const o = this.series[0], f = seen[0] || o;
+      const before = `<line class="tasks-line before" x1="${x(o.t)}" y1="${yTasks(o.done)}" x2="${x(f.t)}" y2="${yTasks(f.done)}"/>` +
+        `<line class="money-line before" x1="${x(o.t)}" y1="${yCost(o.cost)}" x2="${x(f.t)}" y2="${yCost(f.cost)}"/>`;
       const budgetLine = budget ? `<line class="budget-line" x1="${L}" x2="${W - R}" y1="${yCost(budget)}" y2="${yCost(budget)}"/><text x="${W - R - 4}" y="${Number(yCost(budget)) - 3}" text-anchor="end">budget ${esc(usd(budget))}</text>` : "";
       setHtml($("chart"), `
         <line class="axis" x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}"/>
@@ -439,6 +447,7 @@
         <text x="${L}" y="${H - 8}">0</text>
         <text x="${W - R}" y="${H - 8}" text-anchor="end">${esc(duration(maxT))}</text>
         ${budgetLine}
+        ${before}
         <polyline class="tasks-line" points="${tasksPts}"/>
         <polyline class="money-line" points="${costPts}"/>
         <text x="${L + 8}" y="${T + 10}" class="legend">tasks completed: ${esc(point.done)} of ${esc(c.total || 0)}</text>
@@ -504,7 +513,7 @@
   function taskCells(t) {
     const url = safeUrl(t.artifacts);
     const files = t.artifact_files != null ? ` (${esc(t.artifact_files)})` : "";
-    return `<td>${esc(t.task_id)}</td><td>${esc(t.domain)}</td><td class="num">${esc(t.shard)}</td>` +
+    return `<td title="${esc(t.task_id)}">${esc(t.task_id)}</td><td>${esc(t.domain)}</td><td class="num">${esc(t.shard)}</td>` +
       `<td class="o-${esc(t.outcome)}">${esc(String(t.outcome).replace("_", " "))}</td>` +
       `<td class="num">${esc(t.score == null ? "-" : num(t.score, 2))}</td><td class="num">${esc(t.attempt ?? "-")}</td>` +
       `<td class="num">${esc(t.failed_runs ?? 0)}</td><td>${esc(t.reason)}</td>` +
