@@ -5,7 +5,10 @@ build step, nothing fetched from elsewhere) and ships in the deploy package with
 served as ONE self-contained document, the stylesheet and the script inlined, because a page
 behind `auth_level=FUNCTION` is opened as `/api/dashboard?code=<function key>` and a browser
 would send no key with separate `<script src>` / `<link href>` requests. The script reads `code`
-from the page's own URL and sends it as `x-functions-key` on every API call.
+from the page's own URL and sends it as `x-functions-key` on every API call: the two places a
+key may travel ("Work with access keys in Azure Functions", learn.microsoft.com/azure/
+azure-functions/function-keys-how-to). A function key opens only its own function, so the page,
+which calls the API's functions, needs a host key (the app's `default` host key, say).
 
 The page carries a Content-Security-Policy that lets run only the inlined script and style (by
 their SHA-256 hashes, CSP Level 2 `'sha256-...'` sources) and call only this origin: task
