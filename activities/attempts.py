@@ -17,7 +17,7 @@ import azure.durable_functions as df
 from adapters import runtime, telemetry
 from adapters.logs import ids
 from adapters.state.table_store import FINAL_TASK_OUTCOMES, StateStore, utcnow_iso
-from domain import job_state, names
+from domain import alerts, job_state, names
 from domain.contracts import (
     CapacityInput,
     CapacityResult,
@@ -42,7 +42,7 @@ from domain.jobs import (
 )
 from domain.messages import heartbeat_token
 from domain.outcomes import TaskOutcome
-from domain.policy import AttemptOutcome, counts_against_tier
+from domain.policy import BREAKER_THRESHOLD, AttemptOutcome, counts_against_tier
 from domain.progress import job_estimate_usd
 
 bp = df.Blueprint()
@@ -109,6 +109,16 @@ def _job_spec(request: SubmitJobInput, secret: str, base_url: str) -> JobSpec:
     )
 
 
+def _budget_alerts(
+    svc: runtime.Services, evaluation_id: str, *, refused: bool, now: datetime
+) -> None:
+    evaluation = svc.store.get_evaluation(evaluation_id)
+    if evaluation is None:
+        return
+    for alert in alerts.budget_alerts(evaluation, refused=refused):
+        svc.alerter().fire(evaluation_id, alert, now)
+
+
 def _log_fields(request: SubmitJobInput | FinishAttemptInput) -> dict[str, Any]:
     return ids(
         evaluation_id=request.evaluation_id,
@@ -133,7 +143,9 @@ def submit_job(payload: dict) -> dict[str, Any]:
     existing = store.get_job(eid, name)
     if existing is None:
         estimate = job_estimate_usd(request.task_ids, request.vm_size, request.spot)
-        if not store.reserve_budget(eid, estimate):
+        reserved = store.reserve_budget(eid, estimate)
+        _budget_alerts(svc, eid, refused=not reserved, now=now)
+        if not reserved:
             log.warning("budget would be exceeded; not submitting", **fields)
             return SubmitJobResult(
                 status=SubmitStatus.BUDGET,
@@ -337,6 +349,7 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
         )
         if ended_now and outcome is AttemptOutcome.START_TIMEOUT:
             telemetry.start_deadline_hit(tier.value)
+            svc.alerter().fire(eid, alerts.start_deadline_hit(job, request.reason), now)
         # A runner that reported "finished" leaves a container that is still exiting. If tasks
         # remain, the next attempt may be submitted at once (a failover has no backoff): stop
         # this job first, so the shard never has two jobs in the cloud. Cancelling a job that
@@ -360,6 +373,11 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
     if counts_against_tier(outcome):
         breaker = store.record_tier_failure(eid, tier.value, name)
         state = ShardState.from_json({**state.to_json(), "breaker": breaker})
+        opened = alerts.breaker_opened(tier.value, breaker.get(tier.value, 0), BREAKER_THRESHOLD)
+        if opened is not None:
+            svc.alerter().fire(eid, opened, now)
+    if (rate := alerts.retry_rate(store.evaluation_jobs(eid))) is not None:
+        svc.alerter().fire(eid, rate, now)
 
     store.update_shard(
         eid,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from azure.core.credentials import TokenCredential
 
+from adapters.alerting import Alerter, Webhook
 from adapters.compute.base import ComputeBackend
 from adapters.settings import AppSettings, load_settings
 from adapters.state.table_store import StateStore
@@ -39,6 +40,16 @@ class Services:
     store: StateStore
     _backends: dict[Tier, ComputeBackend] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _alerter: Alerter | None = None
+
+    def alerter(self) -> Alerter:
+        with self._lock:
+            if self._alerter is None:
+                url = self.settings.alert_webhook_url
+                self._alerter = Alerter(
+                    self.store, Webhook(url.get_secret_value()) if url is not None else None
+                )
+            return self._alerter
 
     def backend(self, tier: Tier) -> ComputeBackend:
         with self._lock:

@@ -135,6 +135,24 @@ class AppSettings(BaseSettings):
     # reads its environment.
     vm_ssh_private_key: SecretStr | None = Field(default=None, alias="VM_SSH_PRIVATE_KEY")
 
+    # --- Live alerts (issue 11) ------------------------------------------------------------
+    # An incoming-webhook URL (Slack, or a Teams incoming-webhook connector). It is a secret:
+    # whoever has it can post to the channel; in Azure make it a Key Vault reference.
+    alert_webhook_url: SecretStr | None = Field(default=None, alias="ALERT_WEBHOOK_URL")
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None
+        parts = urlsplit(v.get_secret_value().strip())
+        if not parts.hostname or parts.scheme not in ("http", "https"):
+            raise ValueError("must be an https:// incoming-webhook URL")
+        if parts.scheme == "http" and not _local_host(parts.hostname):
+            # The URL is the webhook's only credential: never send it in clear text.
+            raise ValueError("must be https:// (plain http only to this machine)")
+        return SecretStr(v.get_secret_value().strip())
+
     @field_validator("storage_credential", mode="before")
     @classmethod
     def _credential_name(cls, v: object) -> object:

@@ -92,6 +92,18 @@ CAPACITY_DEADLINE_SECONDS = 45 * 60
 # No job check starts after this; those left are checked by the next sweep.
 SWEEP_BUDGET_SECONDS = 120
 
+# --- Live alert delivery (adapters/alerting.py) ---------------------------------------------
+# One webhook POST: connect, then the answer (requests' (connect, read) timeout pair).
+ALERT_CONNECT_TIMEOUT = 3
+ALERT_READ_TIMEOUT = 5
+ALERT_DELIVERY_SECONDS = ALERT_CONNECT_TIMEOUT + ALERT_READ_TIMEOUT
+# Failed deliveries are retried by the sweeper after 1, 2, 4, ... minutes (capped at an hour),
+# at most this many times in all.
+ALERT_DELIVERY_ATTEMPTS = 8
+ALERT_RETRY_BASE_SECONDS = 60
+# A sweep starts no re-delivery after this; the rest wait for the next sweep.
+ALERT_REDELIVERY_BUDGET_SECONDS = 10
+
 # --- Worst case of one ComputeBackend call, by tier -----------------------------------------
 # Azure ML and Batch: SDK operations one after another (read from the adapters' code paths),
 # each at its worst; SSH: the per-call budget; the simulator does no I/O.
@@ -142,6 +154,13 @@ def activity_worst_case_seconds(activity: str, tier: Tier) -> float:
 
 def sweep_worst_case_seconds(tier: Tier) -> float:
     """The longest a sweep can take: its budget, then the one job check still running (a
-    status read or a cancel, never both), plus Table work."""
+    status read or a cancel, never both), then re-deliveries of alerts (their budget and the
+    one still running), plus Table work."""
     calls = BACKEND_CALL_SECONDS[tier]
-    return SWEEP_BUDGET_SECONDS + max(calls["status"], calls["cancel"]) + TABLE_ALLOWANCE_SECONDS
+    return (
+        SWEEP_BUDGET_SECONDS
+        + max(calls["status"], calls["cancel"])
+        + ALERT_REDELIVERY_BUDGET_SECONDS
+        + ALERT_DELIVERY_SECONDS
+        + TABLE_ALLOWANCE_SECONDS
+    )

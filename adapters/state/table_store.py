@@ -43,6 +43,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from domain import bounds, job_state
+from domain.alerts import LiveAlert, alert_key
 from domain.clock import iso, parse_time
 from domain.jobs import FailureKind, JobState, Tier
 from domain.outcomes import (
@@ -66,6 +67,10 @@ _MUTATE_ATTEMPTS = 20
 TASK_PREFIX = "task-"
 SHARD_PREFIX = "shard-"
 JOB_PREFIX = "job-"
+ALERT_PREFIX = "alert-"
+# One row per alert not yet delivered to every channel: what the sweeper re-delivers, without
+# scanning evaluations (as the `active` partition is for jobs).
+ALERT_OUTBOX = "alerts-out"
 
 
 # Every Table operation ends within bounds.TABLE_OPERATION_SECONDS, retries included
@@ -261,6 +266,7 @@ class StateStore:
             "tasks": [],
             "jobs": [],
             "breaker": {},
+            "alerts": [],
         }
         for row in rows:
             rk = row["RowKey"]
@@ -272,8 +278,11 @@ class StateStore:
                 out["tasks"].append(row)
             elif rk.startswith(JOB_PREFIX):
                 out["jobs"].append(row)
+            elif rk.startswith(ALERT_PREFIX):
+                out["alerts"].append(row)
             elif rk == "breaker":
                 out["breaker"] = json.loads(row.get("failures", "{}"))
+        out["alerts"].sort(key=lambda a: (a.get("at", ""), a["RowKey"]))
         return out if out["evaluation"] is not None else None
 
     def get_evaluation(self, evaluation_id: str) -> dict[str, Any] | None:
@@ -344,6 +353,9 @@ class StateStore:
         if row["state"] not in _TERMINAL:
             self._table.upsert_entity({**index, "PartitionKey": "active"}, mode=UpdateMode.REPLACE)
         return row, created
+
+    def evaluation_jobs(self, evaluation_id: str) -> list[dict[str, Any]]:
+        return self._query(eval_partition(evaluation_id), JOB_PREFIX)
 
     def lookup_job(self, job_name: str) -> dict[str, Any] | None:
         return self._get("jobs", job_name)
@@ -554,6 +566,83 @@ class StateStore:
             create={"failures": "{}", "jobs": "[]"},
         )
         return counted
+
+    # ----------------------------------------------------------------------------- alerts
+    def record_alert(
+        self, evaluation_id: str, alert: LiveAlert, at: datetime
+    ) -> dict[str, Any] | None:
+        """Record a live alert once per (kind, cause). Returns the new row, or None when this
+        cause has already fired. A new alert also gets an outbox row until it is delivered."""
+        key = alert_key(alert.kind, alert.cause)
+        row = {
+            "PartitionKey": eval_partition(evaluation_id),
+            "RowKey": ALERT_PREFIX + key,
+            "evaluation_id": evaluation_id,
+            "key": key,
+            "kind": alert.kind.value,
+            "cause": alert.cause[:MAX_REASON_CHARS],
+            "severity": alert.severity.value,
+            "text": alert.text[:MAX_REASON_CHARS],
+            "action": alert.action[:MAX_REASON_CHARS],
+            "at": utcnow_iso(at),
+        }
+        try:
+            self._table.create_entity(_checked(row))
+        except ResourceExistsError:
+            return None
+        self._table.upsert_entity(
+            _checked(
+                {
+                    **row,
+                    "PartitionKey": ALERT_OUTBOX,
+                    "RowKey": f"{evaluation_id}|{key}",
+                    "delivery_attempts": 0,
+                    "next_delivery_at": utcnow_iso(at),
+                }
+            )
+        )
+        return _plain(row)
+
+    def undelivered_alerts(self) -> list[dict[str, Any]]:
+        return self._query(ALERT_OUTBOX)
+
+    def undelivered_alert(self, evaluation_id: str, key: str) -> dict[str, Any] | None:
+        return self._get(ALERT_OUTBOX, f"{evaluation_id}|{key}")
+
+    def alert_delivered(self, evaluation_id: str, key: str, at: datetime) -> None:
+        self._mutate(
+            eval_partition(evaluation_id),
+            ALERT_PREFIX + key,
+            lambda r: None if r.get("delivered_at") else {**r, "delivered_at": utcnow_iso(at)},
+        )
+        with contextlib.suppress(ResourceNotFoundError):
+            self._table.delete_entity(ALERT_OUTBOX, f"{evaluation_id}|{key}")
+
+    def alert_delivery_failed(
+        self, evaluation_id: str, key: str, *, attempts: int, next_at: datetime | None, error: str
+    ) -> None:
+        """Count a failed delivery; `next_at` None gives up (the alert stays recorded)."""
+        rk = f"{evaluation_id}|{key}"
+        if next_at is None:
+            with contextlib.suppress(ResourceNotFoundError):
+                self._table.delete_entity(ALERT_OUTBOX, rk)
+            self._mutate(
+                eval_partition(evaluation_id),
+                ALERT_PREFIX + key,
+                _setting({"delivery_error": error[:MAX_REASON_CHARS]}),
+            )
+            return
+        self._mutate(
+            ALERT_OUTBOX,
+            rk,
+            _setting(
+                {
+                    "delivery_attempts": attempts,
+                    "next_delivery_at": utcnow_iso(next_at),
+                    "delivery_error": error[:MAX_REASON_CHARS],
+                }
+            ),
+        )
 
 
 _TERMINAL = frozenset(s.value for s in JobState if s.is_terminal)

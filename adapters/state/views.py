@@ -90,6 +90,18 @@ def evaluation_view(
         "shards": shards,
         # The agent's result, apart from the run outcome in `counts` (issue 9, part 7).
         "results": table_json(results_table(tasks)),
+        # Live alerts as they fired, oldest first (adapters/alerting.py).
+        "alerts": [
+            {
+                "at": a["at"],
+                "kind": a["kind"],
+                "severity": a.get("severity", "warning"),
+                "text": a["text"],
+                "action": a.get("action", ""),
+                "delivered": bool(a.get("delivered_at")),
+            }
+            for a in rows.get("alerts", [])
+        ],
     }
     if ev.get("summary"):
         view["summary"] = read_summary(ev["summary"])
