@@ -358,41 +358,52 @@
       }).join(""));
     }
 
+    // Three sources, one list in the order first seen: the app's live alerts (status `alerts`:
+    // {at, kind, severity, text, action, delivered}), the summary's at the end, and what this
+    // page sees itself (a running job that has gone quiet, before the sweeper's verdict).
     renderAlerts(view) {
       const at = view.elapsed_seconds;
-      const note = (keyText, alert) => {
-        const known = this.alerts.get(keyText);
+      const note = (k, alert) => {
+        const known = this.alerts.get(k);
         if (known) Object.assign(known, alert, { when: known.when });
-        else this.alerts.set(keyText, alert);
+        else this.alerts.set(k, alert);
       };
-      // The app's alerts: live ones in the status (strings, or {at, kind, text, action}) ...
       for (const a of Array.isArray(view.alerts) ? view.alerts : []) {
-        const text = typeof a === "string" ? a : a.text;
-        if (text) note(`app:${text}`, { text, live: false, when: typeof a === "object" && (a.at || a.time) ? clock(a.at || a.time) : `at ${duration(at)}`, did: typeof a === "object" ? a.action || "" : "" });
+        const live = typeof a === "object" && a !== null;
+        const text = live ? a.text : a;
+        if (!text) continue;
+        note(`app:${live && a.kind ? a.kind + ":" : ""}${text}`, {
+          text, source: "app", severity: (live && a.severity) || "warning",
+          when: live && a.at ? clock(a.at) : `at ${duration(at)}`,
+          did: (live && a.action) || "", delivered: live && a.delivered,
+        });
       }
-      // ... and the end-of-evaluation summary's.
       for (const text of (view.summary && view.summary.alerts) || []) {
-        if (!this.alerts.has(`app:${text}`)) note(`app:${text}`, { text, live: false, when: "summary", did: "" });
+        note(`summary:${text}`, { text, source: "summary", severity: "warning", when: "summary", did: "" });
       }
-      // What this page sees itself: a running job that has gone quiet.
       const quiet = new Set();
       for (const s of view.shards || []) {
         const beat = s.seconds_since_heartbeat;
         if (beat != null && beat > silenceSeconds) {
           const k = `quiet:${s.shard}:${s.attempt}`;
           quiet.add(k);
-          note(k, { text: `shard ${s.shard} (${s.tier}, attempt ${s.attempt}, job ${s.job_name}): no heartbeat for ${Math.round(beat)} s — possibly stuck`, live: true, when: this.alerts.has(k) ? null : `at ${duration(at - beat + silenceSeconds)}`, did: "" });
+          note(k, {
+            text: `shard ${s.shard} (${s.tier}, attempt ${s.attempt}, job ${s.job_name}): no heartbeat for ${Math.round(beat)} s — possibly stuck`,
+            source: "page", live: true, severity: "warning",
+            when: `at ${duration(at - beat + silenceSeconds)}`, did: "",
+          });
         }
       }
       for (const [k, a] of this.alerts) {
-        if (k.startsWith("quiet:") && a.live && !quiet.has(k)) {
+        if (a.source === "page" && a.live && !quiet.has(k)) {
           a.live = false;
           a.did = "heartbeats resumed or the attempt ended";
         }
       }
       const items = [...this.alerts.values()];
       setHtml($("alerts"), items.map((a) =>
-        `<li class="${a.live ? "live" : ""}"><span class="when">${esc(a.when)}</span>${esc(a.text)}${a.did ? `<span class="did">— ${esc(a.did)}</span>` : ""}</li>`,
+        `<li class="${esc(`from-${a.source} sev-${a.severity}${a.live ? " live" : ""}`)}"><span class="when">${esc(a.when)}</span>${esc(a.text)}` +
+        `${a.did ? `<span class="did">— ${esc(a.did)}</span>` : ""}${a.delivered ? '<span class="did">(sent)</span>' : ""}</li>`,
       ).join(""));
       $("alerts-none").hidden = items.length > 0;
     }

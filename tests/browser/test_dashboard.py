@@ -99,10 +99,17 @@ def test_the_page_follows_an_evaluation_and_shows_a_stuck_job(
                 return (now - last) > timedelta(seconds=SILENCE + 30)
         return False
 
+    def stuck_alert_recorded() -> bool:
+        rows = runtime.services().store.get_evaluation_rows(eid)
+        assert rows is not None
+        return any(a["kind"] == "job_stuck" for a in rows.get("alerts", []))
+
     begun, progressed, stuck = gates("start"), gates("first result"), gates("stuck job")
+    alerted = gates("the app's stuck-job alert")
     watch(sim, begun, lambda: True)
     watch(sim, progressed, lambda: outcomes(eid)["completed"] >= 1)
     watch(sim, stuck, quiet_job)
+    watch(sim, alerted, stuck_alert_recorded)
 
     page.goto(dashboard_url(sim, eid))
     begun.wait()
@@ -119,20 +126,31 @@ def test_the_page_follows_an_evaluation_and_shows_a_stuck_job(
     page.screenshot(path=screenshot_dir / "1-first-results.png", full_page=True)
     progressed.release()
 
+    # The page flags the quiet job itself as soon as it is quiet for longer than ?silence= ...
     stuck.wait()
-    alert = page.locator("#alerts li.live", has_text="no heartbeat")
-    expect(alert).to_have_count(1, timeout=WAIT_MS)
-    expect(alert).to_contain_text("shard 0")
+    quiet = page.locator("#alerts li.from-page.live", has_text="no heartbeat for")
+    expect(quiet).to_have_count(1, timeout=WAIT_MS)
+    expect(quiet).to_contain_text("shard 0")
     expect(page.locator("#shards tr.o-failed")).to_have_count(1)
-    page.screenshot(path=screenshot_dir / "2-stuck-job-alert.png", full_page=True)
+    page.screenshot(path=screenshot_dir / "2-quiet-job.png", full_page=True)
     stuck.release()
+
+    # ... and shows the app's alert the moment the sweeper records it, while the run goes on.
+    alerted.wait()
+    app_alert = page.locator("#alerts li.from-app.sev-error", has_text="is stuck")
+    expect(app_alert).to_have_count(1, timeout=WAIT_MS)
+    expect(app_alert).to_contain_text("cancelled the job")
+    expect(page.locator("#ev-state")).to_have_text("running")
+    expect(page.locator("#alerts li.from-page")).to_contain_text("resumed or the attempt ended")
+    page.screenshot(path=screenshot_dir / "3-stuck-job-alert.png", full_page=True)
+    alerted.release()
 
     # The sweeper cancels the quiet job, attempt 2 finishes the shard, the evaluation ends.
     expect(page.locator("#ev-state")).to_have_text("completed", timeout=WAIT_MS)
     page.wait_for_function("() => window.waaDashboard.ended", timeout=WAIT_MS)
     count(page, "completed").to_have_text(re.compile(r"^12\b"))
-    expect(page.locator("#alerts li", has_text="stuck mid-run")).to_have_count(1)
-    expect(page.locator("#alerts li", has_text="no heartbeat for")).to_contain_text("resumed or")
+    expect(page.locator("#alerts li.from-summary", has_text="stuck mid-run")).to_have_count(1)
+    expect(page.locator("#alerts li.from-app.sev-info")).to_contain_text(f"{eid} completed")
     expect(page.locator("#results tr.total td").first).to_have_text("all domains")
     expect(page.locator("#shards tr").first.locator("td").nth(3)).to_have_text("2")
     expect(page.locator("#cancel")).to_be_disabled()
@@ -143,7 +161,7 @@ def test_the_page_follows_an_evaluation_and_shows_a_stuck_job(
     polls = page.evaluate("() => window.waaDashboard.polls")
     page.wait_for_timeout(1000)
     assert page.evaluate("() => window.waaDashboard.polls") == polls  # polling stopped at the end
-    page.screenshot(path=screenshot_dir / "3-ended.png", full_page=True)
+    page.screenshot(path=screenshot_dir / "4-ended.png", full_page=True)
 
 
 @pytest.mark.azurite
@@ -188,7 +206,7 @@ def test_cancel_and_retry_ask_first(
     visible = page.locator("#tasks tr:not([hidden])")
     expect(visible).to_have_count(final["not_run"])
     expect(visible.first.locator("td").nth(7)).not_to_have_text("")  # the reason it was not run
-    page.screenshot(path=screenshot_dir / "4-cancelled.png", full_page=True)
+    page.screenshot(path=screenshot_dir / "5-cancelled.png", full_page=True)
 
     # Retry: dismissing the question sends nothing; accepting it starts the retry and shows it.
     # (The retry endpoint is answered here by the page's network layer with the documented 202.)
@@ -272,7 +290,7 @@ def test_a_thousand_tasks_render_escaped_and_only_changed_rows_are_rewritten(
         )
         # Every call carried the function key from the page's URL as x-functions-key.
         assert api.keys == {"bench-key"}
-        page.screenshot(path=screenshot_dir / "5-thousand-tasks.png")
+        page.screenshot(path=screenshot_dir / "6-thousand-tasks.png")
     finally:
         page.close()
 
