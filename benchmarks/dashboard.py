@@ -131,8 +131,15 @@ class FakeApi:
     """Answers the page's requests: the page itself (as the app serves it) and, for one
     evaluation, the statuses in `statuses` one poll after another (the last one repeats)."""
 
-    def __init__(self, statuses: list[dict[str, Any]], *, key: str | None = None) -> None:
+    def __init__(
+        self,
+        statuses: list[dict[str, Any]],
+        *,
+        key: str | None = None,
+        results: dict[str, Any] | None = None,
+    ) -> None:
         self.statuses = statuses
+        self.results = results  # the results table to answer with (default: from the status)
         self.key = key  # when set, API calls without it get the host's bare 401
         self.polls = 0
         self.requests: list[str] = []
@@ -164,7 +171,8 @@ class FakeApi:
             self.polls += 1
             route.fulfill(status=200, json=status)
         elif path == f"/api/evaluations/{eid}/results":
-            route.fulfill(status=200, json=results_of(self.statuses[max(0, self.polls - 1)]))
+            table = self.results or results_of(self.statuses[max(0, self.polls - 1)])
+            route.fulfill(status=200, json=table)
         else:
             route.fulfill(status=404, json={"error": f"no route {path}"})
 

@@ -194,7 +194,7 @@
       $("ev-id").textContent = this.id;
       $("ev-state").textContent = "";
       $("action-msg").hidden = true;
-      for (const id of ["ev-meta", "ev-lineage", "counts", "cost", "time", "alerts", "shards", "results", "tasks", "task-shown", "chart"]) {
+      for (const id of ["ev-meta", "ev-lineage", "counts", "cost", "time", "alerts", "shards", "results-head", "results", "tasks", "task-shown", "chart"]) {
         $(id).textContent = "";
         lastHtml.delete($(id));
       }
@@ -285,11 +285,15 @@
       ].join(" · ");
       const lineage = [];
       if (view.retry_of) lineage.push(`retry of <a data-nav href="${esc(pageUrl(view.retry_of))}">${esc(view.retry_of)}</a>`);
-      if (view.retried_by) lineage.push(`retried by <a data-nav href="${esc(pageUrl(view.retried_by))}">${esc(view.retried_by)}</a>`);
+      // `retried_by`: every retry of this evaluation, oldest first (a list; one id accepted too).
+      const retries = [].concat(view.retried_by || []);
+      if (retries.length) lineage.push("retried by " + retries.map((r) => `<a data-nav href="${esc(pageUrl(r))}">${esc(r)}</a>`).join(", "));
       setHtml($("ev-lineage"), lineage.join(" · "));
       const ended = ENDED_STATES.has(view.state);
+      const c = view.counts || {};
       if (!this.cancelling) $("cancel").disabled = ended;
-      $("retry").disabled = !ended || this.retrying;
+      // The app retries the runs that did not complete: nothing to retry when every one did.
+      $("retry").disabled = !ended || this.retrying || (c.total > 0 && c.completed === c.total);
     }
 
     renderProgress(view) {
@@ -408,10 +412,19 @@
       $("alerts-none").hidden = items.length > 0;
     }
 
+    // With trials (a request's `trials` > 1) the rows also carry runs and the spread of the
+    // per-trial success rate (sample std, min, max): shown as extra columns only then.
     renderResults(results) {
-      const row = (r, total) => `<tr${total ? ' class="total"' : ""}><td>${esc(total ? "all domains" : r.domain)}</td>
-        <td class="num">${esc(r.tasks)}</td><td class="num">${esc(r.tasks_run)}</td><td class="num">${esc(pct(r.success_rate_all))}</td>
-        <td class="num">${esc(pct(r.success_rate_run))}</td><td class="num">${esc(num(r.mean_score))}</td></tr>`;
+      const all = [...(results.domains || []), ...(results.overall ? [results.overall] : [])];
+      const trials = all.some((r) => (r.trials || 1) > 1);
+      const head = ["domain", "tasks", "run", "success (all)", "success (run)", "mean score"];
+      if (trials) head.push("trials", "runs", "± std", "min – max");
+      setHtml($("results-head"), `<tr>${head.map((h, i) => `<th${i ? ' class="num"' : ""}>${esc(h)}</th>`).join("")}</tr>`);
+      const row = (r, total) => {
+        const cells = [total ? "all domains" : r.domain, r.tasks, r.tasks_run, pct(r.success_rate_all), pct(r.success_rate_run), num(r.mean_score)];
+        if (trials) cells.push(r.trials ?? 1, r.runs ?? r.tasks, pct(r.success_rate_std), `${pct(r.success_rate_min)} – ${pct(r.success_rate_max)}`);
+        return `<tr${total ? ' class="total"' : ""}>${cells.map((v, i) => `<td${i ? ' class="num"' : ""}>${esc(v)}</td>`).join("")}</tr>`;
+      };
       const rows = (results.domains || []).map((r) => row(r, false));
       if (results.overall) rows.push(row(results.overall, true));
       setHtml($("results"), rows.join(""));
@@ -573,7 +586,9 @@
     try {
       const started = await api(`/evaluations/${encodeURIComponent(view.id)}/retry`, { method: "POST", body: "{}" });
       navigate(pageUrl(started.evaluation_id));
-      message(`Retry of ${esc(view.id)} started as ${esc(started.evaluation_id)}.`);
+      message(started.created === false
+        ? `${esc(view.id)} was already retried as ${esc(started.evaluation_id)}: showing that one.`
+        : `Retry of ${esc(view.id)} started as ${esc(started.evaluation_id)}.`);
     } catch (err) {
       message(`Retry failed: ${esc(describe(err))}`, true);
       view.retrying = false;

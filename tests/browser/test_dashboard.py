@@ -8,6 +8,7 @@ that cannot move under it, however fast the simulation skips ahead.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -25,12 +26,18 @@ from adapters.compute.simulated import HangAfter
 from benchmarks.dashboard import FakeApi, open_dashboard, render_times, synthetic_status
 from devhost.simulation import Simulation
 from domain.clock import parse_time
+from domain.tasksets import load_task_set
 from tests.browser.conftest import Gate
 from tests.e2e.scenario_support import VirtualWatch
 
 pytestmark = pytest.mark.browser
 
 KEY = "test-function-key"
+# Six tasks of the smoke set (one per domain) on two shards, a heartbeat a minute: a small run,
+# so the browser tests stay fast on a loaded machine.
+TASKS = dict(itertools.islice(load_task_set("waa-smoke").items(), 6))
+N = sum(len(ids) for ids in TASKS.values())
+HEARTBEAT_SECONDS = 60.0
 WAIT_MS = 30_000
 SILENCE = 90  # the page flags a running job quiet for longer than this (virtual seconds)
 
@@ -79,12 +86,12 @@ def test_the_page_follows_an_evaluation_and_shows_a_stuck_job(
     page: Page,
     screenshot_dir: Path,
 ) -> None:
-    sim = make_simulation()
+    sim = make_simulation(heartbeat_interval_seconds=HEARTBEAT_SECONDS)
     sim.cloud.script(
         lambda spec: spec.shard_index == 0 and spec.attempt == 1, HangAfter(1), times=1
     )
     r = sim.start_evaluation(
-        {"task_set": "waa-smoke", "workers": 3, "heartbeat_timeout_minutes": 5, "budget_usd": 5}
+        {"tasks": TASKS, "workers": 2, "heartbeat_timeout_minutes": 5, "budget_usd": 2}
     )
     assert r.status_code == 202, r.text
     eid = r.json()["evaluation_id"]
@@ -114,8 +121,8 @@ def test_the_page_follows_an_evaluation_and_shows_a_stuck_job(
     page.goto(dashboard_url(sim, eid))
     begun.wait()
     count(page, "completed").to_have_text(re.compile(r"^0\b"), timeout=WAIT_MS)
-    count(page, "total").to_have_text("12")
-    expect(page.locator("#tasks tr")).to_have_count(12)
+    count(page, "total").to_have_text(str(N))
+    expect(page.locator("#tasks tr")).to_have_count(N)
     page.evaluate("() => { window.sameDocument = true; }")
     begun.release()
 
@@ -148,13 +155,13 @@ def test_the_page_follows_an_evaluation_and_shows_a_stuck_job(
     # The sweeper cancels the quiet job, attempt 2 finishes the shard, the evaluation ends.
     expect(page.locator("#ev-state")).to_have_text("completed", timeout=WAIT_MS)
     page.wait_for_function("() => window.waaDashboard.ended", timeout=WAIT_MS)
-    count(page, "completed").to_have_text(re.compile(r"^12\b"))
+    count(page, "completed").to_have_text(re.compile(rf"^{N}\b"))
     expect(page.locator("#alerts li.from-summary", has_text="stuck mid-run")).to_have_count(1)
     expect(page.locator("#alerts li.from-app.sev-info")).to_contain_text(f"{eid} completed")
     expect(page.locator("#results tr.total td").first).to_have_text("all domains")
     expect(page.locator("#shards tr").first.locator("td").nth(3)).to_have_text("2")
     expect(page.locator("#cancel")).to_be_disabled()
-    expect(page.locator("#retry")).to_be_enabled()
+    expect(page.locator("#retry")).to_be_disabled()  # every run completed: nothing to retry
     points = page.locator("#chart polyline.tasks-line").get_attribute("points") or ""
     assert len(points.split()) >= 3, points  # a point per state the page saw
     assert page.evaluate("() => window.sameDocument") is True  # never reloaded
@@ -171,8 +178,8 @@ def test_cancel_and_retry_ask_first(
     page: Page,
     screenshot_dir: Path,
 ) -> None:
-    sim = make_simulation()
-    r = sim.start_evaluation({"task_set": "waa-smoke", "workers": 2})
+    sim = make_simulation(heartbeat_interval_seconds=HEARTBEAT_SECONDS)
+    r = sim.start_evaluation({"tasks": TASKS, "workers": 2})
     eid = r.json()["evaluation_id"]
     running = gates("first result")
     watch(sim, running, lambda: outcomes(eid)["completed"] >= 1)
@@ -296,7 +303,23 @@ def test_a_thousand_tasks_render_escaped_and_only_changed_rows_are_rewritten(
 
 
 def test_a_wrong_key_asks_for_the_key_and_the_page_keeps_the_evaluation(browser: Browser) -> None:
-    api = FakeApi([synthetic_status(20, shards=2)], key="right-key")
+    # With trials, the results table (GET .../results) carries the per-trial spread.
+    row = {
+        "domain": "notepad",
+        "tasks": 2,
+        "tasks_run": 2,
+        "success_rate_run": 0.5,
+        "success_rate_all": 0.5,
+        "mean_score": 0.5,
+        "trials": 3,
+        "runs": 6,
+        "runs_completed": 6,
+        "success_rate_std": 0.25,
+        "success_rate_min": 0.25,
+        "success_rate_max": 0.75,
+    }
+    results = {"domains": [row], "overall": {**row, "domain": "all"}}
+    api = FakeApi([synthetic_status(20, shards=2)], key="right-key", results=results)
     page = open_dashboard(browser, api, key="wrong-key")
     try:
         expect(page.locator("#keyform")).to_be_visible()
@@ -306,5 +329,8 @@ def test_a_wrong_key_asks_for_the_key_and_the_page_keeps_the_evaluation(browser:
         expect(page.locator("#ev-id")).to_have_text("bench1000")
         count(page, "total").to_have_text("20")
         assert "code=right-key" in page.url and "evaluation=bench1000" in page.url
+        expect(page.locator("#results-head th")).to_have_count(10)
+        expect(page.locator("#results tr.total td").nth(8)).to_have_text("25.0%")
+        expect(page.locator("#results tr.total td").nth(9)).to_have_text("25.0% \u2013 75.0%")
     finally:
         page.close()
