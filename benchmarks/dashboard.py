@@ -137,7 +137,9 @@ class FakeApi:
         *,
         key: str | None = None,
         results: dict[str, Any] | None = None,
+        failures: int = 0,
     ) -> None:
+        self.failures = failures  # the first status calls answered 503
         self.statuses = statuses
         self.results = results  # the results table to answer with (default: from the status)
         self.key = key  # when set, API calls without it get the host's bare 401
@@ -166,7 +168,10 @@ class FakeApi:
         if self.key is not None and sent != self.key:
             route.fulfill(status=401, body=b"")
             return
-        if path == f"/api/evaluations/{eid}":
+        if path == f"/api/evaluations/{eid}" and self.failures > 0:
+            self.failures -= 1
+            route.fulfill(status=503, json={"error": "the host is restarting"})
+        elif path == f"/api/evaluations/{eid}":
             status = self.statuses[min(self.polls, len(self.statuses) - 1)]
             self.polls += 1
             route.fulfill(status=200, json=status)

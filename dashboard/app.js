@@ -206,18 +206,23 @@
 
     stop() { this.stopped = true; clearTimeout(this.timer); }
 
-    kick() { // poll now (after an action), unless the poll loop already ended
+    // Poll now (after an action), unless the loop already ended; one poll at a time, so a poll
+    // in flight is followed at once by the next instead of starting a second loop.
+    kick() {
       if (this.stopped) return;
+      if (this.busy) { this.soon = true; return; }
       clearTimeout(this.timer);
       this.tick();
     }
 
     schedule(ms) {
+      if (this.soon) { this.soon = false; ms = 0; }
       if (!this.stopped) this.timer = setTimeout(() => this.tick(), document.hidden ? ms * 4 : ms);
     }
 
     async tick() {
       this.timer = null;
+      this.busy = true;
       try {
         const view = await api(`/evaluations/${encodeURIComponent(this.id)}`);
         if (this.stopped) return;
@@ -249,8 +254,10 @@
         // Back off on errors: 2x per failure in a row, at most a minute.
         this.failures += 1;
         const wait = Math.min(MAX_BACKOFF_MS, pollMs * 2 ** this.failures);
-        status(`update failed (${describe(err)}); retrying in ${Math.round(wait / 1000)} s`, true);
+        status(`update failed (${describe(err)}); retrying in ${(wait / 1000).toFixed(wait < 10000 ? 1 : 0)} s`, true);
         this.schedule(wait);
+      } finally {
+        this.busy = false;
       }
     }
 

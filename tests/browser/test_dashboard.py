@@ -334,3 +334,15 @@ def test_a_wrong_key_asks_for_the_key_and_the_page_keeps_the_evaluation(browser:
         expect(page.locator("#results tr.total td").nth(9)).to_have_text("25.0% \u2013 75.0%")
     finally:
         page.close()
+
+
+def test_failed_polls_back_off_and_the_page_recovers(browser: Browser) -> None:
+    api = FakeApi([synthetic_status(20, shards=2)], failures=2)
+    page = open_dashboard(browser, api, poll=0.2)
+    try:
+        expect(page.locator("#conn")).to_contain_text("update failed (503: the host is restarting)")
+        expect(page.locator("#conn")).to_contain_text("live", timeout=WAIT_MS)
+        count(page, "total").to_have_text("20")
+        assert api.failures == 0
+    finally:
+        page.close()
