@@ -30,8 +30,6 @@ from domain.tasksets import load_task_set
 from tests.browser.conftest import Gate
 from tests.e2e.scenario_support import VirtualWatch
 
-pytestmark = pytest.mark.browser
-
 KEY = "test-function-key"
 # Six tasks of the smoke set (one per domain) on two shards, a heartbeat a minute: a small run,
 # so the browser tests stay fast on a loaded machine.
@@ -79,6 +77,7 @@ def test_the_devhost_serves_the_page_through_the_worker(
     assert requests.post(f"{sim.base_url}/api/dashboard", timeout=30).status_code == 404
 
 
+@pytest.mark.browser
 @pytest.mark.azurite
 def test_the_page_follows_an_evaluation_and_shows_a_stuck_job(
     make_simulation: Callable[..., Simulation],
@@ -171,6 +170,7 @@ def test_the_page_follows_an_evaluation_and_shows_a_stuck_job(
     page.screenshot(path=screenshot_dir / "4-ended.png", full_page=True)
 
 
+@pytest.mark.browser
 @pytest.mark.azurite
 def test_cancel_and_retry_ask_first(
     make_simulation: Callable[..., Simulation],
@@ -238,6 +238,7 @@ def test_cancel_and_retry_ask_first(
 XSS = '<img src=x onerror="window.pwned=1"></td><script>window.pwned=2</script>'
 
 
+@pytest.mark.browser
 def test_a_thousand_tasks_render_escaped_and_only_changed_rows_are_rewritten(
     browser: Browser, screenshot_dir: Path, record_property: Callable[[str, object], None]
 ) -> None:
@@ -302,6 +303,7 @@ def test_a_thousand_tasks_render_escaped_and_only_changed_rows_are_rewritten(
         page.close()
 
 
+@pytest.mark.browser
 def test_a_wrong_key_asks_for_the_key_and_the_page_keeps_the_evaluation(browser: Browser) -> None:
     # With trials, the results table (GET .../results) carries the per-trial spread.
     row = {
@@ -336,6 +338,7 @@ def test_a_wrong_key_asks_for_the_key_and_the_page_keeps_the_evaluation(browser:
         page.close()
 
 
+@pytest.mark.browser
 def test_failed_polls_back_off_and_the_page_recovers(browser: Browser) -> None:
     api = FakeApi([synthetic_status(20, shards=2)], failures=2)
     page = open_dashboard(browser, api, poll=0.2)
