@@ -27,9 +27,14 @@ node_modules/.package-lock.json: package.json package-lock.json
 /usr/sbin/sshd:
 	command -v apt-get >/dev/null && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; } || echo "openssh-server not installed: the SSH tier tests will be skipped"
 
+# Debian's chromium: the dashboard's browser tests drive it with Playwright (executable_path
+# /usr/bin/chromium; `playwright install` is never run: it downloads browser builds).
+/usr/bin/chromium:
+	command -v apt-get >/dev/null && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: the dashboard's browser tests will be skipped"
+
 setup: $(STAMP) node_modules/.package-lock.json
 
-test-setup: setup /usr/sbin/sshd
+test-setup: setup /usr/sbin/sshd /usr/bin/chromium
 
 demo: setup
 	$(PY) -m devhost.demo $(DEMO_ARGS)
@@ -47,6 +52,7 @@ test: test-setup lint
 bench: setup
 	$(PY) -m benchmarks.replay
 	$(PY) -m benchmarks.policy
+	$(PY) -m benchmarks.dashboard
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .devhost waa_control_plane.egg-info

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -234,6 +235,14 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     router: FunctionRouter
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A browser that closes the page (or aborts a fetch) mid-response is an ordinary event
+        # for a server; socketserver would print its traceback to stderr as an error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("client %s went away mid-response", client_address)
+            return
+        super().handle_error(request, client_address)
 
     @property
     def authority(self) -> str:

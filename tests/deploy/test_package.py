@@ -39,7 +39,8 @@ SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 # What the app needs at run time, and nothing more: function_app.py imports activities,
 # orchestrations and triggers, which import adapters and domain (domain/data holds the price
 # and task-set files); the SSH tier uploads shard_runner/runner.py to its VMs (the other tiers'
-# image carries its own copy); requirements.txt names constraints.txt with "-c".
+# image carries its own copy); requirements.txt names constraints.txt with "-c"; the dashboard
+# page's files (dashboard/) are read and served by triggers/dashboard.py.
 EXPECTED_TOP_LEVEL = {
     "function_app.py",
     "host.json",
@@ -51,6 +52,7 @@ EXPECTED_TOP_LEVEL = {
     "orchestrations",
     "triggers",
     "shard_runner",
+    "dashboard",
 }
 NEVER_PUBLISHED = {
     "tests",
@@ -108,6 +110,8 @@ def test_both_tools_publish_the_app_and_nothing_else(package: Path) -> None:
     assert (package / "domain" / "data" / "vm_prices.json").is_file()
     assert (package / "domain" / "data" / "waa_tasks.json").is_file()
     assert (package / "shard_runner" / "runner.py").is_file()
+    for asset in ("index.html", "app.js", "app.css"):
+        assert (package / "dashboard" / asset).is_file(), asset
 
 
 # The one-liner run by a fresh interpreter inside the package folder: index the app as the worker
@@ -126,6 +130,8 @@ for pkg in ("activities", "adapters", "domain", "orchestrations", "triggers", "s
 from domain import cost, tasksets
 from adapters.compute import ssh_vm
 assert ssh_vm.RUNNER_FILE.is_file(), ssh_vm.RUNNER_FILE
+from triggers import dashboard
+assert dashboard.page()[0].startswith(b"<!doctype html>")
 loaded = {n: getattr(m, "__file__", None) for n, m in list(sys.modules.items())}
 print(json.dumps({"functions": names, "modules": loaded, "path": sys.path}))
 """
