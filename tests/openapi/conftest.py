@@ -1,11 +1,22 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from devhost.simulation import Simulation
+
+# Hypothesis (under schemathesis) caches the constants it finds in the code under test in
+# `.hypothesis/` of the working directory, which would land in the checkout and in the published
+# package (tests/deploy/test_package.py). HYPOTHESIS_STORAGE_DIRECTORY moves it out; hypothesis
+# reads it at the first cache access (hypothesis/configuration.py `storage_directory`), so
+# setting it here, at collection, is in time.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "waa-eval-hypothesis")
+)
 
 # The fuzzed app's MAX_WORKERS (the start request's `workers` maximum): few shards per
 # evaluation the fuzzer starts, so each costs little.

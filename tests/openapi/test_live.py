@@ -28,7 +28,7 @@ from typing import Any
 
 import requests
 import schemathesis
-from schemathesis import Case
+from schemathesis import Case, Response
 
 from adapters.settings import load_settings
 from devhost.simulation import Simulation
@@ -72,7 +72,7 @@ schema = schemathesis.openapi.from_dict(
 )
 
 
-def _names_the_field(response: requests.Response) -> None:
+def _names_the_field(response: Response) -> None:
     if response.status_code == 400:
         body = response.json()
         assert isinstance(body.get("field"), str) and body["field"], body
@@ -82,7 +82,7 @@ def _names_the_field(response: requests.Response) -> None:
 @schema.parametrize()
 def test_every_operation_honours_its_description(case: Case, fuzz_simulation: Simulation) -> None:
     response = case.call_and_validate(base_url=fuzz_simulation.base_url, timeout=60)
-    _names_the_field(response)  # type: ignore[arg-type]
+    _names_the_field(response)
 
 
 def _registered(sim: Simulation) -> set[tuple[str, str, str]]:
