@@ -275,7 +275,17 @@ OPERATIONS: tuple[Operation, ...] = (
             403: Resp("The token is not this job's, or the job has ended."),
             404: Resp("No such job."),
             409: Resp("kind `artifact_urls`: artifacts are not configured; skip uploads."),
+            503: Resp("kind `artifact_urls`: artifact storage is unavailable; try again later."),
         },
+    ),
+    Operation(
+        function="dashboard",
+        method="GET",
+        route="dashboard",
+        summary="The live dashboard (one self-contained HTML page)",
+        auth="function_key",
+        tag="meta",
+        responses={200: Resp("The page.", None, text=("text/html",))},
     ),
     Operation(
         function="openapi_json",
