@@ -9,15 +9,16 @@ with ETags; a second submit of the same job name returns the existing job.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df
 
-from adapters import runtime, telemetry
+from adapters import runtime, secrets, telemetry
 from adapters.logs import ids
+from adapters.settings import AppSettings
 from adapters.state.table_store import FINAL_TASK_OUTCOMES, StateStore, utcnow_iso
-from domain import job_state, names
+from domain import alerts, job_state, names
 from domain.contracts import (
     CapacityInput,
     CapacityResult,
@@ -32,6 +33,13 @@ from domain.contracts import (
     SubmitStatus,
 )
 from domain.cost import after_settlement, settled
+from domain.credentials import (
+    HEARTBEAT_SECRET_MARGIN_SECONDS,
+    ModelCredentials,
+    ModelProvider,
+    heartbeat_secret_name,
+    token_in_vault,
+)
 from domain.jobs import (
     BackendError,
     CapacityReport,
@@ -42,7 +50,7 @@ from domain.jobs import (
 )
 from domain.messages import heartbeat_token
 from domain.outcomes import TaskOutcome
-from domain.policy import AttemptOutcome, counts_against_tier
+from domain.policy import BREAKER_THRESHOLD, AttemptOutcome, counts_against_tier
 from domain.progress import job_estimate_usd
 
 bp = df.Blueprint()
@@ -73,10 +81,26 @@ def prepare_attempt(payload: dict) -> dict[str, Any]:
     return _shard_state(store, request.evaluation_id, request.task_ids).to_json()
 
 
-def _job_spec(request: SubmitJobInput, secret: str, base_url: str) -> JobSpec:
+def _job_spec(
+    request: SubmitJobInput,
+    secret: str,
+    base_url: str,
+    credentials: ModelCredentials | None = None,
+    job_identity_client_id: str | None = None,
+) -> JobSpec:
+    """The attempt's job. Model credentials travel as names only: the vault, and per variable
+    the secret holding it (the job reads the values itself with its identity); the Azure
+    OpenAI endpoint, not a secret, as a plain variable."""
     name = request.job_name
     task_ids = request.task_ids
     heartbeat_url = base_url + HEARTBEAT_PATH
+    credentials = credentials or ModelCredentials()
+    provider = ModelProvider(request.model_provider) if request.model_provider else None
+    secret_env = credentials.secret_env(provider)
+    plain = credentials.plain_env(provider)
+    # The vault also holds the heartbeat token on Azure ML and Batch (`_token_to_vault`).
+    if credentials.vault_url and job_identity_client_id:
+        plain["WAA_IDENTITY_CLIENT_ID"] = job_identity_client_id
     return JobSpec(
         job_name=name,
         evaluation_id=request.evaluation_id,
@@ -99,6 +123,7 @@ def _job_spec(request: SubmitJobInput, secret: str, base_url: str) -> JobSpec:
             "WAA_MODEL": request.model,
             "WAA_SOM_ORIGIN": request.som_origin,
             "WAA_A11Y_BACKEND": request.a11y_backend,
+            **plain,
         },
         tags={
             "waa_evaluation": request.evaluation_id,
@@ -106,7 +131,39 @@ def _job_spec(request: SubmitJobInput, secret: str, base_url: str) -> JobSpec:
             "waa_attempt": str(request.attempt),
         },
         experiment_name=f"waa-{request.evaluation_id}",
+        secrets_vault_url=credentials.vault_url or "",
+        secret_env=secret_env,
     )
+
+
+def _budget_alerts(
+    svc: runtime.Services, evaluation_id: str, *, refused: bool, now: datetime
+) -> None:
+    evaluation = svc.store.get_evaluation(evaluation_id)
+    if evaluation is None:
+        return
+    for alert in alerts.budget_alerts(evaluation, refused=refused):
+        svc.alerter().fire(evaluation_id, alert, now)
+
+
+def _token_to_vault(spec: JobSpec, settings: AppSettings, now: datetime) -> JobSpec:
+    """On Azure ML and Batch with a vault, the attempt's heartbeat token becomes a Key Vault
+    secret that expires after the job's own timeout could have ended it, and the job gets its
+    name instead of the token. The secret is left to expire rather than deleted when the
+    attempt ends: the token authenticates only this attempt's job, whose messages count for
+    nothing once the attempt is closed. Raises `BackendError` (transient: retried)."""
+    cloud = settings.compute_backend == "azure"
+    if not token_in_vault(settings.model_secrets_vault_url, spec.tier, cloud):
+        return spec
+    name = heartbeat_secret_name(spec.job_name)
+    expires = now + timedelta(seconds=spec.timeout_seconds + HEARTBEAT_SECRET_MARGIN_SECONDS)
+    secrets.token_vault(settings).store_token(
+        name,
+        spec.heartbeat_token,
+        expires_on=expires,
+        tags={"waa_evaluation": spec.evaluation_id, "waa_job": spec.job_name},
+    )
+    return spec.model_copy(update={"heartbeat_token": "", "heartbeat_token_secret": name})
 
 
 def _log_fields(request: SubmitJobInput | FinishAttemptInput) -> dict[str, Any]:
@@ -133,7 +190,9 @@ def submit_job(payload: dict) -> dict[str, Any]:
     existing = store.get_job(eid, name)
     if existing is None:
         estimate = job_estimate_usd(request.task_ids, request.vm_size, request.spot)
-        if not store.reserve_budget(eid, estimate):
+        reserved = store.reserve_budget(eid, estimate)
+        _budget_alerts(svc, eid, refused=not reserved, now=now)
+        if not reserved:
             log.warning("budget would be exceeded; not submitting", **fields)
             return SubmitJobResult(
                 status=SubmitStatus.BUDGET,
@@ -154,6 +213,9 @@ def submit_job(payload: dict) -> dict[str, Any]:
                 "reserved_usd": estimate,
                 "submitted_at": utcnow_iso(now),
                 "heartbeat_timeout_seconds": float(request.heartbeat_timeout_seconds),
+                # Its deadline (submitted_at + this + the run deadline's grace) bounds the
+                # artifact upload SAS the heartbeat endpoint mints for it.
+                "job_timeout_seconds": float(request.job_timeout_seconds),
                 "stuck_detection": bool(request.stuck_detection),
                 "task_retries": int(request.task_retries),
             }
@@ -169,14 +231,17 @@ def submit_job(payload: dict) -> dict[str, Any]:
         ).to_json()
 
     backend = svc.backend(tier)
+    settings = svc.settings
+    spec = _job_spec(
+        request,
+        settings.heartbeat_secret.get_secret_value(),
+        settings.public_base_url,
+        settings.model_credentials(),
+        settings.job_identity_client_id,
+    )
     try:
-        result = backend.submit(
-            _job_spec(
-                request,
-                svc.settings.heartbeat_secret.get_secret_value(),
-                svc.settings.public_base_url,
-            )
-        )
+        spec = _token_to_vault(spec, settings, now)
+        result = backend.submit(spec)
     except BackendError as err:
         if err.is_transient:
             log.warning("transient submission error: %s", err, **fields)
@@ -337,6 +402,7 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
         )
         if ended_now and outcome is AttemptOutcome.START_TIMEOUT:
             telemetry.start_deadline_hit(tier.value)
+            svc.alerter().fire(eid, alerts.start_deadline_hit(job, request.reason), now)
         # A runner that reported "finished" leaves a container that is still exiting. If tasks
         # remain, the next attempt may be submitted at once (a failover has no backoff): stop
         # this job first, so the shard never has two jobs in the cloud. Cancelling a job that
@@ -360,6 +426,11 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
     if counts_against_tier(outcome):
         breaker = store.record_tier_failure(eid, tier.value, name)
         state = ShardState.from_json({**state.to_json(), "breaker": breaker})
+        opened = alerts.breaker_opened(tier.value, breaker.get(tier.value, 0), BREAKER_THRESHOLD)
+        if opened is not None:
+            svc.alerter().fire(eid, opened, now)
+    if (rate := alerts.retry_rate(store.evaluation_jobs(eid))) is not None:
+        svc.alerter().fire(eid, rate, now)
 
     store.update_shard(
         eid,

@@ -11,7 +11,7 @@ import azure.durable_functions as df
 from adapters import runtime
 from adapters.logs import ids
 from adapters.state import views
-from domain import names
+from domain import alerts, names
 from domain.contracts import EvaluationState, FinalizeEvaluationInput
 from domain.outcomes import TaskOutcome
 
@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 def finalize_evaluation(payload: dict) -> dict[str, Any]:
     """Make sure every task has exactly one outcome, then write the summary (idempotent)."""
     request = FinalizeEvaluationInput.from_json(payload)
-    store = runtime.services().store
+    svc = runtime.services()
+    store = svc.store
     now = runtime.now()
     eid = request.evaluation_id
     rows = store.get_evaluation_rows(eid)
@@ -43,8 +44,11 @@ def finalize_evaluation(payload: dict) -> dict[str, Any]:
         rows = store.get_evaluation_rows(eid)
         assert rows is not None
     evaluation = rows["evaluation"]
-    if evaluation.get("summary"):
-        return json.loads(evaluation["summary"])
+    if evaluation.get("summary"):  # a re-delivery: the summary stands; the alert fires once
+        written: dict[str, Any] = json.loads(evaluation["summary"])
+        ended = str(evaluation.get("state", EvaluationState.COMPLETED.value))
+        svc.alerter().fire(eid, alerts.evaluation_ended(eid, ended, written), now)
+        return written
     result = views.summary(rows, now)
     state = (
         EvaluationState.CANCELLED
@@ -54,6 +58,7 @@ def finalize_evaluation(payload: dict) -> dict[str, Any]:
     store.update_evaluation(
         eid, state=state.value, summary=json.dumps(result), finished_at=now.isoformat()
     )
+    svc.alerter().fire(eid, alerts.evaluation_ended(eid, state.value, result), now)
     log.info(
         "evaluation %s: %d/%d tasks completed, $%.2f",
         state.value,

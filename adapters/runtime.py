@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 
 from azure.core.credentials import TokenCredential
 
+from adapters.alerting import Alerter, Webhook
+from adapters.artifacts import ArtifactStore
 from adapters.compute.base import ComputeBackend
 from adapters.settings import AppSettings, load_settings
 from adapters.state.table_store import StateStore
@@ -37,8 +39,20 @@ def now() -> datetime:
 class Services:
     settings: AppSettings
     store: StateStore
+    # None: artifacts are off (ARTIFACTS_ENABLED=false, or no Blob service to sign for).
+    artifacts: ArtifactStore | None = None
     _backends: dict[Tier, ComputeBackend] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _alerter: Alerter | None = None
+
+    def alerter(self) -> Alerter:
+        with self._lock:
+            if self._alerter is None:
+                url = self.settings.alert_webhook_url
+                self._alerter = Alerter(
+                    self.store, Webhook(url.get_secret_value()) if url is not None else None
+                )
+            return self._alerter
 
     def backend(self, tier: Tier) -> ComputeBackend:
         with self._lock:
@@ -102,7 +116,11 @@ def _make_store(settings: AppSettings) -> StateStore:
 @functools.cache
 def services() -> Services:
     settings = load_settings()
-    return Services(settings=settings, store=_make_store(settings))
+    return Services(
+        settings=settings,
+        store=_make_store(settings),
+        artifacts=ArtifactStore.from_settings(settings, lambda: storage_credential(settings)),
+    )
 
 
 def reset_services() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -26,7 +27,18 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
+from domain.credentials import SECRET_NAME_PATTERN, ModelCredentials
 from domain.requests import DEFAULT_MAX_WORKERS
+
+# The data-plane DNS suffixes of Key Vault in the public and sovereign clouds
+# (learn.microsoft.com/azure/key-vault/general/about-keys-secrets-certificates, "DNS suffixes
+# for object identifiers"), and a vault's name: 3-24 characters, 0-9, a-z, A-Z and
+# non-consecutive "-" (same page, "Object identifiers"), starting with a letter and ending with
+# a letter or digit (the resource name rules).
+KEY_VAULT_DNS_SUFFIXES = frozenset(
+    {"vault.azure.net", "vault.azure.cn", "vault.usgovcloudapi.net", "vault.microsoftazure.de"}
+)
+_VAULT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,22}[a-z0-9]$")
 
 
 class SettingsError(ValueError):
@@ -86,6 +98,49 @@ class AppSettings(BaseSettings):
         default="waa", alias="STATE_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{0,30}$"
     )
 
+    # --- Artifacts (Blob Storage) -------------------------------------------------------------
+    # After each task the job uploads its result folder (result.txt, traj.jsonl, screenshots,
+    # logs) to this container of AzureWebJobsStorage's account, through one write-only SAS per
+    # file that the app mints (adapters/artifacts.py): a user-delegation SAS signed with a key
+    # the app's identity asks for (identity-based storage: no account key needed, and none
+    # exists when shared-key access is off), else an account-key SAS from the connection
+    # string (Azurite). The container is created on first use. ARTIFACTS_ENABLED=false: no
+    # uploads (the heartbeat endpoint answers 409 and the runner skips them).
+    artifacts_enabled: bool = Field(default=True, alias="ARTIFACTS_ENABLED")
+    # Container names: 3-63 lowercase letters, digits and single hyphens, starting and ending
+    # with a letter or digit (learn.microsoft.com/rest/api/storageservices/
+    # naming-and-referencing-containers--blobs--and-metadata#container-names).
+    artifacts_container: str = Field(
+        default="waa-artifacts",
+        alias="ARTIFACTS_CONTAINER",
+        min_length=3,
+        max_length=63,
+        pattern=r"^[a-z0-9](-?[a-z0-9])+$",
+    )
+    # The Blob service of an identity-based AzureWebJobsStorage (the host reads it too); else
+    # https://<__accountName>.blob.core.windows.net.
+    storage_blob_service_uri: str | None = Field(
+        default=None, alias="AzureWebJobsStorage__blobServiceUri"
+    )
+
+    @field_validator("storage_blob_service_uri")
+    @classmethod
+    def _blob_uri(cls, v: str | None) -> str | None:
+        # A bearer token (the identity's) is sent over https only; jobs PUT to it from Azure.
+        if v is not None and urlsplit(v).scheme != "https":
+            raise ValueError("must be an https URL, e.g. https://<account>.blob.core.windows.net")
+        return v
+
+    @property
+    def storage_blob_endpoint(self) -> str | None:
+        """The Blob service URL of an identity-based AzureWebJobsStorage (None: a connection
+        string, or no way to know it)."""
+        if self.storage_blob_service_uri:
+            return self.storage_blob_service_uri.rstrip("/")
+        if self.storage_account_name:
+            return f"https://{self.storage_account_name}.blob.core.windows.net"
+        return None
+
     # --- The evaluation API -------------------------------------------------------------------
     max_workers: int = Field(default=DEFAULT_MAX_WORKERS, alias="MAX_WORKERS", ge=1, le=200)
     heartbeat_secret: SecretStr = Field(alias="HEARTBEAT_SECRET", min_length=16)
@@ -134,6 +189,113 @@ class AppSettings(BaseSettings):
     # reference, @Microsoft.KeyVault(SecretUri=...): the platform resolves it before the app
     # reads its environment.
     vm_ssh_private_key: SecretStr | None = Field(default=None, alias="VM_SSH_PRIVATE_KEY")
+
+    # --- Live alerts (issue 11) ------------------------------------------------------------
+    # An incoming-webhook URL (Slack, or a Teams incoming-webhook connector). It is a secret:
+    # whoever has it can post to the channel; in Azure make it a Key Vault reference.
+    alert_webhook_url: SecretStr | None = Field(default=None, alias="ALERT_WEBHOOK_URL")
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None
+        parts = urlsplit(v.get_secret_value().strip())
+        if not parts.hostname or parts.scheme not in ("http", "https"):
+            raise ValueError("must be an https:// incoming-webhook URL")
+        if parts.scheme == "http" and not _local_host(parts.hostname):
+            # The URL is the webhook's only credential: never send it in clear text.
+            raise ValueError("must be https:// (plain http only to this machine)")
+        return SecretStr(v.get_secret_value().strip())
+
+    # --- Model credentials (Key Vault) -------------------------------------------------------
+    # Which credentials the agent needs, as Key Vault *names*: the values never pass through the
+    # app. The jobs read them at start with their managed identity (JOB_IDENTITY_CLIENT_ID) from
+    # MODEL_SECRETS_VAULT_URL; OPENAI_API_KEY_SECRET names the secret that holds the OpenAI key,
+    # AZURE_API_KEY_SECRET the Azure OpenAI key (with AZURE_ENDPOINT, which is not a secret). With
+    # a vault, the Azure ML and Batch tiers also get their heartbeat token as a secret written
+    # there by the app (docs/azure-setup.md, "Model credentials"). A start request whose model
+    # has no credentials configured is refused (domain.requests.resolve_model_provider).
+    model_secrets_vault_url: str | None = Field(default=None, alias="MODEL_SECRETS_VAULT_URL")
+    openai_api_key_secret: str | None = Field(
+        default=None, alias="OPENAI_API_KEY_SECRET", pattern=SECRET_NAME_PATTERN
+    )
+    azure_api_key_secret: str | None = Field(
+        default=None, alias="AZURE_API_KEY_SECRET", pattern=SECRET_NAME_PATTERN
+    )
+    # validate_default: the pairing with AZURE_API_KEY_SECRET is checked when it is absent.
+    azure_endpoint: str | None = Field(default=None, alias="AZURE_ENDPOINT", validate_default=True)
+    # Client id (a GUID) of the user-assigned identity the Azure ML cluster and the Batch pool
+    # run jobs with; unset: the job's only (or system-assigned) identity.
+    job_identity_client_id: str | None = Field(
+        default=None,
+        alias="JOB_IDENTITY_CLIENT_ID",
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+    )
+
+    @field_validator("model_secrets_vault_url")
+    @classmethod
+    def _vault_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        parts = urlsplit(v)
+        host = (parts.hostname or "").lower()
+        vault, _, suffix = host.partition(".")
+        if (
+            parts.scheme != "https"
+            or suffix not in KEY_VAULT_DNS_SUFFIXES
+            or not _VAULT_NAME.fullmatch(vault)
+            or "--" in vault
+            or parts.port is not None
+            or parts.username is not None
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(
+                "must be a Key Vault URL, https://<vault-name>.vault.azure.net (the vault's name: "
+                "3-24 letters, digits and single hyphens, starting with a letter)"
+            )
+        return f"https://{host}"
+
+    @field_validator("openai_api_key_secret", "azure_api_key_secret")
+    @classmethod
+    def _needs_vault(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # A malformed vault URL is absent from info.data, and reported as such.
+        vault_unset = info.data.get("model_secrets_vault_url", "") is None
+        if v is not None and vault_unset:
+            raise ValueError("names a Key Vault secret, but MODEL_SECRETS_VAULT_URL is not set")
+        return v
+
+    @field_validator("azure_endpoint")
+    @classmethod
+    def _azure_endpoint(cls, v: str | None, info: ValidationInfo) -> str | None:
+        key_set = info.data.get("azure_api_key_secret") is not None
+        if v is None:
+            if key_set:
+                raise PydanticCustomError(
+                    "missing",
+                    "Field required",
+                    {"hint": "the Azure OpenAI endpoint that goes with AZURE_API_KEY_SECRET"},
+                )
+            return None
+        parts = urlsplit(v)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("must be the https URL of the Azure OpenAI resource")
+        if parts.username is not None or parts.password is not None or parts.query:
+            raise ValueError("must not carry a user name, password or query (keys go in Key Vault)")
+        if "azure_api_key_secret" in info.data and not key_set:
+            raise ValueError("is set, but AZURE_API_KEY_SECRET (the key's secret name) is not")
+        return v
+
+    def model_credentials(self) -> ModelCredentials:
+        """The names the jobs' model credentials are found under (domain.credentials)."""
+        return ModelCredentials(
+            vault_url=self.model_secrets_vault_url,
+            openai_key_secret=self.openai_api_key_secret,
+            azure_key_secret=self.azure_api_key_secret,
+            azure_endpoint=self.azure_endpoint,
+        )
 
     @field_validator("storage_credential", mode="before")
     @classmethod

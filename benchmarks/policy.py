@@ -58,7 +58,10 @@ def main() -> None:
                 # policy in a fresh simulation, so both policies meet the same world and a
                 # second run of the benchmark repeats the first.
                 with Simulation(
-                    connection_string=azurite.connection_string, profile=profile, seed=args.seed
+                    connection_string=azurite.connection_string,
+                    profile=profile,
+                    seed=args.seed,
+                    artifacts=False,  # the control plane's figures, without artifact uploads
                 ) as sim:
                     cloud = sim.cloud
                     started = time.perf_counter()

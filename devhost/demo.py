@@ -133,6 +133,15 @@ def results_table(policy: str, summary: dict[str, Any]) -> Table:
     return table
 
 
+def artifacts_line(policy: str, summary: dict[str, Any]) -> str:
+    """Where the evaluation's artifacts are: the simulated jobs upload each completed task's
+    folder (result.txt, traj.jsonl, a screenshot) to Azurite Blob, as the runner does."""
+    where = summary.get("artifacts")
+    if not where:
+        return f"artifacts ({policy}): none uploaded"
+    return f"artifacts ({policy}): {where['prefix']}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devhost.demo", description=__doc__.splitlines()[0]
@@ -184,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(summary_table(results))
     for policy, final in results.items():
         console.print(results_table(policy, final["summary"]))
+        console.print(artifacts_line(policy, final["summary"]), soft_wrap=True, highlight=False)
     console.print(f"structured logs of the run: {log_path}")
     return 0
 

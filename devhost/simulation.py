@@ -26,6 +26,11 @@ from devhost.host import DevHost
 
 TERMINAL_EVALUATION_STATES = {"completed", "cancelled", "failed"}
 DEFAULT_SECRET = "local-simulation-heartbeat-secret"
+# As in local.settings.sample.json: OpenAI credentials in a vault that is never called.
+DEFAULT_MODEL_CREDENTIALS = {
+    "MODEL_SECRETS_VAULT_URL": "https://waa-simulated.vault.azure.net",
+    "OPENAI_API_KEY_SECRET": "openai-api-key",
+}
 
 
 class Simulation:
@@ -42,8 +47,13 @@ class Simulation:
         sweep_schedule: str = "0 */2 * * * *",
         heartbeat_interval_seconds: float = 30.0,
         crash_injector: Any = None,
+        artifacts: bool = True,
     ) -> None:
         self.profile = profile
+        # Simulated jobs upload each completed task's artifacts to Azurite Blob through the
+        # heartbeat endpoint's upload URLs, as the runner does (the policy benchmark turns it
+        # off: it measures the control plane, not uploads).
+        self.artifacts = artifacts
         self.seed = seed
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
         prefix = table_prefix or f"sim{uuid.uuid4().hex[:8]}"
@@ -59,6 +69,10 @@ class Simulation:
             }
         )
         os.environ.setdefault("HEARTBEAT_SECRET", DEFAULT_SECRET)
+        # The model's credentials, as Key Vault names (the simulator never fetches them): a
+        # start request is refused when the model has none (domain.requests).
+        for name, value in DEFAULT_MODEL_CREDENTIALS.items():
+            os.environ.setdefault(name, value)
         os.environ.pop("PUBLIC_BASE_URL", None)
         self.host = DevHost(
             time_mode=time_mode,
@@ -81,6 +95,7 @@ class Simulation:
             seed=seed,
             eventgrid_url=eventgrid_url_for(self.host.base_url),
             heartbeat_interval_seconds=self.heartbeat_interval_seconds,
+            upload_artifacts=self.artifacts,
         )
         install_cloud(cloud)
         # The app caches its backends per process: drop them so it talks to the new cloud.

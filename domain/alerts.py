@@ -90,3 +90,171 @@ def alerts(jobs: Sequence[Row], breaker: Mapping[str, int], tasks: Sequence[Row]
             )
         )
     return out
+
+
+# --- Live alerts -----------------------------------------------------------------------------
+# The rules that fire while the evaluation runs (issue 11, part 3), each once per cause: the
+# cause is the alert's identity in the evaluation's state (`alert_key`), so a re-delivered
+# activity, a second sweep or a retried heartbeat records nothing new.
+
+SLOW_IMAGE_PULL_SECONDS = 5 * 60
+RETRY_RATE_THRESHOLD = 0.20
+# Fewer jobs than this say nothing about a rate: one failed job of the first three is not
+# "more than 20% of jobs needing a retry" anyone should be paged for.
+RETRY_RATE_MIN_JOBS = 5
+BUDGET_WARNING_SHARE = 0.80
+
+
+class LiveAlertKind(StrEnum):
+    START_DEADLINE = "start_deadline"
+    JOB_STUCK = "job_stuck"
+    RETRY_RATE = "retry_rate"
+    SLOW_IMAGE_PULL = "slow_image_pull"
+    BREAKER_OPEN = "breaker_open"
+    BUDGET_WARNING = "budget_warning"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    EVALUATION_FINISHED = "evaluation_finished"
+    EVALUATION_FAILED = "evaluation_failed"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class LiveAlert:
+    kind: LiveAlertKind
+    cause: str  # what it is about (a job, a tier, the evaluation): fires once per cause
+    text: str
+    action: str  # what the app did about it
+    severity: Severity = Severity.WARNING
+
+
+def alert_key(kind: LiveAlertKind, cause: str) -> str:
+    return f"{kind.value}:{cause}"
+
+
+def start_deadline_hit(job: Row, reason: str) -> LiveAlert:
+    return LiveAlert(
+        LiveAlertKind.START_DEADLINE,
+        str(job["job_name"]),
+        f"job {job['job_name']} on {job['tier']} (shard {job['shard_index']}, attempt "
+        f"{job['attempt']}) never started: {reason}",
+        "cancelled the job; the shard retries or fails over to the next tier",
+    )
+
+
+def job_stuck(job: Row, detail: str) -> LiveAlert:
+    return LiveAlert(
+        LiveAlertKind.JOB_STUCK,
+        str(job["job_name"]),
+        f"job {job['job_name']} on {job['tier']} is stuck: {detail}",
+        "cancelled the job; its unfinished tasks go to the shard's next attempt",
+        Severity.ERROR,
+    )
+
+
+_NEEDED_A_RETRY = frozenset(
+    {
+        AttemptOutcome.START_TIMEOUT,
+        AttemptOutcome.STUCK,
+        AttemptOutcome.JOB_FAILED,
+        AttemptOutcome.SUBMIT_FAILED,
+    }
+)
+
+
+def needs_retry(job: Row) -> bool:
+    """A job whose attempt ended without doing its shard's work (its tasks went to a retry)."""
+    outcome = job.get("attempt_outcome")
+    if outcome:
+        return outcome in _NEEDED_A_RETRY
+    return job.get("state") == JobState.FAILED  # rows from before attempt_outcome was recorded
+
+
+def retry_rate(jobs: Sequence[Row]) -> LiveAlert | None:
+    """More than 20% of the evaluation's jobs so far needed a retry."""
+    if len(jobs) < RETRY_RATE_MIN_JOBS:
+        return None
+    failed = sum(1 for j in jobs if needs_retry(j))
+    share = failed / len(jobs)
+    if share <= RETRY_RATE_THRESHOLD:
+        return None
+    return LiveAlert(
+        LiveAlertKind.RETRY_RATE,
+        "evaluation",
+        f"{failed} of {len(jobs)} jobs ({share:.0%}) needed a retry",
+        "retrying with backoff and failing over; check the tier's health and quota",
+    )
+
+
+def slow_image_pull(job: Row, seconds_preparing: float) -> LiveAlert | None:
+    if seconds_preparing <= SLOW_IMAGE_PULL_SECONDS:
+        return None
+    return LiveAlert(
+        LiveAlertKind.SLOW_IMAGE_PULL,
+        str(job["job_name"]),
+        f"job {job['job_name']} on {job['tier']} has been preparing (pulling the image) for "
+        f"{seconds_preparing / 60:.1f} min",
+        "waiting: the start deadline still applies",
+    )
+
+
+def breaker_opened(tier: str, failures: int, threshold: int) -> LiveAlert | None:
+    """The tier's failures reached the breaker threshold (recorded once per tier)."""
+    if failures < threshold:
+        return None
+    return LiveAlert(
+        LiveAlertKind.BREAKER_OPEN,
+        tier,
+        f"tier {tier}: circuit breaker open after {failures} failures",
+        f"no new attempt goes to {tier} in this evaluation; shards fail over",
+        Severity.ERROR,
+    )
+
+
+def budget_alerts(evaluation: Row, *, refused: bool = False) -> list[LiveAlert]:
+    """Budget at 80% (spent plus reserved) and budget exhausted (a job could not be afforded)."""
+    budget = evaluation.get("budget_usd")
+    if budget is None:
+        return []
+    budget = float(budget)
+    committed = float(evaluation.get("spent_usd", 0.0)) + float(evaluation.get("reserved_usd", 0.0))
+    out: list[LiveAlert] = []
+    if committed >= BUDGET_WARNING_SHARE * budget or refused:
+        out.append(
+            LiveAlert(
+                LiveAlertKind.BUDGET_WARNING,
+                "budget",
+                f"budget at {committed / budget:.0%}: ${committed:.2f} of ${budget:.2f} "
+                "spent or reserved",
+                "continuing; no job is submitted that would pass the budget",
+            )
+        )
+    if refused:
+        out.append(
+            LiveAlert(
+                LiveAlertKind.BUDGET_EXHAUSTED,
+                "budget",
+                f"budget exhausted: the next job would pass ${budget:.2f}",
+                "stopped submitting; tasks that cannot be afforded end not_run",
+                Severity.ERROR,
+            )
+        )
+    return out
+
+
+def evaluation_ended(evaluation_id: str, state: str, summary: Mapping[str, Any]) -> LiveAlert:
+    counts = summary.get("counts", {})
+    failed = state == "failed"
+    return LiveAlert(
+        LiveAlertKind.EVALUATION_FAILED if failed else LiveAlertKind.EVALUATION_FINISHED,
+        "evaluation",
+        f"evaluation {evaluation_id} {state}: {counts.get('completed', 0)}/"
+        f"{counts.get('total', 0)} tasks completed, {counts.get('failed', 0)} failed, "
+        f"{counts.get('not_run', 0)} not run, ${float(summary.get('cost_usd', 0.0)):.2f}",
+        "summary written; see the results table",
+        Severity.ERROR if failed else Severity.INFO,
+    )

@@ -49,6 +49,27 @@ TABLE_OPERATION_SECONDS = TABLE_RETRY_TIMEOUT + TABLE_READ_TIMEOUT
 # make hold for a store that answers, not a count of calls.
 TABLE_ALLOWANCE_SECONDS = 2 * TABLE_OPERATION_SECONDS
 
+# --- Blob Storage (the artifacts container): one operation ---------------------------------
+# azure-storage-blob has its own retry policy (azure/storage/blob/_shared/policies.py): the
+# default ExponentialRetry sleeps 15 s, then 18, 24... between tries, so the store is built with
+# LinearRetry(backoff, retry_total, random_jitter_range) and the transport timeouts below. Each
+# try waits at most the connect plus the read timeout; between tries, backoff + jitter.
+BLOB_CONNECTION_TIMEOUT = 10
+BLOB_READ_TIMEOUT = 20
+BLOB_RETRY_TOTAL = 2
+BLOB_RETRY_BACKOFF = 2
+BLOB_RETRY_JITTER = 1
+BLOB_OPERATION_SECONDS = (BLOB_RETRY_TOTAL + 1) * (
+    BLOB_CONNECTION_TIMEOUT + BLOB_READ_TIMEOUT
+) + BLOB_RETRY_TOTAL * (BLOB_RETRY_BACKOFF + BLOB_RETRY_JITTER)
+# An artifact_urls heartbeat makes at most these Blob calls one after another: create the
+# container (once per process), get a user-delegation key (when the cached one is too short).
+# Minting the SAS itself is local (an HMAC), whatever the number of files.
+ARTIFACT_URLS_BLOB_CALLS = 2
+HEARTBEAT_WORST_CASE_SECONDS = (
+    TABLE_ALLOWANCE_SECONDS + ARTIFACT_URLS_BLOB_CALLS * BLOB_OPERATION_SECONDS
+)
+
 # --- Azure ML (ARM through azure-ai-ml): one operation, and the cancel's wait -----------------
 AZUREML_CONNECTION_TIMEOUT = 10
 AZUREML_READ_TIMEOUT = 20
@@ -67,6 +88,20 @@ BATCH_RETRY_TOTAL = 4
 BATCH_RETRY_BACKOFF_MAX = 30
 BATCH_RETRY_TIMEOUT = 40
 BATCH_OPERATION_SECONDS = BATCH_RETRY_TIMEOUT + BATCH_READ_TIMEOUT
+
+# --- Key Vault (azure-keyvault-secrets): one operation ----------------------------------------
+# submit_job writes an Azure ML or Batch attempt's heartbeat token as a secret before it
+# submits the job. One try of the SDK's pipeline may be two HTTP requests: Key Vault's
+# challenge (the first request of a client goes out without a token and gets a 401 naming the
+# authority and resource; the ChallengeAuthPolicy then sends it again with one;
+# azure/keyvault/secrets/_shared/challenge_auth_policy.py), both inside one retry attempt
+# (the authentication policy runs after the RetryPolicy), hence two reads on top.
+KEYVAULT_CONNECTION_TIMEOUT = 10
+KEYVAULT_READ_TIMEOUT = 20
+KEYVAULT_RETRY_TOTAL = 3
+KEYVAULT_RETRY_BACKOFF_MAX = 8
+KEYVAULT_RETRY_TIMEOUT = 30
+KEYVAULT_OPERATION_SECONDS = KEYVAULT_RETRY_TIMEOUT + 2 * KEYVAULT_READ_TIMEOUT
 
 # --- VMs over SSH ---------------------------------------------------------------------------
 # Each of: the TCP connect with the SSH negotiation, the banner, authentication, opening a
@@ -91,6 +126,18 @@ CAPACITY_DEADLINE_SECONDS = 45 * 60
 # --- The sweeper (a timer function, under the same functionTimeout) -------------------------
 # No job check starts after this; those left are checked by the next sweep.
 SWEEP_BUDGET_SECONDS = 120
+
+# --- Live alert delivery (adapters/alerting.py) ---------------------------------------------
+# One webhook POST: connect, then the answer (requests' (connect, read) timeout pair).
+ALERT_CONNECT_TIMEOUT = 3
+ALERT_READ_TIMEOUT = 5
+ALERT_DELIVERY_SECONDS = ALERT_CONNECT_TIMEOUT + ALERT_READ_TIMEOUT
+# Failed deliveries are retried by the sweeper after 1, 2, 4, ... minutes (capped at an hour),
+# at most this many times in all.
+ALERT_DELIVERY_ATTEMPTS = 8
+ALERT_RETRY_BASE_SECONDS = 60
+# A sweep starts no re-delivery after this; the rest wait for the next sweep.
+ALERT_REDELIVERY_BUDGET_SECONDS = 10
 
 # --- Worst case of one ComputeBackend call, by tier -----------------------------------------
 # Azure ML and Batch: SDK operations one after another (read from the adapters' code paths),
@@ -134,14 +181,31 @@ ACTIVITY_BACKEND_CALLS: dict[str, tuple[str, ...]] = {
 }
 
 
+# --- Calls an activity makes besides its backend's and the Table's ----------------------------
+# submit_job: the heartbeat token's Key Vault secret (Azure ML and Batch with a vault; counted
+# on every tier, which only overstates the VM tier's worst case).
+ACTIVITY_OTHER_SECONDS: dict[str, float] = {
+    names.SUBMIT_JOB: KEYVAULT_OPERATION_SECONDS,
+}
+
+
 def activity_worst_case_seconds(activity: str, tier: Tier) -> float:
-    """The longest `activity` can take on `tier`: its backend calls plus its Table work."""
+    """The longest `activity` can take on `tier`: its backend calls, its other calls (Key
+    Vault) and its Table work."""
     calls = BACKEND_CALL_SECONDS[tier]
-    return sum(calls[m] for m in ACTIVITY_BACKEND_CALLS[activity]) + TABLE_ALLOWANCE_SECONDS
+    backend = sum(calls[m] for m in ACTIVITY_BACKEND_CALLS[activity])
+    return backend + ACTIVITY_OTHER_SECONDS.get(activity, 0) + TABLE_ALLOWANCE_SECONDS
 
 
 def sweep_worst_case_seconds(tier: Tier) -> float:
     """The longest a sweep can take: its budget, then the one job check still running (a
-    status read or a cancel, never both), plus Table work."""
+    status read or a cancel, never both), then re-deliveries of alerts (their budget and the
+    one still running), plus Table work."""
     calls = BACKEND_CALL_SECONDS[tier]
-    return SWEEP_BUDGET_SECONDS + max(calls["status"], calls["cancel"]) + TABLE_ALLOWANCE_SECONDS
+    return (
+        SWEEP_BUDGET_SECONDS
+        + max(calls["status"], calls["cancel"])
+        + ALERT_REDELIVERY_BUDGET_SECONDS
+        + ALERT_DELIVERY_SECONDS
+        + TABLE_ALLOWANCE_SECONDS
+    )

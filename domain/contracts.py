@@ -75,6 +75,10 @@ class JobSnapshot(Contract):
     max_steps: int = _REQUEST["max_steps"].default
     som_origin: str = _REQUEST["som_origin"].default
     a11y_backend: str = _REQUEST["a11y_backend"].default
+    # Whose credentials the jobs get ("openai" | "azure"; resolved at start, see
+    # domain.requests.resolve_model_provider). "" in an instance started before it existed:
+    # its jobs get no model credentials, as then.
+    model_provider: str = ""
     # The evaluation's shards in parallel: the capacity to make usable.
     workers: int = _REQUEST["workers"].default
     job_timeout_seconds: float = _POLICY["job_timeout_seconds"].default
@@ -95,6 +99,7 @@ class JobSnapshot(Contract):
             max_steps=req.max_steps,
             som_origin=req.som_origin,
             a11y_backend=req.a11y_backend,
+            model_provider=req.model_provider.value if req.model_provider else "",
             workers=workers,
             job_timeout_seconds=policy.job_timeout_seconds,
             heartbeat_timeout_seconds=policy.heartbeat_timeout_seconds,

@@ -186,6 +186,8 @@ def advanced(
         new["failure_kind"] = failure_kind.value
     if state is JobState.RUNNING and not row.get("running_at"):
         new["running_at"] = iso(at)
+    if state is JobState.PREPARING and not row.get("preparing_at"):
+        new["preparing_at"] = iso(at)
     if state.is_terminal:
         new["ended_at"] = iso(at)
     return new
@@ -204,6 +206,22 @@ def after_heartbeat(row: Row, at: datetime) -> Row | None:
         new["state"] = JobState.RUNNING.value
         new.setdefault("running_at", iso(at))
     return new
+
+
+def preparing_seen(row: Row, at: datetime) -> Row | None:
+    """The job row noting when the job was first seen preparing (image pull, container
+    setup), or None when that is already known."""
+    if row.get("preparing_at") or row.get("started_at"):
+        return None
+    return {**row, "preparing_at": iso(at)}
+
+
+def seconds_preparing(row: Row, now: datetime) -> float | None:
+    """How long a job that has not started has been preparing, if it is known."""
+    since = parse_time(row.get("preparing_at"))
+    if since is None or row.get("started_at"):
+        return None
+    return (now - since).total_seconds()
 
 
 def stuck_detail(row: Row, now: datetime) -> str | None:

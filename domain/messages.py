@@ -11,7 +11,14 @@ by hand, so keep field names stable.
                      "reason": "...", "duration_seconds": 412.0},        # kind == task_result
      "failure": {"code": "no_nested_virtualization", "message": "...",
                  "permanent": true},                                       # kind == failure
-     "exit_code": 0}                                                       # kind == finished
+     "exit_code": 0,                                                       # kind == finished
+     "artifacts": {"task_id": "...", "files": [{"path": "traj.jsonl", "size": 1234}],
+                   "failed": ["x.png"]}}            # kind == artifact_urls | artifacts_uploaded
+
+`artifact_urls` asks for one write-only upload URL per file of a task's result folder, after
+the task's result was sent (the score never waits for uploads); `artifacts_uploaded` reports
+what went up ("failed": the paths that did not). Paths are relative POSIX paths inside the
+task's folder (`domain.artifacts.path_problem`).
 
 Any message from a job counts as a heartbeat; the first one of an attempt is the authoritative
 "container started" signal.
@@ -23,10 +30,14 @@ import hashlib
 import hmac
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+from domain.artifacts import MAX_ARTIFACT_FILE_BYTES, MAX_ARTIFACT_FILES, path_problem
+
+# A WAA task id, optionally with a run's trial suffix "#<k>" (k = 0..9; domain/tasksets.py).
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(#[0-9])?$"
 JOB_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{2,127}$"
 
 
@@ -35,6 +46,8 @@ class MessageKind(StrEnum):
     TASK_RESULT = "task_result"
     FAILURE = "failure"
     FINISHED = "finished"
+    ARTIFACT_URLS = "artifact_urls"
+    ARTIFACTS_UPLOADED = "artifacts_uploaded"
 
 
 class TaskRunStatus(StrEnum):
@@ -68,6 +81,45 @@ class RunnerFailure(BaseModel):
     permanent: bool = False
 
 
+def _checked_path(path: str) -> str:
+    problem = path_problem(path)
+    if problem is not None:
+        raise ValueError(problem)
+    return path
+
+
+# A relative POSIX path inside a task's folder; an error is reported at the path's own place.
+ArtifactPath = Annotated[str, AfterValidator(_checked_path)]
+
+
+class ArtifactFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: ArtifactPath
+    size: int = Field(default=0, ge=0, le=MAX_ARTIFACT_FILE_BYTES)
+
+
+class Artifacts(BaseModel):
+    """One task's result folder: the files to upload (artifact_urls) or that went up
+    (artifacts_uploaded, with the paths that failed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str = Field(pattern=TASK_ID_PATTERN)
+    files: list[ArtifactFile] = Field(max_length=MAX_ARTIFACT_FILES)
+    failed: list[ArtifactPath] = Field(default_factory=list, max_length=MAX_ARTIFACT_FILES)
+
+    @field_validator("files")
+    @classmethod
+    def _distinct(cls, v: list[ArtifactFile]) -> list[ArtifactFile]:
+        seen: set[str] = set()
+        for f in v:
+            if f.path in seen:
+                raise ValueError(f"path {f.path!r} is listed twice")
+            seen.add(f.path)
+        return v
+
+
 class JobMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,6 +129,7 @@ class JobMessage(BaseModel):
     task_result: TaskResult | None = None
     failure: RunnerFailure | None = None
     exit_code: int | None = None
+    artifacts: Artifacts | None = None
 
 
 def heartbeat_token(secret: str, job_name: str) -> str:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from domain.cost import PRICE_TABLE, hourly_price, vm_size_info
-from domain.tasksets import TaskRef
+from domain.outcomes import TaskOutcome
+from domain.tasksets import TaskRef, run_key
 
 DOMAIN_MINUTES: dict[str, float] = {
     # Short: small built-in Windows apps, a few UI steps.
@@ -51,6 +53,29 @@ class ShardPlan(BaseModel):
 
 def expected_minutes(task: TaskRef) -> float:
     return DOMAIN_MINUTES.get(task.domain, UNKNOWN_DOMAIN_MINUTES)
+
+
+def expand_trials(tasks: Sequence[TaskRef], trials: int) -> list[TaskRef]:
+    """The runs of an evaluation: each task once per trial, keyed "<task_id>#<k>" when there is
+    more than one trial (`domain.tasksets.run_key`), each with its task's domain and so its
+    expected duration. Trial-major order: every task of trial 0, then of trial 1, ..."""
+    return [
+        TaskRef(task_id=run_key(t.task_id, k, trials), domain=t.domain)
+        for k in range(trials)
+        for t in tasks
+    ]
+
+
+def runs_to_retry(task_rows: Sequence[dict[str, Any]]) -> list[TaskRef]:
+    """The runs a retry evaluation runs again: every run of the source that did not complete
+    (failed, not run; and, should an ended evaluation hold one, still open), with its run key
+    (so trial ids are kept) and domain, in run-key order. A completed run scored 0 is a result,
+    not a failure: it is not retried."""
+    return [
+        TaskRef(task_id=str(row["task_id"]), domain=str(row.get("domain") or "unknown"))
+        for row in sorted(task_rows, key=lambda r: str(r["task_id"]))
+        if row.get("outcome") != TaskOutcome.COMPLETED.value
+    ]
 
 
 def light_vm_size(vm_size: str) -> str:

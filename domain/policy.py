@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 NAIVE_JOB_TIMEOUT_SECONDS = 4 * 3600
 
 
+# Failures of one tier within one evaluation before no new attempt is sent to it.
+BREAKER_THRESHOLD = 3
+
+
 class PolicyConfig(BaseModel):
     # Snapshotted into orchestration inputs, so read back from histories after a deploy: a
     # field a later deploy no longer knows is ignored, as in every contract (domain/contracts).
@@ -36,7 +40,7 @@ class PolicyConfig(BaseModel):
     backoff_cap_seconds: float = Field(default=900.0, ge=0)
     jitter_fraction: float = Field(default=0.2, ge=0, le=1)
     # Failures of one tier within one evaluation before no new attempt is sent to it.
-    breaker_threshold: int = Field(default=3, ge=1)
+    breaker_threshold: int = Field(default=BREAKER_THRESHOLD, ge=1)
     container_start_timeout_seconds: float = Field(default=600.0, gt=0)
     heartbeat_timeout_seconds: float = Field(default=600.0, gt=0)
     job_timeout_seconds: float = Field(default=4 * 3600.0, gt=0)

@@ -7,6 +7,7 @@ invalid value is never replaced by a default.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
@@ -22,9 +23,17 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from domain.cost import PRICED_VM_SIZES, RECOMMENDED_VM_SIZE
+from domain.credentials import PROVIDER_LABEL, PROVIDER_SETTINGS, ModelCredentials, ModelProvider
 from domain.jobs import Tier
-from domain.messages import TASK_ID_PATTERN
-from domain.tasksets import TASK_SETS, TaskRef, domain_of, load_task_set, task_refs
+from domain.tasksets import (
+    MAX_TRIALS,
+    TASK_SETS,
+    WAA_TASK_ID_PATTERN,
+    TaskRef,
+    domain_of,
+    load_task_set,
+    task_refs,
+)
 
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 # Domain labels of a test_all.json-shaped body; they end up in logs and status documents.
@@ -38,7 +47,7 @@ MAX_TASKS = 2000
 DEFAULT_MAX_WORKERS = 20
 DEFAULT_TIERS: tuple[Tier, ...] = (Tier.AZURE_ML, Tier.BATCH, Tier.VM)
 
-_TASK_ID = re.compile(TASK_ID_PATTERN)
+_TASK_ID = re.compile(WAA_TASK_ID_PATTERN)
 _DOMAIN_LABEL = re.compile(DOMAIN_LABEL_PATTERN)
 
 
@@ -97,6 +106,10 @@ class EvaluationRequest(BaseModel):
     job_timeout_hours: float = Field(default=4, ge=0.25, le=48, allow_inf_nan=False)
     agent: str = Field(default="navi", pattern=AGENT_PATTERN)
     model: str = Field(default="gpt-4o", pattern=MODEL_PATTERN)
+    # Whose credentials the model uses: "openai" (OPENAI_API_KEY) or "azure" (Azure OpenAI:
+    # AZURE_API_KEY and AZURE_ENDPOINT). Omitted: the one provider the app has credentials for
+    # (`resolve_model_provider`); never a silent default when there are two, or none.
+    model_provider: ModelProvider | None = None
     max_steps: int = Field(default=15, ge=1, le=100)
     # WAA's run.py `--som_origin` (default "oss"): the values its Navi agent handles ("a11y",
     # "omni", "mixed-omni" without a set-of-marks config; "oss", "mixed-oss" with one); any
@@ -110,6 +123,9 @@ class EvaluationRequest(BaseModel):
     # How often a task whose run failed (agent crash, setup error) is run again in a later
     # attempt before its failure is final. A task that ran and scored 0 is completed, not failed.
     task_retries: int = Field(default=1, ge=0, le=3)
+    # How often each task runs, as WAA's `run.py --trial_id 0..N-1` (domain/tasksets.py run
+    # keys); the results table then reports the mean and spread across trials.
+    trials: int = Field(default=1, ge=1, le=MAX_TRIALS)
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -183,6 +199,21 @@ class EvaluationRequest(BaseModel):
                 "job_timeout_short",
                 "must be longer than container_start_timeout_minutes",
             )
+        if self.trials > 1:
+            if self.task_set is not None:
+                count = sum(len(ids) for ids in load_task_set(self.task_set).values())
+            elif isinstance(self.tasks, dict):
+                count = sum(len(ids) for ids in self.tasks.values())
+            else:
+                count = len(self.tasks or [])
+            if count * self.trials > MAX_TASKS:
+                raise _fail(
+                    "runs_too_many",
+                    "{n} tasks x {t} trials is more than {max} runs per evaluation",
+                    n=count,
+                    t=self.trials,
+                    max=MAX_TASKS,
+                )
         return self
 
 
@@ -190,6 +221,7 @@ class EvaluationRequest(BaseModel):
 _MODEL_ERROR_FIELD = {
     "tasks_source": "tasks",
     "job_timeout_short": "job_timeout_hours",
+    "runs_too_many": "trials",
 }
 _FRIENDLY = {
     "extra_forbidden": "unknown field",
@@ -241,3 +273,106 @@ def resolve_tasks(req: EvaluationRequest) -> list[TaskRef]:
     if isinstance(req.tasks, dict):
         return task_refs(req.tasks)
     return [TaskRef(task_id=t, domain=domain_of(t)) for t in req.tasks or []]
+
+
+# --- retry (POST /api/evaluations/{id}/retry) ---------------------------------------------------
+
+# The evaluation row's column holding the request's settings (all but the task selection), so a
+# retry starts with the same ones.
+SETTINGS_COLUMN = "request"
+# What a retry decides itself: the tasks (the source's unfinished runs, each in its own trial),
+# the trials those runs belong to, and the idempotency key (derived from the source).
+RETRY_FIXED_FIELDS: dict[str, str] = {
+    "tasks": "a retry runs the tasks of the evaluation that did not complete",
+    "task_set": "a retry runs the tasks of the evaluation that did not complete",
+    "trials": "a retry runs each unfinished run again in its own trial",
+    "idempotency_key": "a retry's key is derived from the evaluation it retries (see force)",
+}
+_SELECTION = {"tasks", "task_set", "idempotency_key"}
+
+
+def request_settings(req: EvaluationRequest) -> str:
+    """The request's settings as JSON, for the evaluation row (no task list: it can be long)."""
+    return req.model_dump_json(exclude=_SELECTION)
+
+
+def settings_from_row(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The settings an evaluation was started with. Rows written before the settings column
+    existed give the columns they have; the rest take the request's defaults."""
+    stored = evaluation.get(SETTINGS_COLUMN)
+    if stored:
+        settings: dict[str, Any] = json.loads(stored)
+        return {k: v for k, v in settings.items() if k not in _SELECTION}
+    out: dict[str, Any] = {}
+    for column in ("policy", "workers", "vm_size", "spot", "agent", "model", "max_steps"):
+        if evaluation.get(column) is not None:
+            out[column] = evaluation[column]
+    if evaluation.get("tiers"):
+        out["tiers"] = str(evaluation["tiers"]).split(",")
+    if evaluation.get("budget_usd") is not None:
+        out["budget_usd"] = float(evaluation["budget_usd"])
+    return out
+
+
+def parse_retry_request(
+    body: bytes, *, source: dict[str, Any], task_ids: list[str], max_workers: int
+) -> tuple[EvaluationRequest, bool]:
+    """The request of a retry: the source's settings (`settings_from_row`) with the body's
+    overrides, validated as a start request is, over `task_ids` (the distinct tasks of the runs
+    to retry). The body is empty or a JSON object of start fields, minus RETRY_FIXED_FIELDS,
+    plus `force` (bool: start another retry even if one exists). Returns (request, force)."""
+    if body.strip():
+        try:
+            overrides = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise RequestError("body", "body: is not valid JSON") from None
+        if not isinstance(overrides, dict):
+            raise RequestError("body", "body: must be a JSON object")
+    else:
+        overrides = {}
+    for field, why in RETRY_FIXED_FIELDS.items():
+        if field in overrides:
+            raise RequestError(field, f"{field}: cannot be set on a retry: {why}")
+    force = overrides.pop("force", False)
+    if not isinstance(force, bool):
+        raise RequestError("force", "force: must be true or false")
+    merged = {**source, **overrides, "tasks": task_ids}
+    return parse_evaluation_request(json.dumps(merged).encode(), max_workers), force
+
+
+def _settings_list(names: tuple[str, ...] | list[str]) -> str:
+    return " and ".join(names)
+
+
+def resolve_model_provider(req: EvaluationRequest, credentials: ModelCredentials) -> ModelProvider:
+    """The provider whose credentials the evaluation's jobs get, or `RequestError` naming the
+    field to fix (`model_provider`, or `model` when the request named no provider) and the
+    app settings that are missing. Checked before anything is created or spent."""
+    configured = credentials.providers
+    if req.model_provider is not None:
+        provider = req.model_provider
+        if provider not in configured:
+            missing = credentials.missing(provider)
+            raise RequestError(
+                "model_provider",
+                f"model_provider: {PROVIDER_LABEL[provider]} ({provider.value}) has no "
+                f"credentials configured for model {req.model!r}: app setting(s) "
+                f"{_settings_list(missing)} not set",
+            )
+        return provider
+    if len(configured) == 1:
+        return configured[0]
+    if not configured:
+        options = "; or ".join(
+            f"{_settings_list(PROVIDER_SETTINGS[p])} ({PROVIDER_LABEL[p]})" for p in ModelProvider
+        )
+        raise RequestError(
+            "model",
+            f"model: no credentials are configured for model {req.model!r}: set the app "
+            f"settings {options}",
+        )
+    raise RequestError(
+        "model_provider",
+        "model_provider: credentials for both OpenAI and Azure OpenAI are configured: say "
+        "which the model uses (" + " or ".join(repr(p.value) for p in ModelProvider) + ")",
+    )

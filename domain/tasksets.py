@@ -3,6 +3,11 @@
 `domain/data/waa_tasks.json` holds named task sets in WAA's own `test_all.json` shape
 (domain -> list of task ids). "waa-full" is the public Windows Agent Arena benchmark: 154 tasks
 in 12 domains; "waa-smoke" is one task per domain for quick end-to-end runs.
+
+A *run* is one task in one trial. An evaluation with `trials` > 1 runs each task that many
+times, as WAA's `run.py --trial_id k`; the run's key is "<task_id>#<k>" (k = 0..9), the form the
+runner reads from WAA_TASK_IDS and reports results under (see /work/wt/CONTRACT.md). With one
+trial the run key is the task id itself, as before trials existed.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from importlib import resources
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from domain.messages import TASK_ID_PATTERN
-
 UNKNOWN_DOMAIN = "unknown"
 FULL_SET = "waa-full"
 
-_TASK_ID = re.compile(TASK_ID_PATTERN)
+# A WAA task id as a user or a task set names it (no trial suffix; `domain.messages`'
+# TASK_ID_PATTERN also admits the run key's "#<k>").
+WAA_TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+TRIAL_SEPARATOR = "#"
+MAX_TRIALS = 10  # trial ids 0..9: one digit after the separator
+
+_TASK_ID = re.compile(WAA_TASK_ID_PATTERN)
 
 
 class TaskRef(BaseModel):
@@ -86,9 +95,25 @@ def load_task_set(name: str) -> dict[str, list[str]]:
     return {domain: list(ids) for domain, ids in domains.items()}
 
 
+def run_key(task_id: str, trial: int, trials: int) -> str:
+    """The key of `task_id`'s run in trial `trial` of an evaluation with `trials` trials."""
+    if not 0 <= trial < trials <= MAX_TRIALS:
+        raise ValueError(f"trial {trial} of {trials} (at most {MAX_TRIALS} trials)")
+    return f"{task_id}{TRIAL_SEPARATOR}{trial}" if trials > 1 else task_id
+
+
+def split_run_key(key: str) -> tuple[str, int | None]:
+    """(task id, trial) of a run key; the trial is None for a run without a suffix."""
+    task_id, sep, trial = key.rpartition(TRIAL_SEPARATOR)
+    if sep and trial.isdigit() and len(trial) == 1:
+        return task_id, int(trial)
+    return key, None
+
+
 def domain_of(task_id: str) -> str:
-    """The WAA domain of a shipped task id; "unknown" for ids the project does not ship."""
-    return _DOMAIN_OF.get(task_id, UNKNOWN_DOMAIN)
+    """The WAA domain of a shipped task id (or of a run key's task); "unknown" for ids the
+    project does not ship."""
+    return _DOMAIN_OF.get(split_run_key(task_id)[0], UNKNOWN_DOMAIN)
 
 
 def task_refs(domains: dict[str, list[str]]) -> list[TaskRef]:

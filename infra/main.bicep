@@ -76,6 +76,19 @@ param vmPool string = '[]'
 @description('Private key of the VM tier (OpenSSH or PEM); stored in Key Vault. Empty: no VM tier.')
 param vmSshPrivateKey string = ''
 
+// The model's credentials (docs/azure-setup.md, "Model credentials"), stored in Key Vault when
+// given; the jobs read them there with their own identity. Empty: set them in the vault later.
+@secure()
+@description('OpenAI API key for the agent (OPENAI_API_KEY); stored in Key Vault. Empty: none.')
+param openAiApiKey string = ''
+
+@secure()
+@description('Azure OpenAI key for the agent (AZURE_API_KEY); stored in Key Vault. Empty: none.')
+param azureOpenAiApiKey string = ''
+
+@description('Azure OpenAI endpoint (AZURE_ENDPOINT, not a secret), with azureOpenAiApiKey.')
+param azureOpenAiEndpoint string = ''
+
 var abbrs = {
   resourceGroup: 'rg-'
   identity: 'id-'
@@ -108,6 +121,18 @@ module identity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1
   scope: rg
   params: {
     name: '${abbrs.identity}waa-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+// The jobs' identity: the Azure ML cluster and the Batch pool run jobs with it; it may read the
+// vault's secrets (the model's keys, the attempts' heartbeat tokens) and nothing else.
+module jobIdentity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = {
+  name: 'jobIdentity'
+  scope: rg
+  params: {
+    name: '${abbrs.identity}waa-job-${resourceToken}'
     location: location
     tags: tags
   }
@@ -181,6 +206,7 @@ module rbac 'app/rbac.bicep' = {
     applicationInsightsName: monitoring.outputs.name
     identityPrincipalId: identity.outputs.principalId
     userPrincipalId: principalId
+    jobIdentityName: jobIdentity.outputs.name
   }
 }
 
@@ -194,6 +220,9 @@ module vault 'app/keyvault.bicep' = {
     identityPrincipalId: identity.outputs.principalId
     heartbeatSecret: heartbeatSecret
     vmSshPrivateKey: vmSshPrivateKey
+    jobIdentityPrincipalId: jobIdentity.outputs.principalId
+    openAiApiKey: openAiApiKey
+    azureOpenAiApiKey: azureOpenAiApiKey
   }
 }
 
@@ -270,6 +299,11 @@ module api 'app/api.bicep' = {
     identityId: identity.outputs.resourceId
     identityClientId: identity.outputs.clientId
     appSettings: union(controlPlaneAppSettings, sshKeyAppSettings, workerAppSettings)
+    modelSecretsVaultUrl: vault.outputs.uri
+    openAiApiKeySecretName: vault.outputs.openAiKeySecretName
+    azureApiKeySecretName: vault.outputs.azureOpenAiKeySecretName
+    azureOpenAiEndpoint: azureOpenAiEndpoint
+    jobIdentityClientId: jobIdentity.outputs.clientId
   }
 }
 
@@ -280,6 +314,8 @@ output RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = api.outputs.name
 output SERVICE_API_NAME string = api.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVaultName
+// Attach this identity to the Azure ML cluster and the Batch pool (docs/azure-setup.md).
+output JOB_IDENTITY_RESOURCE_ID string = jobIdentity.outputs.resourceId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.name
 output AML_SYSTEM_TOPIC_NAME string = empty(azureMlWorkspaceName) ? '' : azureMl.outputs.systemTopicName
 output AML_RESOURCE_GROUP string = empty(azureMlWorkspaceName) ? '' : mlResourceGroupName

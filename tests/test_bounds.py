@@ -13,8 +13,10 @@ import re
 from pathlib import Path
 
 from azure.functions.decorators.function_app import FunctionBuilder
+from azure.storage.blob import LinearRetry
 
 from activities import attempts, evaluations
+from adapters import artifacts, secrets
 from adapters.compute import azureml, batch
 from adapters.compute.ssh_vm import RUN_KILL_AFTER_SECONDS, SshVmBackend
 from adapters.state import table_store
@@ -51,6 +53,7 @@ def overruns(limit: float) -> list[str]:
         "Table operation": bounds.TABLE_OPERATION_SECONDS,
         "Azure ML operation": bounds.AZUREML_OPERATION_SECONDS,
         "Batch operation": bounds.BATCH_OPERATION_SECONDS,
+        "Key Vault operation": bounds.KEYVAULT_OPERATION_SECONDS,
         "SSH call": bounds.SSH_CALL_SECONDS,
     }
     found += [f"{what}: {s:g} s" for what, s in single.items() if s > budget]
@@ -65,9 +68,14 @@ def overruns(limit: float) -> list[str]:
         worst = bounds.sweep_worst_case_seconds(tier)
         if worst > budget:
             found.append(f"sweep on {tier.value}: {worst:g} s")
-    # Heartbeats, Event Grid and the HTTP API make Table calls only.
+    # Event Grid and the HTTP API make Table calls only.
     if budget < bounds.TABLE_ALLOWANCE_SECONDS:
         found.append(f"Table-only functions: {bounds.TABLE_ALLOWANCE_SECONDS:g} s")
+    # Heartbeats, also Blob calls for artifact upload URLs (adapters/artifacts.py).
+    if budget < bounds.BLOB_OPERATION_SECONDS:
+        found.append(f"Blob operation: {bounds.BLOB_OPERATION_SECONDS:g} s")
+    if budget < bounds.HEARTBEAT_WORST_CASE_SECONDS:
+        found.append(f"heartbeat with artifact URLs: {bounds.HEARTBEAT_WORST_CASE_SECONDS:g} s")
     return found
 
 
@@ -99,12 +107,25 @@ def test_the_clients_are_built_with_these_bounds() -> None:
         "retry_backoff_max": bounds.TABLE_RETRY_BACKOFF_MAX,
         "timeout": bounds.TABLE_RETRY_TIMEOUT,
     }
-    for options, prefix in ((azureml.CLIENT_OPTIONS, "AZUREML"), (batch.CLIENT_OPTIONS, "BATCH")):
+    clients = (
+        (azureml.CLIENT_OPTIONS, "AZUREML"),
+        (batch.CLIENT_OPTIONS, "BATCH"),
+        (secrets.CLIENT_OPTIONS, "KEYVAULT"),
+    )
+    for options, prefix in clients:
         assert options["connection_timeout"] == getattr(bounds, f"{prefix}_CONNECTION_TIMEOUT")
         assert options["read_timeout"] == getattr(bounds, f"{prefix}_READ_TIMEOUT")
         assert options["retry_total"] == getattr(bounds, f"{prefix}_RETRY_TOTAL")
         assert options["retry_backoff_max"] == getattr(bounds, f"{prefix}_RETRY_BACKOFF_MAX")
         assert options["timeout"] == getattr(bounds, f"{prefix}_RETRY_TIMEOUT")
+    blob = artifacts.client_options()
+    assert blob["connection_timeout"] == bounds.BLOB_CONNECTION_TIMEOUT
+    assert blob["read_timeout"] == bounds.BLOB_READ_TIMEOUT
+    retry = blob["retry_policy"]
+    assert isinstance(retry, LinearRetry)
+    assert retry.total_retries == bounds.BLOB_RETRY_TOTAL
+    assert retry.backoff == bounds.BLOB_RETRY_BACKOFF
+    assert retry.random_jitter_range == bounds.BLOB_RETRY_JITTER
     aml = inspect.signature(azureml.AzureMLBackend).parameters
     assert aml["cancel_wait_seconds"].default == bounds.AZUREML_CANCEL_WAIT_SECONDS
     ssh = inspect.signature(SshVmBackend).parameters
@@ -128,3 +149,24 @@ def test_capacity_is_polled_several_times_before_its_deadline() -> None:
     assert bounds.CAPACITY_DEADLINE_SECONDS >= 10 * bounds.CAPACITY_POLL_SECONDS
     # Batch allocates within the pool's resize timeout (30 min), then prefetches the image.
     assert bounds.CAPACITY_DEADLINE_SECONDS > 30 * 60
+
+
+def test_a_blob_operation_is_bounded_by_its_tries_and_back_offs() -> None:
+    # Each try waits at most connect + read; LinearRetry sleeps backoff +- jitter between tries.
+    tries = bounds.BLOB_RETRY_TOTAL + 1
+    per_try = bounds.BLOB_CONNECTION_TIMEOUT + bounds.BLOB_READ_TIMEOUT
+    sleeps = bounds.BLOB_RETRY_TOTAL * (bounds.BLOB_RETRY_BACKOFF + bounds.BLOB_RETRY_JITTER)
+    assert tries * per_try + sleeps == bounds.BLOB_OPERATION_SECONDS
+    # The heartbeat's check fails under a timeout its Blob calls no longer fit in.
+    assert "heartbeat with artifact URLs" in " ".join(
+        overruns(bounds.HEARTBEAT_WORST_CASE_SECONDS + bounds.HEADROOM_SECONDS - 1)
+    )
+
+
+def test_a_submit_counts_the_key_vault_write_of_its_heartbeat_token() -> None:
+    for tier in Tier:
+        with_vault = bounds.activity_worst_case_seconds(names.SUBMIT_JOB, tier)
+        backend = bounds.BACKEND_CALL_SECONDS[tier]["submit"]
+        assert with_vault == (
+            backend + bounds.KEYVAULT_OPERATION_SECONDS + bounds.TABLE_ALLOWANCE_SECONDS
+        )

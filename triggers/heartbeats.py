@@ -4,20 +4,31 @@ Authenticated with a per-attempt token (HMAC of the job name under HEARTBEAT_SEC
 `Authorization: Bearer ...`: missing -> 401, forged or for another job -> 403, a job that has
 already ended (a stale attempt) -> 403. The first message of an attempt is the authoritative
 "container started" signal; a task result is stored at once, so a later attempt skips it.
+
+Artifacts (issue 9, part 6): `artifact_urls` answers 200 with one write-only SAS URL per file
+of a task of this job (`adapters/artifacts.py`), `artifacts_uploaded` records the folder on the
+task row (202). Artifacts not configured -> 409 (the runner then skips the upload); a task that
+is not this job's -> 403; an unknown task -> 404. The answer carries SAS URLs; logs name the
+folder only.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
+from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 
 from adapters import runtime, telemetry
 from adapters.logs import ids
+from adapters.runtime import Services
+from domain import artifacts as rules
+from domain.clock import parse_time
 from domain.jobs import FailureKind, JobState
-from domain.messages import JobMessage, MessageKind, token_matches
+from domain.messages import Artifacts, JobMessage, MessageKind, token_matches
 from domain.policy import classify_runner_report
 from triggers.http_api import error, json_response
 from triggers.offload import off_loop
@@ -25,6 +36,8 @@ from triggers.signals import signal_ended, signal_started
 
 bp = df.Blueprint()
 log = logging.getLogger(__name__)
+
+ARTIFACT_KINDS = (MessageKind.ARTIFACT_URLS, MessageKind.ARTIFACTS_UPLOADED)
 
 
 def _parse(body: bytes) -> JobMessage | func.HttpResponse:
@@ -50,6 +63,8 @@ async def heartbeat(
     if isinstance(parsed, func.HttpResponse):
         return parsed
     message = parsed
+    if message.kind in ARTIFACT_KINDS and message.artifacts is None:
+        return error(400, f"artifacts: required for kind {message.kind.value}", "artifacts")
     svc = await off_loop(runtime.services)
     if not token_matches(
         svc.settings.heartbeat_secret.get_secret_value(), message.job_name, auth[7:].strip()
@@ -77,6 +92,9 @@ async def heartbeat(
     if int(job.get("heartbeats", 0)) == 1:  # this very heartbeat marked the container started
         telemetry.job_started(str(job["tier"]))
     await signal_started(client, store, job)
+
+    if message.kind in ARTIFACT_KINDS:
+        return await _artifacts(svc, message, index, job, fields)
 
     if message.kind is MessageKind.TASK_RESULT and message.task_result is not None:
         r = message.task_result
@@ -123,3 +141,88 @@ async def heartbeat(
     if job is not None:
         await signal_ended(client, store, job)
     return json_response({"accepted": True, "kind": message.kind.value}, 202)
+
+
+async def _artifacts(
+    svc: Services,
+    message: JobMessage,
+    index: dict[str, Any],
+    job: dict[str, Any],
+    fields: dict[str, Any],
+) -> func.HttpResponse:
+    """artifact_urls / artifacts_uploaded for one task of this job (the message is already
+    authenticated and the job has not ended)."""
+    assert message.artifacts is not None  # checked with the message's shape
+    store = svc.artifacts
+    if store is None:
+        return error(409, "artifacts are not configured on this deployment; skip the upload")
+    request: Artifacts = message.artifacts
+    eid = str(index["evaluation_id"])
+    row = await off_loop(svc.store.get_task, eid, request.task_id)
+    if row is None:
+        return error(
+            404, f"artifacts.task_id: no task {request.task_id!r} here", "artifacts.task_id"
+        )
+    if not rules.task_of_job(row, message.job_name):
+        return error(
+            403,
+            f"artifacts.task_id: task {request.task_id!r} is not run by job {message.job_name}",
+            "artifacts.task_id",
+        )
+    prefix = rules.blob_prefix(eid, str(row["domain"]), request.task_id, int(index["attempt"]))
+    if message.kind is MessageKind.ARTIFACTS_UPLOADED:
+        recorded = await off_loop(
+            svc.store.record_artifacts,
+            eid,
+            request.task_id,
+            job_name=message.job_name,
+            prefix_url=store.prefix_url(prefix),
+            container_url=store.container_url,
+            files=len(request.files),
+            failed=len(request.failed),
+        )
+        log.info(
+            "task %s artifacts uploaded: %d files, %d failed, under %s (recorded=%s)",
+            request.task_id,
+            len(request.files),
+            len(request.failed),
+            store.prefix_url(prefix),
+            recorded,
+            **fields,
+        )
+        return json_response({"accepted": True, "kind": message.kind.value}, 202)
+
+    submitted = parse_time(job.get("submitted_at"))
+    now = runtime.now()
+    timeout = job.get("job_timeout_seconds")
+    deadline = rules.job_deadline(submitted or now, None if timeout is None else float(timeout))
+    if deadline <= now:
+        return error(403, f"job {message.job_name} is past its deadline", "job_name")
+    try:
+        grant = await off_loop(
+            store.upload_urls, prefix, [f.path for f in request.files], deadline - now
+        )
+    except AzureError as err:
+        # The container or the user-delegation key could not be had (a role missing, the
+        # service throttling): the runner retries later or gives up; the score is already in.
+        log.warning("no upload URLs for task %s: %s", request.task_id, type(err).__name__, **fields)
+        return error(503, "artifact storage is not available; try again later")
+    # The folder only: each URL's query is a SAS, a secret.
+    log.info(
+        "task %s: %d upload URLs under %s until %s",
+        request.task_id,
+        len(grant.urls),
+        grant.prefix_url,
+        grant.expires_at.isoformat(),
+        **fields,
+    )
+    return json_response(
+        {
+            "accepted": True,
+            "kind": message.kind.value,
+            "prefix": grant.prefix_url,
+            "urls": grant.urls,
+            "expires_at": grant.expires_at.isoformat(),
+        },
+        200,
+    )

@@ -5,6 +5,20 @@ GET  /api/evaluations                 recent evaluations (?limit=1..100)
 GET  /api/evaluations/{id}            progress, cost, ETA, every shard and task (404 if unknown)
 GET  /api/evaluations/{id}/results    the agent's score per domain (?format=json|csv|markdown)
 POST /api/evaluations/{id}/cancel     cancel every job; remaining tasks not run (cancelled)
+POST /api/evaluations/{id}/retry      a new evaluation of the runs that did not complete
+
+Retry rules (issue 9, part 8). The new evaluation runs exactly the source's runs that did not
+complete (failed or not run; a completed run, whatever its score, is a result), each under its
+own run key, so with trials a retried run keeps its trial id. It takes the source's settings;
+the body may override any start field but `tasks`, `task_set`, `trials` and `idempotency_key`
+(400 naming the field, as are unknown fields and bad values). 404: no such evaluation. 409: the
+source is still running (its open runs would be run twice: cancel it or let it end first), or
+every run completed (nothing to retry). Idempotent: the n-th retry of an evaluation has an id
+derived from (source, n) through the start endpoint's idempotency rows, so a double click starts
+one evaluation; and once a retry exists, another POST returns it (200, `created: false`) unless
+the body says `"force": true`, which starts the next one. To retry what a retry left undone,
+retry the retry. The status links both ways: `retry_of` on the new evaluation, `retried_by`
+(oldest first) on the source.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ import azure.functions as func
 from adapters import runtime
 from adapters.logs import ids
 from adapters.state import views
+from adapters.state.table_store import StateStore
 from domain import names
 from domain.contracts import (
     CancelRequested,
@@ -31,9 +46,19 @@ from domain.contracts import (
 )
 from domain.naming import new_evaluation_id, shard_instance_id
 from domain.outcomes import CANCELLED_BY_USER, TaskOutcome
-from domain.planning import plan_shards
+from domain.planning import expand_trials, plan_shards, runs_to_retry
 from domain.policy import PolicyConfig
-from domain.requests import EvaluationRequest, RequestError, parse_evaluation_request, resolve_tasks
+from domain.requests import (
+    SETTINGS_COLUMN,
+    EvaluationRequest,
+    RequestError,
+    parse_evaluation_request,
+    parse_retry_request,
+    request_settings,
+    resolve_model_provider,
+    resolve_tasks,
+    settings_from_row,
+)
 from domain.results import (
     RESULT_FORMATS,
     results_table,
@@ -41,6 +66,7 @@ from domain.results import (
     table_json,
     table_markdown,
 )
+from domain.tasksets import TaskRef, split_run_key
 from triggers.offload import off_loop
 from triggers.signals import is_live
 
@@ -100,20 +126,42 @@ async def start_evaluation(
     svc = await off_loop(runtime.services)
     try:
         request = parse_evaluation_request(req.get_body(), svc.settings.max_workers)
+        # A model without credentials could only fail every task after paying for the compute:
+        # refused here, before an idempotency key, a state row or an orchestration exists.
+        provider = resolve_model_provider(request, svc.settings.model_credentials())
     except RequestError as err:
         return error(400, str(err), err.field)
+    request = request.model_copy(update={"model_provider": provider})
 
     now = runtime.now()
-    store = svc.store
     if request.idempotency_key:
-        evaluation_id = new_evaluation_id(b"idempotency:" + request.idempotency_key.encode())
-        evaluation_id = await off_loop(
-            store.claim_idempotency_key, request.idempotency_key, evaluation_id, now
-        )
+        evaluation_id = await _claim(svc.store, request.idempotency_key, now)
     else:
         evaluation_id = new_evaluation_id(uuid.uuid4().bytes)
-    fields = ids(evaluation_id=evaluation_id)
+    runs = expand_trials(resolve_tasks(request), request.trials)
+    return await _create(req, client, svc.store, evaluation_id, request, runs)
 
+
+async def _claim(store: StateStore, key: str, now: Any) -> str:
+    """The evaluation id owning idempotency `key` (derived from it; claimed on first use)."""
+    evaluation_id = new_evaluation_id(b"idempotency:" + key.encode())
+    return str(await off_loop(store.claim_idempotency_key, key, evaluation_id, now))
+
+
+async def _create(
+    req: func.HttpRequest,
+    client: df.DurableOrchestrationClient,
+    store: StateStore,
+    evaluation_id: str,
+    request: EvaluationRequest,
+    runs: list[TaskRef],
+    *,
+    row: dict[str, Any] | None = None,
+) -> func.HttpResponse:
+    """Plan `runs` (one per task, or per task and trial), write the evaluation's rows and start
+    its orchestration; or, when `evaluation_id` already has one (an idempotent repeat), say so.
+    `row`: extra columns for the evaluation row (a retry's `retry_of`)."""
+    fields = ids(evaluation_id=evaluation_id)
     existing = await client.get_status(evaluation_id)
     if existing is not None and existing.runtime_status is not None:
         log.info("idempotency key matched an existing evaluation", **fields)
@@ -121,10 +169,11 @@ async def start_evaluation(
             {"evaluation_id": evaluation_id, "created": False, **_links(req, evaluation_id)}, 200
         )
 
-    tasks = resolve_tasks(request)
-    workers = min(request.workers, len(tasks))
-    plan = plan_shards(tasks, workers, vm_size=request.vm_size, right_size=request.right_size)
+    now = runtime.now()
+    workers = min(request.workers, len(runs))
+    plan = plan_shards(runs, workers, vm_size=request.vm_size, right_size=request.right_size)
     shard_of = {t: s.index for s in plan for t in s.task_ids}
+    task_count = len({split_run_key(r.task_id)[0] for r in runs})
     evaluation_row: dict[str, Any] = {
         "evaluation_id": evaluation_id,
         "created_at": now.isoformat(),
@@ -134,13 +183,17 @@ async def start_evaluation(
         "vm_size": request.vm_size,
         "spot": request.spot,
         "tiers": ",".join(t.value for t in request.tiers),
-        "task_count": len(tasks),
+        # One row per run: progress and the status count runs.
+        "task_count": len(runs),
         "shard_count": len(plan),
         "spent_usd": 0.0,
         "reserved_usd": 0.0,
         "agent": request.agent,
         "model": request.model,
         "max_steps": request.max_steps,
+        "trials": request.trials,
+        SETTINGS_COLUMN: request_settings(request),
+        **(row or {}),
     }
     if request.budget_usd is not None:
         evaluation_row["budget_usd"] = request.budget_usd
@@ -165,7 +218,7 @@ async def start_evaluation(
                 "shard_index": shard_of[t.task_id],
                 "outcome": TaskOutcome.PENDING.value,
             }
-            for t in tasks
+            for t in runs
         ],
     )
     await client.start_new(
@@ -174,8 +227,9 @@ async def start_evaluation(
         _orchestration_input(evaluation_id, request, plan, workers),
     )
     log.info(
-        "evaluation started: %d tasks on %d shards (%s policy)",
-        len(tasks),
+        "evaluation started: %d runs of %d tasks on %d shards (%s policy)",
+        len(runs),
+        task_count,
         len(plan),
         request.policy,
         **fields,
@@ -185,13 +239,97 @@ async def start_evaluation(
         {
             "evaluation_id": evaluation_id,
             "created": True,
-            "tasks": len(tasks),
+            "tasks": task_count,
+            "trials": request.trials,
+            "runs": len(runs),
             "shards": len(plan),
+            **(row or {}),
             **links,
         },
         202,
         headers={"Location": links["status_url"]},
     )
+
+
+@bp.route(
+    route="evaluations/{evaluation_id}/retry", methods=["POST"], auth_level=func.AuthLevel.FUNCTION
+)
+@bp.durable_client_input(client_name="client")
+async def retry_evaluation(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient
+) -> func.HttpResponse:
+    """A new evaluation of the runs of `evaluation_id` that did not complete (rules: module
+    docstring)."""
+    source_id = req.route_params["evaluation_id"]
+    svc = await off_loop(runtime.services)
+    store = svc.store
+    rows = await off_loop(store.get_evaluation_rows, source_id)
+    if rows is None:
+        return error(404, f"evaluation_id: no evaluation {source_id!r}", "evaluation_id")
+    source = rows["evaluation"]
+    state = source.get("state", EvaluationState.RUNNING.value)
+    if state == EvaluationState.RUNNING.value:
+        return error(
+            409,
+            f"evaluation {source_id} is still running: cancel it or wait for it to end, "
+            "then retry what did not complete",
+        )
+    runs = runs_to_retry(rows["tasks"])
+    if not runs:
+        return error(409, f"evaluation {source_id}: nothing to retry, every run completed")
+    try:
+        request, force = parse_retry_request(
+            req.get_body(),
+            source=settings_from_row(source),
+            task_ids=list(dict.fromkeys(split_run_key(r.task_id)[0] for r in runs)),
+            max_workers=svc.settings.max_workers,
+        )
+        # The same rule as a start: refused before anything is created when the model has no
+        # credentials configured (today's settings, not the source's).
+        provider = resolve_model_provider(request, svc.settings.model_credentials())
+    except RequestError as err:
+        return error(400, str(err), err.field)
+    request = request.model_copy(update={"model_provider": provider})
+
+    earlier = views.retried_by(source)
+    if earlier and not force:
+        latest = earlier[-1]
+        return json_response(
+            {
+                "evaluation_id": latest,
+                "created": False,
+                "retry_of": source_id,
+                "retried_by": earlier,
+                **_links(req, latest),
+            },
+            200,
+        )
+    # The n-th retry's key: a double click (or a client retrying the call) gets the same id.
+    key = f"retry:{source_id}:{len(earlier)}"
+    evaluation_id = await _claim(store, key, runtime.now())
+    response = await _create(
+        req, client, store, evaluation_id, request, runs, row={"retry_of": source_id}
+    )
+    linked = await off_loop(store.link_retry, source_id, evaluation_id)
+    log.info(
+        "evaluation %s retries %d runs of %s",
+        evaluation_id,
+        len(runs),
+        source_id,
+        **ids(evaluation_id=source_id),
+    )
+    if response.status_code == 200:  # that retry already existed
+        return json_response(
+            {
+                "evaluation_id": evaluation_id,
+                "created": False,
+                "retry_of": source_id,
+                "retried_by": linked,
+                **_links(req, evaluation_id),
+            },
+            200,
+        )
+    return response
 
 
 @bp.route(route="evaluations", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

@@ -24,7 +24,7 @@ import azure.functions as func
 
 from adapters import runtime, telemetry
 from adapters.logs import ids
-from domain import bounds, job_state, names
+from domain import alerts, bounds, job_state, names
 from domain.jobs import BackendError, JobNotFoundError, JobState, Tier
 from triggers.offload import off_loop
 from triggers.signals import is_live, signal_ended
@@ -97,6 +97,10 @@ async def sweep(client: df.DurableOrchestrationClient) -> dict[str, int]:
         if outcome:
             report[outcome] += 1
             log.info("sweeper: %s", outcome, **fields)
+    # Alerts whose webhook delivery failed or was lost with its process, when due.
+    report["alerts_delivered"] = await off_loop(
+        svc.alerter().redeliver, runtime.now(), bounds.ALERT_REDELIVERY_BUDGET_SECONDS
+    )
     return report
 
 
@@ -129,6 +133,7 @@ async def _sweep_job(
             await signal_ended(client, store, row)
         if changed:
             telemetry.job_stuck(str(job["tier"]))
+            await off_loop(svc.alerter().fire, eid, alerts.job_stuck(job, detail), now)
         return "stuck" if changed else None
 
     try:
@@ -148,4 +153,12 @@ async def _sweep_job(
         if row is not None:
             await signal_ended(client, store, row)
         return "reconciled" if changed else None
+    if seen.state is JobState.PREPARING:
+        row, _ = await off_loop(
+            store.update_job, eid, name, lambda r: job_state.preparing_seen(r, now)
+        )
+        seconds = job_state.seconds_preparing(row or job, now)
+        slow = alerts.slow_image_pull(job, seconds) if seconds is not None else None
+        if slow is not None:
+            await off_loop(svc.alerter().fire, eid, slow, now)
     return None

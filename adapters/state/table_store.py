@@ -4,7 +4,8 @@ Layout of the one table `{prefix}state`:
 
 - partition `eval-{evaluation_id}`: everything a status read needs, so it is ONE partition query:
   `evaluation` (the request summary, money, state), `shard-NNN` (tier, attempt, job, counters),
-  `task-{task_id}` (exactly one outcome per task), `job-{job_name}` (one row per attempt's job:
+  `task-{task_id}` (exactly one outcome per task, or per run with trials: `task_row_key`),
+  `job-{job_name}` (one row per attempt's job:
   state, heartbeats, cost), `breaker` (failures per tier in this evaluation).
 - partition `jobs`: job name -> evaluation, shard, attempt, orchestration instance (immutable
   index, point-read by Event Grid and heartbeat handlers).
@@ -42,7 +43,9 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
-from domain import bounds, job_state
+from adapters.state.views import retried_by
+from domain import artifacts, bounds, job_state
+from domain.alerts import LiveAlert, alert_key
 from domain.clock import iso, parse_time
 from domain.jobs import FailureKind, JobState, Tier
 from domain.outcomes import (
@@ -66,6 +69,10 @@ _MUTATE_ATTEMPTS = 20
 TASK_PREFIX = "task-"
 SHARD_PREFIX = "shard-"
 JOB_PREFIX = "job-"
+ALERT_PREFIX = "alert-"
+# One row per alert not yet delivered to every channel: what the sweeper re-delivers, without
+# scanning evaluations (as the `active` partition is for jobs).
+ALERT_OUTBOX = "alerts-out"
 
 
 # Every Table operation ends within bounds.TABLE_OPERATION_SECONDS, retries included
@@ -86,6 +93,15 @@ class ConcurrencyError(RuntimeError):
 
 def utcnow_iso(at: datetime | None = None) -> str:
     return iso(at or datetime.now(UTC))
+
+
+def task_row_key(task_id: str) -> str:
+    """The row key of a task's (or run's) row. A run key "<task_id>#<k>" (domain/tasksets.py)
+    cannot be a key as it is: "The number sign (#) character" is among the "Characters
+    Disallowed in Key Fields" of the Table service (learn.microsoft.com/rest/api/
+    storageservices/understanding-the-table-service-data-model), so it is stored as "~", which
+    no task id contains (WAA_TASK_ID_PATTERN). The row's `task_id` keeps the run key."""
+    return TASK_PREFIX + task_id.replace("#", "~")
 
 
 def eval_partition(evaluation_id: str) -> str:
@@ -242,7 +258,7 @@ class StateStore:
         pk = eval_partition(eid)
         rows = [{**evaluation, "PartitionKey": pk, "RowKey": "evaluation"}]
         rows += [{**s, "PartitionKey": pk, "RowKey": shard_key(s["shard_index"])} for s in shards]
-        rows += [{**t, "PartitionKey": pk, "RowKey": TASK_PREFIX + t["task_id"]} for t in tasks]
+        rows += [{**t, "PartitionKey": pk, "RowKey": task_row_key(t["task_id"])} for t in tasks]
         self._upsert_batch(rows)
         created = parse_time(evaluation["created_at"])
         assert created is not None
@@ -261,6 +277,7 @@ class StateStore:
             "tasks": [],
             "jobs": [],
             "breaker": {},
+            "alerts": [],
         }
         for row in rows:
             rk = row["RowKey"]
@@ -272,8 +289,11 @@ class StateStore:
                 out["tasks"].append(row)
             elif rk.startswith(JOB_PREFIX):
                 out["jobs"].append(row)
+            elif rk.startswith(ALERT_PREFIX):
+                out["alerts"].append(row)
             elif rk == "breaker":
                 out["breaker"] = json.loads(row.get("failures", "{}"))
+        out["alerts"].sort(key=lambda a: (a.get("at", ""), a["RowKey"]))
         return out if out["evaluation"] is not None else None
 
     def get_evaluation(self, evaluation_id: str) -> dict[str, Any] | None:
@@ -297,6 +317,19 @@ class StateStore:
     ) -> dict[str, Any] | None:
         row, _ = self._mutate(eval_partition(evaluation_id), "evaluation", change)
         return row
+
+    def link_retry(self, evaluation_id: str, retry_id: str) -> list[str]:
+        """Add `retry_id` to the evaluation's `retried_by` (comma-separated, oldest first;
+        idempotent). Returns the list as stored."""
+
+        def change(row: dict[str, Any]) -> dict[str, Any] | None:
+            retries = retried_by(row)
+            if retry_id in retries:
+                return None
+            return {**row, "retried_by": ",".join([*retries, retry_id])}
+
+        row = self.update_evaluation_with(evaluation_id, change)
+        return retried_by(row) if row is not None else []
 
     def update_shard(self, evaluation_id: str, shard_index: int, **fields: Any) -> None:
         self._mutate(eval_partition(evaluation_id), shard_key(shard_index), _setting(fields))
@@ -344,6 +377,9 @@ class StateStore:
         if row["state"] not in _TERMINAL:
             self._table.upsert_entity({**index, "PartitionKey": "active"}, mode=UpdateMode.REPLACE)
         return row, created
+
+    def evaluation_jobs(self, evaluation_id: str) -> list[dict[str, Any]]:
+        return self._query(eval_partition(evaluation_id), JOB_PREFIX)
 
     def lookup_job(self, job_name: str) -> dict[str, Any] | None:
         return self._get("jobs", job_name)
@@ -474,8 +510,38 @@ class StateStore:
                 new["duration_seconds"] = float(duration_seconds)
             return new
 
-        _, changed = self._mutate(eval_partition(evaluation_id), TASK_PREFIX + task_id, change)
+        _, changed = self._mutate(eval_partition(evaluation_id), task_row_key(task_id), change)
         return changed and final
+
+    def get_task(self, evaluation_id: str, task_id: str) -> dict[str, Any] | None:
+        return self._get(eval_partition(evaluation_id), task_row_key(task_id))
+
+    def record_artifacts(
+        self,
+        evaluation_id: str,
+        task_id: str,
+        *,
+        job_name: str,
+        prefix_url: str,
+        container_url: str,
+        files: int,
+        failed: int,
+    ) -> bool:
+        """Note where the task's artifacts went (`domain.artifacts.artifacts_recorded`: only
+        for the job the task is with). Returns True when the row changed."""
+        _, changed = self._mutate(
+            eval_partition(evaluation_id),
+            task_row_key(task_id),
+            lambda row: artifacts.artifacts_recorded(
+                row,
+                job_name=job_name,
+                prefix_url=prefix_url,
+                container_url=container_url,
+                files=files,
+                failed=failed,
+            ),
+        )
+        return changed
 
     def tasks_without_outcome(self, evaluation_id: str, task_ids: Iterable[str]) -> list[str]:
         wanted = list(task_ids)
@@ -515,7 +581,7 @@ class StateStore:
         for task_id in task_ids:
             self._mutate(
                 eval_partition(evaluation_id),
-                TASK_PREFIX + task_id,
+                task_row_key(task_id),
                 lambda row: task_running(row, attempt=attempt, job_name=job_name),
             )
 
@@ -554,6 +620,83 @@ class StateStore:
             create={"failures": "{}", "jobs": "[]"},
         )
         return counted
+
+    # ----------------------------------------------------------------------------- alerts
+    def record_alert(
+        self, evaluation_id: str, alert: LiveAlert, at: datetime
+    ) -> dict[str, Any] | None:
+        """Record a live alert once per (kind, cause). Returns the new row, or None when this
+        cause has already fired. A new alert also gets an outbox row until it is delivered."""
+        key = alert_key(alert.kind, alert.cause)
+        row = {
+            "PartitionKey": eval_partition(evaluation_id),
+            "RowKey": ALERT_PREFIX + key,
+            "evaluation_id": evaluation_id,
+            "key": key,
+            "kind": alert.kind.value,
+            "cause": alert.cause[:MAX_REASON_CHARS],
+            "severity": alert.severity.value,
+            "text": alert.text[:MAX_REASON_CHARS],
+            "action": alert.action[:MAX_REASON_CHARS],
+            "at": utcnow_iso(at),
+        }
+        try:
+            self._table.create_entity(_checked(row))
+        except ResourceExistsError:
+            return None
+        self._table.upsert_entity(
+            _checked(
+                {
+                    **row,
+                    "PartitionKey": ALERT_OUTBOX,
+                    "RowKey": f"{evaluation_id}|{key}",
+                    "delivery_attempts": 0,
+                    "next_delivery_at": utcnow_iso(at),
+                }
+            )
+        )
+        return _plain(row)
+
+    def undelivered_alerts(self) -> list[dict[str, Any]]:
+        return self._query(ALERT_OUTBOX)
+
+    def undelivered_alert(self, evaluation_id: str, key: str) -> dict[str, Any] | None:
+        return self._get(ALERT_OUTBOX, f"{evaluation_id}|{key}")
+
+    def alert_delivered(self, evaluation_id: str, key: str, at: datetime) -> None:
+        self._mutate(
+            eval_partition(evaluation_id),
+            ALERT_PREFIX + key,
+            lambda r: None if r.get("delivered_at") else {**r, "delivered_at": utcnow_iso(at)},
+        )
+        with contextlib.suppress(ResourceNotFoundError):
+            self._table.delete_entity(ALERT_OUTBOX, f"{evaluation_id}|{key}")
+
+    def alert_delivery_failed(
+        self, evaluation_id: str, key: str, *, attempts: int, next_at: datetime | None, error: str
+    ) -> None:
+        """Count a failed delivery; `next_at` None gives up (the alert stays recorded)."""
+        rk = f"{evaluation_id}|{key}"
+        if next_at is None:
+            with contextlib.suppress(ResourceNotFoundError):
+                self._table.delete_entity(ALERT_OUTBOX, rk)
+            self._mutate(
+                eval_partition(evaluation_id),
+                ALERT_PREFIX + key,
+                _setting({"delivery_error": error[:MAX_REASON_CHARS]}),
+            )
+            return
+        self._mutate(
+            ALERT_OUTBOX,
+            rk,
+            _setting(
+                {
+                    "delivery_attempts": attempts,
+                    "next_delivery_at": utcnow_iso(next_at),
+                    "delivery_error": error[:MAX_REASON_CHARS],
+                }
+            ),
+        )
 
 
 _TERMINAL = frozenset(s.value for s in JobState if s.is_terminal)

@@ -10,6 +10,7 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
+from domain import artifacts
 from domain.alerts import alerts
 from domain.clock import parse_time
 from domain.contracts import EvaluationState
@@ -17,6 +18,7 @@ from domain.jobs import JobState
 from domain.outcomes import TaskOutcome, failed_in
 from domain.progress import project
 from domain.results import results_table, table_json
+from domain.tasksets import split_run_key
 
 # The status document's counts, in this order.
 OUTCOMES = tuple(
@@ -76,6 +78,10 @@ def evaluation_view(
         "vm_size": ev["vm_size"],
         "spot": ev["spot"],
         "tiers": ev["tiers"].split(","),
+        "trials": int(ev.get("trials") or 1),
+        # Retries (POST /api/evaluations/{id}/retry), linked both ways.
+        "retry_of": ev.get("retry_of") or None,
+        "retried_by": retried_by(ev),
         "counts": {"total": len(tasks), **{k: counts.get(k, 0) for k in OUTCOMES}},
         "cost": {
             "so_far_usd": round(cost_so_far, 4),
@@ -90,24 +96,57 @@ def evaluation_view(
         "shards": shards,
         # The agent's result, apart from the run outcome in `counts` (issue 9, part 7).
         "results": table_json(results_table(tasks)),
+        # Live alerts as they fired, oldest first (adapters/alerting.py).
+        "alerts": [
+            {
+                "at": a["at"],
+                "kind": a["kind"],
+                "severity": a.get("severity", "warning"),
+                "text": a["text"],
+                "action": a.get("action", ""),
+                "delivered": bool(a.get("delivered_at")),
+            }
+            for a in rows.get("alerts", [])
+        ],
     }
     if ev.get("summary"):
         view["summary"] = read_summary(ev["summary"])
     if include_tasks:
         view["tasks"] = [
-            {
-                "task_id": t["task_id"],
-                "domain": t["domain"],
-                "shard": t["shard_index"],
-                "outcome": t.get("outcome", TaskOutcome.PENDING.value),
-                "reason": t.get("reason", ""),
-                "score": t.get("score"),
-                "attempt": t.get("attempt"),
-                "failed_runs": len(failed_in(t)),
-            }
-            for t in sorted(tasks, key=lambda t: (t["shard_index"], t["task_id"]))
+            _task_view(t) for t in sorted(tasks, key=lambda t: (t["shard_index"], t["task_id"]))
         ]
     return view
+
+
+def retried_by(evaluation: dict[str, Any]) -> list[str]:
+    """The evaluations started as retries of this one (row column `retried_by`, comma
+    separated), oldest first."""
+    return [e for e in str(evaluation.get("retried_by") or "").split(",") if e]
+
+
+def _trial_of(run_key: str) -> dict[str, Any]:
+    """A run of a task in one of several trials names its task and trial."""
+    task_id, trial = split_run_key(run_key)
+    return {} if trial is None else {"task": task_id, "trial": trial}
+
+
+def _task_view(t: dict[str, Any]) -> dict[str, Any]:
+    row = {
+        "task_id": t["task_id"],
+        "domain": t["domain"],
+        "shard": t["shard_index"],
+        "outcome": t.get("outcome", TaskOutcome.PENDING.value),
+        "reason": t.get("reason", ""),
+        "score": t.get("score"),
+        "attempt": t.get("attempt"),
+        "failed_runs": len(failed_in(t)),
+        **_trial_of(t["task_id"]),
+    }
+    if t.get("artifacts"):
+        # The folder's URL (no SAS) once the job reported its upload.
+        row["artifacts"] = t["artifacts"]
+        row["artifact_files"] = int(t.get("artifact_files", 0))
+    return row
 
 
 def _failovers(jobs: list[dict[str, Any]], shard: int) -> int:
@@ -124,7 +163,7 @@ def summary(rows: dict[str, Any], now: datetime) -> dict[str, Any]:
     jobs = rows["jobs"]
     counts = view["counts"]
     total = counts["total"] or 1
-    return {
+    out: dict[str, Any] = {
         "counts": counts,
         # The share of tasks that ran to completion: an infrastructure figure, not the agent's
         # score (it was called `success_rate`, which readers took for the agent's success rate).
@@ -137,6 +176,10 @@ def summary(rows: dict[str, Any], now: datetime) -> dict[str, Any]:
         "failovers": sum(s["failovers"] for s in view["shards"]),
         "alerts": [a.text for a in alerts(jobs, rows["breaker"], rows["tasks"])],
     }
+    where = artifacts.location(view["evaluation_id"], rows["tasks"])
+    if where is not None:
+        out["artifacts"] = where
+    return out
 
 
 def read_summary(text: str) -> dict[str, Any]:

@@ -14,10 +14,22 @@ param identityId string
 param identityClientId string
 @description('The control plane\'s own app settings (infra/main.bicep).')
 param appSettings object
+@description('URI of the Key Vault the jobs read the model\'s credentials from (and the heartbeat tokens).')
+param modelSecretsVaultUrl string
+@description('Key Vault secret holding the OpenAI key; empty: no OpenAI credentials.')
+param openAiApiKeySecretName string = ''
+@description('Key Vault secret holding the Azure OpenAI key; empty: no Azure OpenAI credentials.')
+param azureApiKeySecretName string = ''
+@description('The Azure OpenAI endpoint (not a secret), with azureApiKeySecretName.')
+param azureOpenAiEndpoint string = ''
+@description('Client id of the identity the Azure ML and Batch jobs read the vault with.')
+param jobIdentityClientId string = ''
 @description('Python of the worker; the project runs and is tested on 3.11 (README "Which Python").')
 param runtimeVersion string = '3.11'
 param instanceMemoryMB int = 2048
 param maximumInstanceCount int = 100
+@description('Blob container for the jobs\' artifacts (ARTIFACTS_CONTAINER).')
+param artifactsContainer string = 'waa-artifacts'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -40,6 +52,26 @@ var hostAppSettings = {
   AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+}
+
+// Artifacts (adapters/artifacts.py): jobs upload each task's result folder to this container of
+// the same storage account, with write-only user-delegation SAS URLs the app mints with the
+// identity (Storage Blob Data Owner, app/rbac.bicep, may get user-delegation keys); the app
+// creates the container on first use. The blob endpoint is __blobServiceUri above.
+var artifactsAppSettings = {
+  ARTIFACTS_ENABLED: 'true'
+  ARTIFACTS_CONTAINER: artifactsContainer
+
+// Model credentials as Key Vault *names* (adapters/settings.py, "Model credentials (Key Vault)"):
+// not Key Vault references, because the app never holds the values; the jobs read them with their
+// own identity. The endpoint goes with the Azure OpenAI key only (the app refuses one without
+// the other).
+var modelCredentialAppSettings = {
+  MODEL_SECRETS_VAULT_URL: modelSecretsVaultUrl
+  OPENAI_API_KEY_SECRET: openAiApiKeySecretName
+  AZURE_API_KEY_SECRET: azureApiKeySecretName
+  AZURE_ENDPOINT: empty(azureApiKeySecretName) ? '' : azureOpenAiEndpoint
+  JOB_IDENTITY_CLIENT_ID: jobIdentityClientId
 }
 
 module site 'br/public:avm/res/web/site:0.15.1' = {
@@ -80,7 +112,7 @@ module site 'br/public:avm/res/web/site:0.15.1' = {
     siteConfig: {
       alwaysOn: false
     }
-    appSettingsKeyValuePairs: union(appSettings, hostAppSettings)
+    appSettingsKeyValuePairs: union(appSettings, hostAppSettings, artifactsAppSettings, modelCredentialAppSettings)
   }
 }
 

@@ -43,6 +43,8 @@ NOT_SET_ON_PURPOSE = {
     "SIM_SEED": "the simulator only; the template sets COMPUTE_BACKEND=azure",
     "PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME": "unset means the root logger, which is wanted",
     "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "adapters/telemetry.py sets its own default",
+    "ALERT_WEBHOOK_URL": "optional: the user's own Slack/Teams webhook, added as a Key Vault "
+    "reference after deployment (docs/azure-setup.md, 'Alerts')",
 }
 
 # Set by the template, read by the platform rather than the app.

@@ -10,11 +10,13 @@ from domain.planning import (
     LIGHT_DOMAINS,
     UNKNOWN_DOMAIN_MINUTES,
     ShardPlan,
+    expand_trials,
     expected_minutes,
     light_vm_size,
     plan_shards,
+    runs_to_retry,
 )
-from domain.tasksets import TaskRef, load_task_set, task_refs
+from domain.tasksets import TaskRef, domain_of, load_task_set, run_key, split_run_key, task_refs
 
 SIZE = "Standard_D4s_v5"
 
@@ -145,3 +147,67 @@ def test_right_sizing_leaves_mixed_or_already_small_plans_alone() -> None:
     assert {s.vm_size for s in plan} == {"Standard_E2s_v3"}
     # One worker: it has to take everything on the requested size.
     assert [s.vm_size for s in plan_shards(tasks, 1, vm_size=SIZE, right_size=True)] == [SIZE]
+
+
+# --- trials: the runs (task, trial) an evaluation plans ------------------------------------------
+
+
+def test_one_trial_is_the_tasks_themselves() -> None:
+    tasks = full_set()
+    assert expand_trials(tasks, 1) == tasks
+
+
+def test_trials_make_one_run_per_task_and_trial() -> None:
+    tasks = task_refs(load_task_set("waa-smoke"))
+    runs = expand_trials(tasks, 3)
+    assert len(runs) == 3 * len(tasks)
+    assert [r.task_id for r in runs[: len(tasks)]] == [f"{t.task_id}#0" for t in tasks]
+    for run in runs:
+        task_id, trial = split_run_key(run.task_id)
+        assert trial in (0, 1, 2)
+        # Each run keeps its task's domain, and so its task's expected duration.
+        assert run.domain == domain_of(run.task_id) == domain_of(task_id)
+    assert sum(expected_minutes(r) for r in runs) == 3 * sum(expected_minutes(t) for t in tasks)
+
+
+def test_shards_get_runs_and_the_plan_stays_balanced() -> None:
+    tasks = task_refs(load_task_set("waa-smoke"))
+    runs = expand_trials(tasks, 3)
+    plan = plan_shards(runs, 6, vm_size=SIZE)
+    planned = sorted(t for s in plan for t in s.task_ids)
+    assert planned == sorted(r.task_id for r in runs)
+    loads = minutes(plan)
+    assert sum(loads) == pytest.approx(sum(expected_minutes(r) for r in runs))
+    # LPT: no shard exceeds the average by more than the longest run.
+    assert max(loads) - mean(loads) <= max(DOMAIN_MINUTES.values())
+    # The trials of a task spread over shards rather than queueing on one.
+    for task in tasks:
+        holders = {s.index for s in plan for t in s.task_ids if split_run_key(t)[0] == task.task_id}
+        assert len(holders) > 1
+
+
+def test_run_keys() -> None:
+    assert run_key("notepad-1", 0, 1) == "notepad-1"
+    assert run_key("notepad-1", 3, 4) == "notepad-1#3"
+    assert split_run_key("notepad-1#3") == ("notepad-1", 3)
+    assert split_run_key("notepad-1") == ("notepad-1", None)
+    for bad in ((0, 11), (4, 4), (-1, 2)):
+        with pytest.raises(ValueError):
+            run_key("t", *bad)
+
+
+def test_a_retry_runs_exactly_the_runs_that_did_not_complete() -> None:
+    rows = [
+        {"task_id": "b#1", "domain": "vlc", "outcome": "failed"},
+        {"task_id": "a#0", "domain": "chrome", "outcome": "completed", "score": 0.0},
+        {"task_id": "a#1", "domain": "chrome", "outcome": "not_run"},
+        {"task_id": "b#0", "domain": "vlc", "outcome": "completed", "score": 1.0},
+        {"task_id": "c#0", "domain": "clock", "outcome": "pending"},
+    ]
+    # A completed run scored 0 is a result, not a failure; trial ids are kept.
+    assert runs_to_retry(rows) == [
+        TaskRef(task_id="a#1", domain="chrome"),
+        TaskRef(task_id="b#1", domain="vlc"),
+        TaskRef(task_id="c#0", domain="clock"),
+    ]
+    assert runs_to_retry([r for r in rows if r["outcome"] == "completed"]) == []

@@ -9,7 +9,10 @@ from domain.requests import (
     EvaluationRequest,
     RequestError,
     parse_evaluation_request,
+    parse_retry_request,
+    request_settings,
     resolve_tasks,
+    settings_from_row,
 )
 from domain.tasksets import TaskRef, load_task_set
 
@@ -97,6 +100,14 @@ BAD_BODIES = [
     ({**ONE, "policy": "yolo"}, "policy"),
     ({**ONE, "right_size": "true"}, "right_size"),
     ({**ONE, "unexpected": 1}, "unexpected"),
+    ({**ONE, "trials": 0}, "trials"),
+    ({**ONE, "trials": 11}, "trials"),
+    ({**ONE, "trials": "2"}, "trials"),
+    ({**ONE, "trials": 1.5}, "trials"),
+    ({"tasks": [f"t{i}" for i in range(201)], "trials": 10}, "trials"),
+    # A trial suffix is the control plane's to add (run keys), never the user's.
+    ({"tasks": ["notepad-1#0"]}, "tasks"),
+    ({"tasks": {"notepad": ["a#1"]}}, "tasks"),
 ]
 
 
@@ -150,6 +161,7 @@ def test_full_body_round_trips() -> None:
         "job_timeout_hours": 2,
         "agent": "navi",
         "model": "azure/gpt-4o-2024-05-13",
+        "model_provider": "azure",
         "max_steps": 30,
         "som_origin": "mixed-oss",
         "a11y_backend": "win32",
@@ -157,6 +169,7 @@ def test_full_body_round_trips() -> None:
         "policy": "naive",
         "right_size": True,
         "task_retries": 2,
+        "trials": 3,
     }
     req = parse(body)
     assert req.tiers == [Tier.BATCH, Tier.VM]
@@ -232,3 +245,91 @@ def test_waa_agent_settings_default_to_run_py_defaults() -> None:
         json.dumps({**ONE, "som_origin": "a11y", "a11y_backend": "win32"}).encode(), max_workers=20
     )
     assert (other.som_origin, other.a11y_backend) == ("a11y", "win32")
+
+
+# --- retry: the source's settings, the body's overrides ------------------------------------------
+
+
+def _retry(body: object, source: dict[str, object] | None = None) -> tuple[EvaluationRequest, bool]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return parse_retry_request(
+        raw,
+        source=source if source is not None else {},
+        task_ids=["notepad-1", "chrome-2"],
+        max_workers=MAX_WORKERS,
+    )
+
+
+def test_trials_default_to_one() -> None:
+    assert parse(ONE).trials == 1
+    assert parse({**ONE, "trials": 10}).trials == 10
+
+
+def test_a_retry_keeps_the_source_settings_unless_overridden() -> None:
+    original = parse(
+        {
+            "task_set": "waa-smoke",
+            "workers": 4,
+            "model": "gpt-4o-mini",
+            "budget_usd": 3.0,
+            "som_origin": "a11y",
+            "task_retries": 0,
+            "trials": 3,
+            "idempotency_key": "nightly",
+        }
+    )
+    row = {"request": request_settings(original), "workers": 4}
+    settings = settings_from_row(row)
+    assert "task_set" not in settings and "idempotency_key" not in settings
+    req, force = _retry(b"", settings)
+    assert not force
+    assert req.tasks == ["notepad-1", "chrome-2"] and req.task_set is None
+    assert (req.workers, req.model, req.budget_usd, req.som_origin) == (
+        4,
+        "gpt-4o-mini",
+        3.0,
+        "a11y",
+    )
+    assert (req.task_retries, req.trials, req.idempotency_key) == (0, 3, None)
+    req, force = _retry({"model": "gpt-4o", "workers": 2, "force": True}, settings)
+    assert force and (req.model, req.workers, req.budget_usd) == ("gpt-4o", 2, 3.0)
+
+
+def test_a_retry_of_an_evaluation_without_stored_settings_uses_its_columns() -> None:
+    row = {
+        "policy": "naive",
+        "workers": 3,
+        "vm_size": "Standard_D8_v3",
+        "spot": True,
+        "tiers": "batch,vm",
+        "agent": "navi",
+        "model": "m1",
+        "max_steps": 20,
+        "budget_usd": 2.5,
+    }
+    req, _ = _retry({}, settings_from_row(row))
+    assert req.tiers == [Tier.BATCH, Tier.VM] and req.policy == "naive" and req.spot
+    assert (req.workers, req.model, req.max_steps, req.budget_usd) == (3, "m1", 20, 2.5)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"tasks": ["a"]}, "tasks"),
+        ({"task_set": "waa-smoke"}, "task_set"),
+        ({"trials": 2}, "trials"),
+        ({"idempotency_key": "k"}, "idempotency_key"),
+        ({"force": "yes"}, "force"),
+        ({"workers": 0}, "workers"),
+        ({"model": "bad model"}, "model"),
+        ({"nonsense": 1}, "nonsense"),
+        (b"[1]", "body"),
+        (b"{oops", "body"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_bad_retry_bodies_name_the_field(body: object, field: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        _retry(body)
+    assert caught.value.field == field
+    assert str(caught.value).startswith(field)

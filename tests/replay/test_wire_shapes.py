@@ -8,7 +8,8 @@ recording's, so a shape is compared, not a value. The additions since the record
 `close_shard` (and so the shard's output) also says its reason; the job snapshot (and so
 `submit_job`'s input, which extends it) carries WAA's `som_origin` and `a11y_backend` (issue 9,
 part 5), which an older deploy ignores (contracts ignore extra fields); the evaluation's
-summary has its results table and says `completion_rate` for `success_rate` (part 7).
+summary has its results table and says `completion_rate` for `success_rate` (part 7), and
+once artifacts were uploaded, where they are (part 6).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ RECORDED = json.loads(Path(__file__).with_name("histories.json").read_text())
 ADDED_SINCE = {
     ("result", "close_shard"): frozenset({"reason"}),
     ("result", "shard"): frozenset({"reason"}),
-    # The summary's results table (issue 9, part 7).
-    ("result", "evaluation"): frozenset({"results"}),
-    ("result", "finalize_evaluation"): frozenset({"results"}),
+    # The summary's results table (issue 9, part 7) and where the artifacts are (part 6).
+    ("result", "evaluation"): frozenset({"results", "artifacts"}),
+    ("result", "finalize_evaluation"): frozenset({"results", "artifacts"}),
 }
 # The summary's `success_rate` is now `completion_rate` (the same figure, renamed so nobody
 # takes it for the agent's score); adapters/state/views.read_summary reads old ones.
@@ -41,7 +42,7 @@ RENAMED_SINCE = {
     ("result", "finalize_evaluation"): {"completion_rate": "success_rate"},
 }
 NOTHING: frozenset[str] = frozenset()
-ADDED_TO_JOB = frozenset({"som_origin", "a11y_backend"})
+ADDED_TO_JOB = frozenset({"som_origin", "a11y_backend", "model_provider"})
 NESTED = ("job", "policy")
 
 Shape = tuple[tuple[str, Any], ...]

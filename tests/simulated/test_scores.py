@@ -28,3 +28,12 @@ def test_scores_are_deterministic_for_the_seed_and_differ_by_domain() -> None:
     for domain, rate in rates.items():
         assert abs(rate - SUCCESS_CHANCE[domain]) < 0.15, (domain, rate)
     assert rates["libreoffice_calc"] < rates["notepad"]
+
+
+def test_a_run_of_a_trial_draws_with_its_task_domain_chance() -> None:
+    # Run keys "<task>#<k>" (trials > 1) are scored as their task, one draw per run.
+    task = load_task_set("waa-full")["libreoffice_calc"][0]
+    rng = random.Random(3)
+    runs = [draw_score(rng, f"{task}#{k % 10}") for k in range(2000)]
+    assert abs(sum(runs) / len(runs) - SUCCESS_CHANCE["libreoffice_calc"]) < 0.05
+    assert len(set(runs)) == 2  # the trials of one task do not all score alike

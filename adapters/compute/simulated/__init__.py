@@ -22,6 +22,7 @@ The modules, by concern (at run time each imports only modules listed above it):
 - `tiers`: one `TierBehaviour` per tier: its statuses, job ids and quirks.
 - `jobs`: a job's record and its plan, drawn at submission.
 - `ledger`: the ground truth per job.
+- `artifacts`: a completed task's artifact upload (upload URLs, PUTs, the report), over HTTP.
 - `delivery`: runner messages and Event Grid payloads, posted over HTTP with retries.
 - `lifecycle`: the job state machine; calls the run faults' hooks.
 - `cloud`: `SimulatedCloud` (capacity, quota, scripted faults, submit / status / cancel) and
@@ -68,6 +69,7 @@ Adding a compute tier
 
 from __future__ import annotations
 
+from adapters.compute.simulated.artifacts import ArtifactUploader
 from adapters.compute.simulated.cloud import SimulatedBackend, SimulatedCloud
 from adapters.compute.simulated.delivery import (
     AML_EVENTS_FUNCTION_NAME,
@@ -137,6 +139,7 @@ __all__ = [
     "RUN_FAULTS",
     "TASK_SPREAD",
     "TIERS",
+    "ArtifactUploader",
     "DuplicatedEvents",
     "EventFault",
     "EventStatuses",

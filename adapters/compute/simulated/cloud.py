@@ -11,6 +11,7 @@ import random
 import threading
 from datetime import datetime, timedelta
 
+from adapters.compute.simulated.artifacts import ArtifactUploader
 from adapters.compute.simulated.delivery import Courier, Delivery, PostFn, http_post
 from adapters.compute.simulated.faults import (
     Fault,
@@ -57,6 +58,7 @@ class SimulatedCloud:
         eventgrid_url: str | None,
         post: PostFn | None = None,
         heartbeat_interval_seconds: float = 30.0,
+        upload_artifacts: bool = False,
     ) -> None:
         self.scheduler = scheduler
         self.profile = get_profile(profile)
@@ -64,7 +66,12 @@ class SimulatedCloud:
         self.eventgrid_url = eventgrid_url
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
         self._lock = threading.RLock()
-        self._courier = Courier(scheduler, self.profile, eventgrid_url, post or http_post)
+        # upload_artifacts: after each completed task the job uploads its result folder
+        # through the heartbeat endpoint's upload URLs, as the shard runner does.
+        self.artifacts = ArtifactUploader(scheduler) if upload_artifacts else None
+        self._courier = Courier(
+            scheduler, self.profile, eventgrid_url, post or http_post, self.artifacts
+        )
         self._life = JobLifecycle(
             scheduler,
             self._lock,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from adapters.compute.simulated.artifacts import ArtifactUploader
 from adapters.compute.simulated.faults import EventFault, MessageFault
 from adapters.compute.simulated.jobs import Job
 from adapters.compute.simulated.profiles import FaultProfile
@@ -30,6 +31,7 @@ from domain.messages import (
     MessageKind,
     RunnerFailure,
     TaskResult,
+    TaskRunStatus,
 )
 
 log = logging.getLogger("adapters.compute.simulated")
@@ -62,7 +64,7 @@ def http_post(url: str, headers: dict[str, str], body: bytes) -> int:
 
 @dataclass
 class Delivery:
-    kind: Literal["message", "event"]
+    kind: Literal["message", "event", "artifacts"]
     url: str
     headers: dict[str, str]
     body: bytes
@@ -86,6 +88,8 @@ class Courier:
     profile: FaultProfile
     eventgrid_url: str | None
     post: PostFn
+    # Uploads a completed task's artifacts after its result (None: no uploads).
+    uploader: ArtifactUploader | None = None
 
     def _now(self) -> datetime:
         return self.scheduler.now()
@@ -126,6 +130,16 @@ class Courier:
         }
         body = msg.model_dump_json(exclude_none=True).encode()
         return [Delivery("message", job.spec.heartbeat_url, headers, body)]
+
+    def artifacts(self, job: Job, result: TaskResult) -> list[Delivery]:
+        """The runner's upload of a completed task's folder, after its result (none when
+        uploads are off). Draws no random number: the world is the same with or without."""
+        if self.uploader is None or job.silenced or job.hung:
+            return []
+        if result.status is not TaskRunStatus.COMPLETED:
+            return []
+        body = result.model_dump_json().encode()
+        return [Delivery("artifacts", job.spec.heartbeat_url, {}, body)]
 
     def event(
         self, job: Job, status: str, *, event_type: str = AML_RUN_STATUS_CHANGED
@@ -195,7 +209,11 @@ class Courier:
                 self._attempt(job, d, 0)
 
     def _attempt(self, job: Job, d: Delivery, tries: int) -> None:
-        if d.kind == "message" and job.silenced:
+        if d.kind != "event" and job.silenced:
+            return
+        if d.kind == "artifacts":
+            if self.uploader is not None:
+                self.uploader.upload(job, TaskResult.model_validate_json(d.body))
             return
         headers = d.headers
         if d.kind == "event":

@@ -38,5 +38,6 @@ def current_cloud() -> SimulatedCloud:
                 profile=settings.sim_profile,
                 seed=settings.sim_seed,
                 eventgrid_url=eventgrid_url_for(settings.public_base_url),
+                upload_artifacts=True,  # the app answers 409 when artifacts are off
             )
         return _installed

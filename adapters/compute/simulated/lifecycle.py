@@ -183,6 +183,7 @@ class JobLifecycle:
             job.tasks_completed += 1
         job.next_task += 1
         out = self.courier.message(job, MessageKind.TASK_RESULT, task_result=result)
+        out += self.courier.artifacts(job, result)  # after the score, never before
         return out + self._start_task(job)
 
     def _on_all_done(self, job: Job) -> list[Delivery]:
