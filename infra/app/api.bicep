@@ -61,6 +61,7 @@ var hostAppSettings = {
 var artifactsAppSettings = {
   ARTIFACTS_ENABLED: 'true'
   ARTIFACTS_CONTAINER: artifactsContainer
+}
 
 // Model credentials as Key Vault *names* (adapters/settings.py, "Model credentials (Key Vault)"):
 // not Key Vault references, because the app never holds the values; the jobs read them with their
