@@ -335,7 +335,7 @@ async def retry_evaluation(
 @bp.route(route="evaluations", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_evaluations(req: func.HttpRequest) -> func.HttpResponse:
     raw = req.params.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:
         return error(400, "limit: must be a whole number from 1 to 100", "limit")
     store = runtime.services().store
     rows = store.list_evaluations(int(raw))
