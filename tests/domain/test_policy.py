@@ -289,6 +289,9 @@ def test_runner_failure_classification() -> None:
         RunnerFailureCode.SETUP_FAILED: FailureKind.TRANSIENT,
         RunnerFailureCode.TASK_CRASHED: FailureKind.JOB_FAILED,
         RunnerFailureCode.INTERNAL: FailureKind.JOB_FAILED,
+        # The tier's own configuration (its golden image path, its jobs' identity): fail over.
+        RunnerFailureCode.STORAGE_MISSING: FailureKind.PERMANENT_FOR_TIER,
+        RunnerFailureCode.CREDENTIALS_UNAVAILABLE: FailureKind.PERMANENT_FOR_TIER,
     }
     assert {code: classify_runner_failure(code) for code in RunnerFailureCode} == expected
 
