@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.settings import SettingsError, load_settings
+from adapters.settings import load_settings
+from tests.support.settings_env import assert_malformed, fresh_settings
 
-REQUIRED = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "HEARTBEAT_SECRET": "s" * 24}
 NAMES = (
     "ARTIFACTS_ENABLED",
     "ARTIFACTS_CONTAINER",
@@ -19,13 +19,7 @@ NAMES = (
 
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in NAMES:
-        monkeypatch.delenv(name, raising=False)
-    for k, v in REQUIRED.items():
-        monkeypatch.setenv(k, v)
-    load_settings.cache_clear()
-    yield
-    load_settings.cache_clear()
+    yield from fresh_settings(monkeypatch, NAMES)
 
 
 def test_defaults() -> None:
@@ -58,6 +52,4 @@ def test_the_blob_endpoint_of_identity_based_storage(monkeypatch: pytest.MonkeyP
 def test_a_malformed_setting_is_named(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str
 ) -> None:
-    monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError, match=f"app setting {name} is malformed"):
-        load_settings()
+    assert_malformed(monkeypatch, name, value)

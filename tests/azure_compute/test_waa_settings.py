@@ -3,13 +3,15 @@ validated, every error naming its setting."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from adapters.compute.golden import parse_golden_image_url
-from adapters.settings import AppSettings, SettingsError, load_settings
+from adapters.settings import AppSettings
 from domain.jobs import ContainerOptions
+from tests.support.settings_env import assert_malformed, fresh_settings
 
-REQUIRED = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "HEARTBEAT_SECRET": "s" * 24}
 NAMES = (
     "WAA_CONTAINER_DEVICES",
     "WAA_CONTAINER_CAP_ADD",
@@ -21,12 +23,8 @@ NAMES = (
 
 
 @pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in NAMES:
-        monkeypatch.delenv(name, raising=False)
-    for k, v in REQUIRED.items():
-        monkeypatch.setenv(k, v)
-    load_settings.cache_clear()
+def _env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    yield from fresh_settings(monkeypatch, NAMES)
 
 
 def test_defaults_are_waas_own_launch_options() -> None:
@@ -73,9 +71,7 @@ def test_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_malformed_setting_is_named(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str
 ) -> None:
-    monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError, match=f"app setting {name} is malformed"):
-        load_settings()
+    assert_malformed(monkeypatch, name, value)
 
 
 def test_a_golden_image_url_and_its_parts() -> None:

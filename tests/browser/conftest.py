@@ -12,12 +12,12 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from devhost.simulation import Simulation
+from tests.e2e.conftest import make_simulation  # noqa: F401  (the whole simulated deployment)
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -65,22 +65,6 @@ def page(browser: Browser) -> Iterator[Page]:
     assert not problems, problems
 
 
-@pytest.fixture
-def make_simulation(azurite_connection_string: str) -> Iterator[Callable[..., Simulation]]:
-    """A whole simulated deployment (devhost + Azurite state + simulated Azure), as in tests/e2e."""
-    started: list[Simulation] = []
-
-    def make(**kwargs: Any) -> Simulation:
-        kwargs.setdefault("profile", "none")
-        sim = Simulation(connection_string=azurite_connection_string, **kwargs).start()
-        started.append(sim)
-        return sim
-
-    yield make
-    for sim in started:
-        sim.stop()
-
-
 class Gate:
     """Holds virtual time still while the test looks at the page.
 
@@ -107,7 +91,7 @@ class Gate:
 
 
 @pytest.fixture
-def gates(make_simulation: Callable[..., Simulation]) -> Iterator[Callable[[str], Gate]]:
+def gates(make_simulation: Callable[..., Simulation]) -> Iterator[Callable[[str], Gate]]:  # noqa: F811
     # Depends on make_simulation so that the gates open before any simulation stops.
     made: list[Gate] = []
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from adapters.settings import SettingsError, load_settings
+from tests.support.settings_env import fresh_settings
 
-REQUIRED = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "HEARTBEAT_SECRET": "s" * 24}
 NAMES = (
     "MODEL_SECRETS_VAULT_URL",
     "OPENAI_API_KEY_SECRET",
@@ -22,13 +22,7 @@ NAMES = (
 
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in NAMES:
-        monkeypatch.delenv(name, raising=False)
-    for k, v in REQUIRED.items():
-        monkeypatch.setenv(k, v)
-    load_settings.cache_clear()
-    yield
-    load_settings.cache_clear()
+    yield from fresh_settings(monkeypatch, NAMES)
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **values: str):  # type: ignore[no-untyped-def]
