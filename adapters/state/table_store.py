@@ -293,7 +293,7 @@ class StateStore:
                 out["alerts"].append(row)
             elif rk == "breaker":
                 out["breaker"] = json.loads(row.get("failures", "{}"))
-        out["alerts"].sort(key=lambda a: (a.get("at", ""), a["RowKey"]))
+        out["alerts"].sort(key=lambda a: (a.get("at", ""), a.get("recorded_at", ""), a["RowKey"]))
         return out if out["evaluation"] is not None else None
 
     def get_evaluation(self, evaluation_id: str) -> dict[str, Any] | None:
@@ -649,6 +649,9 @@ class StateStore:
             "text": alert.text[:MAX_REASON_CHARS],
             "action": alert.action[:MAX_REASON_CHARS],
             "at": utcnow_iso(at),
+            # Alerts of one (virtual) instant keep the order they were noticed in: a cause (the
+            # third failure) before its effect (the breaker opening).
+            "recorded_at": datetime.now(UTC).isoformat(),
         }
         try:
             self._table.create_entity(_checked(row))

@@ -143,3 +143,17 @@ def test_an_unreachable_webhook_is_an_error_naming_only_its_host() -> None:
             }
         )
     assert "127.0.0.1" in str(err.value) and "secret-path" not in str(err.value)
+
+
+def test_alerts_of_one_instant_keep_the_order_they_were_noticed_in(store: StateStore) -> None:
+    store.create_evaluation(
+        {"evaluation_id": "e1", "created_at": NOW.isoformat()}, shards=[], tasks=[]
+    )
+    stuck = alerts.job_stuck(_job(0, None, "running"), "no heartbeat for 11 min")
+    opened = alerts.breaker_opened("azureml", 3, 3)
+    assert opened is not None
+    store.record_alert("e1", stuck, NOW)
+    store.record_alert("e1", opened, NOW)  # the same virtual instant, noticed after
+    rows = store.get_evaluation_rows("e1")
+    assert rows is not None
+    assert [a["kind"] for a in rows["alerts"]] == ["job_stuck", "breaker_open"]
