@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import requests
 
 from adapters.logs import ids
-from adapters.state.table_store import StateStore
+from adapters.state.table_store import StateStore, outbox_key
 from domain import bounds
 from domain.alerts import LiveAlert
 from domain.clock import parse_time
@@ -117,7 +117,7 @@ class Alerter:
         return True
 
     def _submit(self, row: Mapping[str, Any], now: datetime) -> None:
-        key = f"{row['evaluation_id']}|{row['key']}"
+        key = outbox_key(str(row["evaluation_id"]), str(row["key"]))
         with self._lock:
             if key in self._in_flight:
                 return
@@ -135,7 +135,7 @@ class Alerter:
             # Only once the outcome is recorded: a sweep that finds the key free then finds
             # the outbox row gone (delivered) or rescheduled (failed).
             with self._lock:
-                self._in_flight.discard(f"{eid}|{key}")
+                self._in_flight.discard(outbox_key(eid, key))
 
     def _post_and_record(self, row: dict[str, Any], attempts: int, now: datetime) -> bool:
         eid, key = str(row["evaluation_id"]), str(row["key"])
@@ -176,7 +176,7 @@ class Alerter:
             due = parse_time(row.get("next_delivery_at"))
             if due is not None and due > now:
                 continue
-            key = f"{row['evaluation_id']}|{row['key']}"
+            key = outbox_key(str(row["evaluation_id"]), str(row["key"]))
             with self._lock:
                 if key in self._in_flight:
                     continue

@@ -104,6 +104,11 @@ def task_row_key(task_id: str) -> str:
     return TASK_PREFIX + task_id.replace("#", "~")
 
 
+def outbox_key(evaluation_id: str, key: str) -> str:
+    """The row key of an alert's outbox row (partition ALERT_OUTBOX)."""
+    return f"{evaluation_id}|{key}"
+
+
 def eval_partition(evaluation_id: str) -> str:
     return f"eval-{evaluation_id}"
 
@@ -636,11 +641,17 @@ class StateStore:
         self, evaluation_id: str, alert: LiveAlert, at: datetime
     ) -> dict[str, Any] | None:
         """Record a live alert once per (kind, cause). Returns the new row, or None when this
-        cause has already fired. A new alert also gets an outbox row until it is delivered."""
+        cause has already fired. A new alert gets an outbox row until it is delivered, written
+        first: a crash between the two writes then leaves an alert still to deliver (and a
+        re-run of whatever noticed it records the alert), never a recorded alert that nobody
+        will ever deliver."""
         key = alert_key(alert.kind, alert.cause)
+        pk, rk = eval_partition(evaluation_id), ALERT_PREFIX + key
+        if self._get(pk, rk) is not None:
+            return None
         row = {
-            "PartitionKey": eval_partition(evaluation_id),
-            "RowKey": ALERT_PREFIX + key,
+            "PartitionKey": pk,
+            "RowKey": rk,
             "evaluation_id": evaluation_id,
             "key": key,
             "kind": alert.kind.value,
@@ -653,28 +664,28 @@ class StateStore:
             # third failure) before its effect (the breaker opening).
             "recorded_at": datetime.now(UTC).isoformat(),
         }
-        try:
-            self._table.create_entity(_checked(row))
-        except ResourceExistsError:
-            return None
         self._table.upsert_entity(
             _checked(
                 {
                     **row,
                     "PartitionKey": ALERT_OUTBOX,
-                    "RowKey": f"{evaluation_id}|{key}",
+                    "RowKey": outbox_key(evaluation_id, key),
                     "delivery_attempts": 0,
                     "next_delivery_at": utcnow_iso(at),
                 }
             )
         )
+        try:
+            self._table.create_entity(_checked(row))
+        except ResourceExistsError:
+            return None  # recorded meanwhile by another instance noticing the same cause
         return _plain(row)
 
     def undelivered_alerts(self) -> list[dict[str, Any]]:
         return self._query(ALERT_OUTBOX)
 
     def undelivered_alert(self, evaluation_id: str, key: str) -> dict[str, Any] | None:
-        return self._get(ALERT_OUTBOX, f"{evaluation_id}|{key}")
+        return self._get(ALERT_OUTBOX, outbox_key(evaluation_id, key))
 
     def alert_delivered(self, evaluation_id: str, key: str, at: datetime) -> None:
         self._mutate(
@@ -683,13 +694,13 @@ class StateStore:
             lambda r: None if r.get("delivered_at") else {**r, "delivered_at": utcnow_iso(at)},
         )
         with contextlib.suppress(ResourceNotFoundError):
-            self._table.delete_entity(ALERT_OUTBOX, f"{evaluation_id}|{key}")
+            self._table.delete_entity(ALERT_OUTBOX, outbox_key(evaluation_id, key))
 
     def alert_delivery_failed(
         self, evaluation_id: str, key: str, *, attempts: int, next_at: datetime | None, error: str
     ) -> None:
         """Count a failed delivery; `next_at` None gives up (the alert stays recorded)."""
-        rk = f"{evaluation_id}|{key}"
+        rk = outbox_key(evaluation_id, key)
         if next_at is None:
             with contextlib.suppress(ResourceNotFoundError):
                 self._table.delete_entity(ALERT_OUTBOX, rk)

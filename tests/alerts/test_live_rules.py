@@ -157,3 +157,39 @@ def test_alerts_of_one_instant_keep_the_order_they_were_noticed_in(store: StateS
     rows = store.get_evaluation_rows("e1")
     assert rows is not None
     assert [a["kind"] for a in rows["alerts"]] == ["job_stuck", "breaker_open"]
+
+
+def test_a_crash_between_the_two_writes_leaves_the_alert_to_deliver() -> None:
+    """The second of record_alert's two writes fails once (the process dies there): whatever
+    noticed the alert runs again (an activity is re-run), and the alert is then both recorded
+    and waiting in the outbox — never recorded but forgotten by delivery."""
+    from typing import cast
+
+    from azure.data.tables import TableClient
+
+    from tests.fakes.memory_tables import MemoryTableClient
+
+    class DiesOnSecondWrite(MemoryTableClient):
+        writes = 0
+
+        def _count(self) -> None:
+            self.writes += 1
+            if self.writes == 2:
+                raise RuntimeError("the process died here")
+
+        def create_entity(self, entity: Any, **kwargs: Any) -> dict[str, Any]:
+            self._count()
+            return super().create_entity(entity, **kwargs)
+
+        def upsert_entity(self, entity: Any, *args: Any, **kwargs: Any) -> Any:
+            self._count()
+            return super().upsert_entity(entity, *args, **kwargs)
+
+    table = DiesOnSecondWrite()
+    store = StateStore(cast(TableClient, table))
+    stuck = alerts.job_stuck(_job(0, None, "running"), "no heartbeat for 11 min")
+    with pytest.raises(RuntimeError):
+        store.record_alert("e1", stuck, NOW)
+    assert store.record_alert("e1", stuck, NOW) is not None  # the re-run records it
+    assert [r["cause"] for r in store.undelivered_alerts()] == ["waa-e1-s0-a1"]
+    assert store.record_alert("e1", stuck, NOW) is None  # and once only
