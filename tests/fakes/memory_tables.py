@@ -146,8 +146,10 @@ _DECODED_ERROR_TYPES: dict[str, type[HttpResponseError]] = {
 }
 
 
-class UnsupportedByFakeError(NotImplementedError):
-    """The call is outside what the fake models; extend the fake (and its contract test)."""
+class UnsupportedByFakeError(Exception):
+    """The call is outside what the fake models, so it refuses it rather than guess (a test
+    that reaches this uses the real client in a way the fake was never checked against):
+    extend the fake, and its contract test against Azurite, first."""
 
 
 @dataclass(frozen=True)
