@@ -8,19 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from adapters.settings import SettingsError, load_settings
-
-BASE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "HEARTBEAT_SECRET": "b" * 24}
+from tests.support.settings_env import fresh_settings
 
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("PUBLIC_BASE_URL", "COMPUTE_BACKEND"):
-        monkeypatch.delenv(name, raising=False)
-    for k, v in BASE.items():
-        monkeypatch.setenv(k, v)
-    load_settings.cache_clear()
-    yield
-    load_settings.cache_clear()
+    yield from fresh_settings(monkeypatch, ("PUBLIC_BASE_URL", "COMPUTE_BACKEND"))
 
 
 @pytest.mark.parametrize(
