@@ -94,7 +94,7 @@ class Alerter:
 
     def fire(self, evaluation_id: str, alert: LiveAlert, now: datetime) -> bool:
         """Record `alert`; True when it is new (and so was sent to the channels)."""
-        row = self._store.record_alert(evaluation_id, alert, now)
+        row = self._store.record_alert(evaluation_id, alert, now, deliver=self._webhook is not None)
         if row is None:
             return False
         log.warning(
@@ -110,9 +110,7 @@ class Alerter:
                 **ids(evaluation_id=evaluation_id)["extra"],
             },
         )
-        if self._webhook is None:
-            self._store.alert_delivered(evaluation_id, row["key"], now)
-        else:
+        if self._webhook is not None:
             self._submit(row, now)
         return True
 

@@ -638,13 +638,13 @@ class StateStore:
 
     # ----------------------------------------------------------------------------- alerts
     def record_alert(
-        self, evaluation_id: str, alert: LiveAlert, at: datetime
+        self, evaluation_id: str, alert: LiveAlert, at: datetime, *, deliver: bool = True
     ) -> dict[str, Any] | None:
         """Record a live alert once per (kind, cause). Returns the new row, or None when this
-        cause has already fired. A new alert gets an outbox row until it is delivered, written
-        first: a crash between the two writes then leaves an alert still to deliver (and a
-        re-run of whatever noticed it records the alert), never a recorded alert that nobody
-        will ever deliver."""
+        cause has already fired. A new alert to `deliver` gets an outbox row until it is
+        delivered, written first: a crash between the two writes then leaves an alert still to
+        deliver (and a re-run of whatever noticed it records the alert), never a recorded alert
+        that nobody will ever deliver. With nowhere to deliver it, it is recorded as delivered."""
         key = alert_key(alert.kind, alert.cause)
         pk, rk = eval_partition(evaluation_id), ALERT_PREFIX + key
         if self._get(pk, rk) is not None:
@@ -664,17 +664,20 @@ class StateStore:
             # third failure) before its effect (the breaker opening).
             "recorded_at": datetime.now(UTC).isoformat(),
         }
-        self._table.upsert_entity(
-            _checked(
-                {
-                    **row,
-                    "PartitionKey": ALERT_OUTBOX,
-                    "RowKey": outbox_key(evaluation_id, key),
-                    "delivery_attempts": 0,
-                    "next_delivery_at": utcnow_iso(at),
-                }
+        if deliver:
+            self._table.upsert_entity(
+                _checked(
+                    {
+                        **row,
+                        "PartitionKey": ALERT_OUTBOX,
+                        "RowKey": outbox_key(evaluation_id, key),
+                        "delivery_attempts": 0,
+                        "next_delivery_at": utcnow_iso(at),
+                    }
+                )
             )
-        )
+        else:
+            row["delivered_at"] = row["at"]
         try:
             self._table.create_entity(_checked(row))
         except ResourceExistsError:
