@@ -114,11 +114,26 @@ class PlannedShard(Contract):
     vm_size: str
 
 
+class Distribution(StrEnum):
+    """How tasks reach the jobs (EvaluationRequest.distribution)."""
+
+    QUEUE = "queue"  # worker slots; each job asks for its next task
+    STATIC = "static"  # fixed shards planned up front
+
+
 class EvaluationInput(_CarriesPolicy):
     evaluation_id: str
+    # Static: the planned shards. Queue: empty (the tasks wait in the evaluation's queue).
     shards: list[PlannedShard]
     tiers: list[Tier]
     job: JobSnapshot
+    # An instance started before the queue existed has no `distribution`: it ran static shards.
+    distribution: Distribution = Distribution.STATIC
+    # Queue: the number of worker slots (one `worker` sub-orchestration each).
+    slots: int = 0
+    # Queue: a task past this many times its expected minutes may get a second copy when the
+    # queue is empty (0: no tail copies).
+    tail_copy_factor: float = 0.0
 
 
 class ShardInput(_CarriesPolicy):
@@ -128,6 +143,19 @@ class ShardInput(_CarriesPolicy):
     tiers: list[Tier]
     # Right-sizing may give a shard its own VM size: the snapshot's vm_size is the shard's.
     job: JobSnapshot
+
+
+class WorkerInput(_CarriesPolicy):
+    """One worker slot of a queue-distributed evaluation: one job at a time while the
+    evaluation's queue has work. `slot` is used wherever a shard's index would be (job names,
+    the `shard-NNN` row, log fields)."""
+
+    evaluation_id: str
+    slot: int
+    slots: int  # the evaluation's slot count (a job's expected share of the queue)
+    tiers: list[Tier]
+    job: JobSnapshot
+    tail_copy_factor: float = 0.0
 
 
 class EvaluationState(StrEnum):
@@ -146,6 +174,8 @@ class PrepareAttemptInput(Contract):
     evaluation_id: str
     shard_index: int
     task_ids: list[str]
+    # Queue distribution: `task_ids` is empty and `remaining` is the queue's claimable tasks.
+    queue: bool = False
 
 
 class ShardState(Contract):
@@ -187,6 +217,12 @@ class SubmitJobInput(JobSnapshot):
     task_ids: list[str]
     instance_id: str  # the shard orchestration's, which the job's events are raised on
     failover: bool = False  # the previous attempt ran on another tier
+    # Queue distribution: `task_ids` is empty; the job asks for its tasks. `expected_tasks` is
+    # its share of the queue (for the budget reservation); `tail_copy_factor` as in
+    # EvaluationInput, recorded on the job row for the `next_task` answers.
+    queue: bool = False
+    expected_tasks: int = 0
+    tail_copy_factor: float = 0.0
 
 
 class SubmitStatus(StrEnum):
@@ -214,6 +250,7 @@ class FinishAttemptInput(Contract):
     failure_kind: Kind = None
     # The retried cancel kept failing: record it for the sweeper instead of failing again.
     cancel_best_effort: bool = False
+    queue: bool = False  # as in PrepareAttemptInput
 
 
 class CloseShardInput(Contract):
@@ -222,6 +259,9 @@ class CloseShardInput(Contract):
     task_ids: list[str]
     reason: Reason  # recorded with every task left without an outcome
     attempts: int
+    # Queue distribution: a slot closes no task (other slots may still run them); the
+    # evaluation closes what is left at the end (FinalizeEvaluationInput.not_run_reason).
+    queue: bool = False
 
 
 class ShardSummary(Contract):
@@ -236,6 +276,9 @@ class ShardSummary(Contract):
 class FinalizeEvaluationInput(Contract):
     evaluation_id: str
     error: Reason = ""  # a shard orchestration failed: its first line
+    # Queue distribution: the reason recorded with every task still without an outcome when
+    # all slots have ended (why the last slots gave up). "" : the static default reason.
+    not_run_reason: Reason = ""
 
 
 # --- events a shard waits on --------------------------------------------------------------------

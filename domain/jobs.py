@@ -87,6 +87,11 @@ class JobSpec(BaseModel):
     # The Key Vault secret holding this attempt's heartbeat token ("" when there is no vault):
     # Azure ML and Batch then pass its name instead of the token.
     heartbeat_token_secret: str = ""
+    # Queue distribution (issue 10): `task_ids` is empty and the job asks the heartbeat
+    # endpoint for each next task (`MessageKind.NEXT_TASK`); `expected_tasks` is how many it
+    # is expected to run (its share of the queue), for estimates and the simulator's draws.
+    queue: bool = False
+    expected_tasks: int = 0
 
 
 class CapacitySpec(BaseModel):

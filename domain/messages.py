@@ -15,6 +15,11 @@ by hand, so keep field names stable.
      "artifacts": {"task_id": "...", "files": [{"path": "traj.jsonl", "size": 1234}],
                    "failed": ["x.png"]}}            # kind == artifact_urls | artifacts_uploaded
 
+`next_task` (queue distribution) asks for the job's next task: 200 with a `NextTask`, either a
+task id to run (the same one again while the job holds it without a result, so a retried ask
+is safe) or `exit: true` with the reason (nothing left to claim, the evaluation cancelled, the
+job's deadline too close). A job of a static shard gets 409.
+
 `artifact_urls` asks for one write-only upload URL per file of a task's result folder, after
 the task's result was sent (the score never waits for uploads); `artifacts_uploaded` reports
 what went up ("failed": the paths that did not). Paths are relative POSIX paths inside the
@@ -48,6 +53,8 @@ class MessageKind(StrEnum):
     FINISHED = "finished"
     ARTIFACT_URLS = "artifact_urls"
     ARTIFACTS_UPLOADED = "artifacts_uploaded"
+    # Queue distribution: the job asks for its next task (answered 200 with `NextTask`).
+    NEXT_TASK = "next_task"
 
 
 class TaskRunStatus(StrEnum):
@@ -149,6 +156,19 @@ class JobMessage(BaseModel):
     exit_code: int | None = None
     artifacts: Artifacts | None = None
     storage: StorageCopy | None = None  # any kind; the runner sends it with heartbeats
+
+
+class NextTask(BaseModel):
+    """The answer to `next_task`: the task to run next, or exit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str | None = Field(default=None, pattern=TASK_ID_PATTERN)
+    domain: str = ""  # the task's WAA domain (the runner's catalog may not list a trial key)
+    # A second copy of a task another job still runs past its expected time (tail copies).
+    duplicate: bool = False
+    exit: bool = False
+    reason: str = ""
 
 
 def heartbeat_token(secret: str, job_name: str) -> str:

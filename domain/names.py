@@ -3,6 +3,8 @@
 # Orchestrators
 EVALUATION_ORCHESTRATOR = "evaluation"
 SHARD_ORCHESTRATOR = "shard"
+# One per worker slot of a queue-distributed evaluation (orchestrations/worker.py).
+WORKER_ORCHESTRATOR = "worker"
 
 # Activities
 PREPARE_ATTEMPT = "prepare_attempt"

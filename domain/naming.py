@@ -45,6 +45,14 @@ def shard_instance_id(evaluation_id: str, shard_index: int) -> str:
     return f"{evaluation_id}:s{shard_index}"
 
 
+def worker_instance_id(evaluation_id: str, slot: int) -> str:
+    """The worker sub-orchestration's instance id of slot `slot` (queue distribution)."""
+    _check_evaluation_id(evaluation_id)
+    if slot < 0:
+        raise ValueError("slot must not be negative")
+    return f"{evaluation_id}:w{slot}"
+
+
 def job_name(evaluation_id: str, shard_index: int, attempt: int) -> str:
     """E.g. "waa-3f9a0c1d2e4b-s7-a2" for attempt 2 of shard 7."""
     _check_evaluation_id(evaluation_id)

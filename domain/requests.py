@@ -119,6 +119,16 @@ class EvaluationRequest(BaseModel):
     a11y_backend: Literal["uia", "win32"] = "uia"
     idempotency_key: str | None = Field(default=None, pattern=IDEMPOTENCY_KEY_PATTERN)
     policy: Literal["resilient", "naive"] = "resilient"
+    # How tasks reach the jobs (issue 10): "queue", the default: one worker slot per worker,
+    # each job asks for its next task (longest expected first) from the evaluation's queue, so
+    # a failed job loses one task, not a shard; "static": fixed LPT shards planned up front.
+    distribution: Literal["queue", "static"] = "queue"
+    # An alternative to `workers`: as many worker slots as finishing in this many hours needs
+    # (`domain.planning.slots_for_target`), capped by MAX_WORKERS.
+    target_hours: float | None = Field(default=None, gt=0, le=48, allow_inf_nan=False)
+    # Queue only: when the queue is empty and a task runs far past its expected time, a job
+    # that would otherwise exit runs a second copy of it; the first result is kept.
+    tail_copies: bool = False
     right_size: bool = False
     # How often a task whose run failed (agent crash, setup error) is run again in a later
     # attempt before its failure is final. A task that ran and scored 0 is completed, not failed.

@@ -167,13 +167,15 @@ def test_full_body_round_trips() -> None:
         "a11y_backend": "win32",
         "idempotency_key": "nightly:2026-11-28",
         "policy": "naive",
+        "distribution": "static",
+        "tail_copies": False,
         "right_size": True,
         "task_retries": 2,
         "trials": 3,
     }
     req = parse(body)
     assert req.tiers == [Tier.BATCH, Tier.VM]
-    assert json.loads(req.model_dump_json()) == {**body, "task_set": None}
+    assert json.loads(req.model_dump_json()) == {**body, "task_set": None, "target_hours": None}
     # What the orchestration snapshots parses back to the same request.
     assert parse(req.model_dump_json().encode()) == req
 
