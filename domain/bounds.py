@@ -209,3 +209,16 @@ def sweep_worst_case_seconds(tier: Tier) -> float:
         + ALERT_DELIVERY_SECONDS
         + TABLE_ALLOWANCE_SECONDS
     )
+
+
+# --- The task queue (issue 10) ----------------------------------------------------------------
+# A task whose jobs kept ending under it (not its own failed run: the job died, hung, was
+# evicted) is released back to the queue this many times at most; then it is not run, with the
+# reason, so a task that kills every machine it lands on cannot burn every slot's attempts.
+QUEUE_MAX_RELEASES = 3
+# Jobs one worker slot may run over the evaluation's life (completed ones included): a bound on
+# its orchestration history whatever the queue does.
+MAX_JOBS_PER_SLOT = 40
+# A tail copy is offered for a task running longer than this many times its expected minutes
+# (`tail_copies: true`).
+TAIL_COPY_FACTOR = 1.5
