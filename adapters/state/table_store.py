@@ -608,12 +608,15 @@ class StateStore:
                 lambda row: task_running(row, attempt=attempt, job_name=job_name),
             )
 
-    def release_tasks(self, evaluation_id: str, job_name: str, reason: str = "") -> None:
+    def release_tasks(
+        self, evaluation_id: str, job_name: str, reason: str = "", *, at: datetime | None = None
+    ) -> None:
         """Tasks a job was running (or running a tail copy of) but never reported, once it has
         ended, as `domain.outcomes.task_released` rules: back to pending (a claimed task with
         its release counted, not run at the poison limit), or the copy cleared. `reason`: why
-        the job ended (it goes into a poisoned task's reason)."""
-        at = datetime.now(UTC)
+        the job ended (it goes into a poisoned task's reason); `at`: when (a poisoned task's
+        `finished_at`; the wall clock when not given, pass the app's clock under the devhost)."""
+        at = at or datetime.now(UTC)
         for row in self._query(eval_partition(evaluation_id), TASK_PREFIX):
             if task_released(row, job_name, reason, at=at) is not None:
                 self._mutate(

@@ -282,11 +282,11 @@ def test_a_task_whose_jobs_keep_ending_is_not_run_at_the_limit(store: StateStore
         job = f"waa-a1b2c3d4e5f6-s0-a{n}"
         got = claim(store, job, attempt=n)
         assert got is not None and got["task_id"] == "poison"
-        store.release_tasks(EID, job, f"container lost #{n}")
+        store.release_tasks(EID, job, f"container lost #{n}", at=AT + timedelta(hours=n))
     row = task(store, "poison")
     assert row["outcome"] == "not_run" and row["released"] == bounds.QUEUE_MAX_RELEASES
     assert row["reason"] == "not run: 3 jobs ended while running it (last: container lost #3)"
-    assert row["finished_at"]
+    assert row["finished_at"] == (AT + timedelta(hours=3)).isoformat()
     # The queue goes on with the rest.
     assert claim(store, "waa-a1b2c3d4e5f6-s0-a9")["task_id"] == "ok"  # type: ignore[index]
 
