@@ -16,9 +16,12 @@ What it does, in order:
    readiness URL until it answers, with its own deadline (exit 4 / 5);
 6. runs the tasks one at a time, each with a timeout, and reports one `task_result` per task;
    a background uploader then sends that task's WAA folder to Blob Storage through the
-   per-file SAS URLs the control plane mints (`artifact_urls` / `artifacts_uploaded`);
+   per-file SAS URLs the control plane mints (`artifact_urls` / `artifacts_uploaded`). The
+   tasks are WAA_TASK_IDS (a static shard), or with WAA_TASK_SOURCE=queue whatever the control
+   plane answers to `next_task`, asked after the setup and after each delivered result, until
+   it says exit or the job's own deadline is within WAA_CLAIM_MARGIN_SECONDS (`TaskQueue`);
 7. writes one JSON per task and a summary to the output folder, posts `finished`, exits 0 when
-   every task completed and 1 when some failed.
+   every task completed and 1 when some failed (queue mode: 0 when it stopped asking normally).
 
 Messages go through a background sender with a bounded queue that retries with exponential
 backoff while the endpoint is unreachable or answers 5xx/429, so a slow or absent control plane
