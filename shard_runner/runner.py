@@ -561,6 +561,8 @@ class Sender:
         auth_failures = 0
         why = ""
         for attempt in range(1, tries + 1):
+            if self.disabled:  # the queued messages already found the token refused
+                return Reply(Reply.AUTH, why="the control plane refuses this job's token")
             if attempt > 1 and stop is not None and stop():
                 return Reply(Reply.STOPPED, why=why)
             status, why, answer = self._exchange(body, read=True)
@@ -1773,6 +1775,10 @@ class TaskQueue:
             )
         if item in self.handed:
             # Its result was sent (or dropped): running it again would report it twice.
+            if answer.get("duplicate") is True:
+                # A second copy of a task that failed here and now runs long elsewhere: not
+                # this job's to run again; ending normally gives the copy claim back.
+                return Assignment(stop=f"next_task: handed task {item} again, as a copy")
             return Assignment(
                 stop=f"next_task: handed task {item} again",
                 exit_code=EXIT_INTERNAL,

@@ -276,3 +276,29 @@ def test_queue_settings_are_validated() -> None:
     assert repr(runner.Config(ENV)) == "Config(job_name='waa-e-w0-a1', tasks=queue)"
     static = runner.Config({**ENV, "WAA_TASK_SOURCE": "", "WAA_TASK_IDS": "a"})
     assert (static.queue, static.task_ids) == (False, ["a"])
+
+
+def test_a_task_this_job_ran_is_never_run_again() -> None:
+    clock = _Clock()
+    cfg = runner.Config(ENV)
+    queue, _ = _queue(cfg, [_task("t1"), _task("t1")], clock)
+    assert queue.next().item == "t1"
+    again = queue.next()
+    assert (again.item, again.exit_code) == (None, runner.EXIT_INTERNAL)
+    assert "handed task t1 again after this job ran it" in again.failure
+    # As a tail copy (it failed here, it runs long elsewhere): not run, the job ends normally.
+    queue, _ = _queue(cfg, [_task("t1"), _task("t1", duplicate=True)], clock)
+    assert queue.next().item == "t1"
+    copy = queue.next()
+    assert (copy.item, copy.exit_code, copy.failure) == (None, runner.EXIT_OK, "")
+
+
+def test_ask_does_not_try_once_the_token_is_known_refused(endpoint: tuple[str, _Script]) -> None:
+    url, script = endpoint
+    sender = _sender(url)
+    sender.disabled = True
+    try:
+        reply = sender.ask({"kind": "next_task"}, tries=5)
+    finally:
+        sender.close(1)
+    assert reply.outcome == runner.Reply.AUTH and script.bodies == []
