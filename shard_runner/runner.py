@@ -16,9 +16,12 @@ What it does, in order:
    readiness URL until it answers, with its own deadline (exit 4 / 5);
 6. runs the tasks one at a time, each with a timeout, and reports one `task_result` per task;
    a background uploader then sends that task's WAA folder to Blob Storage through the
-   per-file SAS URLs the control plane mints (`artifact_urls` / `artifacts_uploaded`);
+   per-file SAS URLs the control plane mints (`artifact_urls` / `artifacts_uploaded`). The
+   tasks are WAA_TASK_IDS (a static shard), or with WAA_TASK_SOURCE=queue whatever the control
+   plane answers to `next_task`, asked after the setup and after each delivered result, until
+   it says exit or the job's own deadline is within WAA_CLAIM_MARGIN_SECONDS (`TaskQueue`);
 7. writes one JSON per task and a summary to the output folder, posts `finished`, exits 0 when
-   every task completed and 1 when some failed.
+   every task completed and 1 when some failed (queue mode: 0 when it stopped asking normally).
 
 Messages go through a background sender with a bounded queue that retries with exponential
 backoff while the endpoint is unreachable or answers 5xx/429, so a slow or absent control plane
@@ -34,6 +37,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import http.client
 import json
 import logging
 import mimetypes
@@ -205,9 +209,25 @@ class Config:
         if not self.imds_url.startswith(("http://", "https://")):
             problems.append("WAA_IMDS_URL must be an http(s) URL")
 
+        # Where the tasks come from: WAA_TASK_IDS (a static shard), or the control plane's task
+        # queue, asked for one task at a time (`next_task`, CONTRACT.md of issue 10).
+        source = env.get("WAA_TASK_SOURCE", "").strip().lower() or "static"
+        if source not in ("static", "queue"):
+            problems.append(f"WAA_TASK_SOURCE must be static or queue, got {source!r}")
+        self.queue = source == "queue"
         self.task_ids = [t.strip() for t in env.get("WAA_TASK_IDS", "").split(",") if t.strip()]
-        if not self.task_ids:
+        if self.queue and self.task_ids:
+            problems.append(
+                "WAA_TASK_IDS must be empty with WAA_TASK_SOURCE=queue (the control plane hands "
+                "out the tasks)"
+            )
+        elif not self.queue and not self.task_ids:
             problems.append("WAA_TASK_IDS must list at least one task id")
+        # The job's own timeout (0: not known) and how much of it must be left to ask for another
+        # task: the runner stops asking on its own below that margin.
+        self.job_timeout = number("WAA_JOB_TIMEOUT_SECONDS", 0, 0)
+        self.claim_margin = number("WAA_CLAIM_MARGIN_SECONDS", 1800, 0)
+        self.next_task_tries = int(number("WAA_NEXT_TASK_TRIES", 12, 1))
         for item in self.task_ids:
             try:
                 split_item(item)
@@ -268,7 +288,8 @@ class Config:
             raise ConfigError("; ".join(problems))
 
     def __repr__(self) -> str:  # the token stays out of any accidental print
-        return f"Config(job_name={self.job_name!r}, tasks={len(self.task_ids)})"
+        tasks = "queue" if self.queue else len(self.task_ids)
+        return f"Config(job_name={self.job_name!r}, tasks={tasks})"
 
 
 def _secret_env(raw: str, problems: List[str]) -> Dict[str, str]:
@@ -483,8 +504,7 @@ class Sender:
             elif status is not None and 400 <= status < 500 and status not in (408, 429):
                 log.error("the control plane rejected a %s message: %s", message["kind"], why)
                 return False
-            delay = min(self._retry_max, self._retry_base * (2 ** min(attempt - 1, 30)))
-            delay *= random.uniform(0.5, 1.0)  # spread the retries of many runners
+            delay = _backoff(attempt, self._retry_base, self._retry_max)
             log.warning(
                 "posting a %s message failed (%s); retry %d in %.1f s",
                 message["kind"],
@@ -496,6 +516,13 @@ class Sender:
         return False
 
     def _send_once(self, body: bytes) -> Tuple[Optional[int], str]:
+        status, why, _answer = self._exchange(body)
+        return status, why
+
+    def _exchange(self, body: bytes, read: bool = False) -> Tuple[Optional[int], str, bytes]:
+        """One POST: (HTTP status or None when no answer came, why, the answer's body when
+        `read`). Never raises for the network: a reset, a timeout or a truncated answer is
+        "no answer" (status None), which the callers retry."""
         request = urllib.request.Request(
             self._url,
             data=body,
@@ -507,12 +534,102 @@ class Sender:
         )
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                return response.status, f"HTTP {response.status}"
+                answer = response.read(_ANSWER_LIMIT) if read else b""
+                return response.status, f"HTTP {response.status}", answer
         except urllib.error.HTTPError as err:
-            return err.code, f"HTTP {err.code} from {redacted_url(self._url)}"
+            detail = _error_text(err) if read else ""
+            return err.code, f"HTTP {err.code} from {redacted_url(self._url)}{detail}", b""
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
-            return None, f"{redacted_url(self._url)} unreachable: {reason}"
+            return None, f"{redacted_url(self._url)} unreachable: {reason}", b""
+        except http.client.HTTPException as err:  # e.g. IncompleteRead: the answer was cut off
+            return None, f"no complete answer from {redacted_url(self._url)}: {err!r}", b""
+
+    def ask(
+        self,
+        message: Dict[str, object],
+        tries: int,
+        stop: Optional[Callable[[], bool]] = None,
+    ) -> Reply:
+        """Send `message` now, in the caller's thread, and return the control plane's JSON
+        answer: for requests whose answer matters (`next_task`). The same rules as the queued
+        messages: no answer, 5xx, 408 and 429 are retried with the same backoff (at most
+        `tries` times in all; an answer that is not a JSON object counts as no answer), 401/403
+        `auth_retries` times, any other 4xx is final. `stop()` is asked before each retry."""
+        kind = message.get("kind")
+        body = json.dumps(message).encode()
+        auth_failures = 0
+        why = ""
+        for attempt in range(1, tries + 1):
+            if self.disabled:  # the queued messages already found the token refused
+                return Reply(Reply.AUTH, why="the control plane refuses this job's token")
+            if attempt > 1 and stop is not None and stop():
+                return Reply(Reply.STOPPED, why=why)
+            status, why, answer = self._exchange(body, read=True)
+            if status is not None and 200 <= status < 300:
+                try:
+                    data = json.loads(answer.decode("utf-8"))
+                except ValueError:
+                    data = None
+                if isinstance(data, dict):
+                    return Reply(Reply.OK, status, data)
+                why = f"HTTP {status} with an answer that is not a JSON object"
+            elif status in (401, 403):
+                auth_failures += 1
+                if auth_failures > self._auth_retries:
+                    return Reply(Reply.AUTH, status, why=why)
+            elif status is not None and 400 <= status < 500 and status not in (408, 429):
+                return Reply(Reply.REFUSED, status, why=why)
+            if attempt == tries:
+                break
+            delay = _backoff(attempt, self._retry_base, self._retry_max)
+            log.warning(
+                "%s request failed (%s); retry %d of %d in %.1f s",
+                kind,
+                why,
+                attempt,
+                tries - 1,
+                delay,
+            )
+            time.sleep(delay)
+        return Reply(Reply.GAVE_UP, why=why)
+
+
+# The longest answer read back (a next_task answer is a few hundred bytes).
+_ANSWER_LIMIT = 64 * 1024
+
+
+def _error_text(err: urllib.error.HTTPError) -> str:
+    """The "error" text of the control plane's own error body ({"error": "...", "field"}),
+    short and masked, for the log line of a refusal."""
+    try:
+        body = json.loads(err.read(4096) or b"{}")
+    except (ValueError, OSError, http.client.HTTPException):
+        return ""
+    text = body.get("error") if isinstance(body, dict) else None
+    return f": {mask(text[:300])}" if isinstance(text, str) and text else ""
+
+
+class Reply:
+    """How a synchronous request (`Sender.ask`) ended."""
+
+    OK = "ok"  # a 2xx with a JSON object: `data`
+    REFUSED = "refused"  # a 4xx that will not change (409: not a queue job)
+    AUTH = "auth"  # the token is refused (401/403 after the retries)
+    GAVE_UP = "gave_up"  # no usable answer after every try
+    STOPPED = "stopped"  # the caller's stop() said so between two tries
+
+    def __init__(
+        self,
+        outcome: str,
+        status: Optional[int] = None,
+        data: Optional[Dict[str, object]] = None,
+        why: str = "",
+    ) -> None:
+        self.outcome = outcome
+        self.status = status
+        self.data = data if data is not None else {}
+        self.why = why
 
 
 class Reporter:
@@ -1313,6 +1430,7 @@ def list_artifacts(folder: str) -> Tuple[List[Dict[str, object]], int]:
 
 
 def _backoff(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter (spreads the retries of many runners)."""
     return min(cap, base * (2 ** min(attempt - 1, 30))) * random.uniform(0.5, 1.0)
 
 
@@ -1514,6 +1632,171 @@ class ArtifactUploader:
         return False
 
 
+# --- The task queue --------------------------------------------------------------------------
+
+# domain/messages.py's TASK_ID_PATTERN (a WAA task id with an optional trial suffix), which a
+# next_task answer's task_id must match; tests/shard_runner keeps the two equal.
+_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(#[0-9])?$")
+
+
+class Assignment:
+    """What one `next_task` ask ended with: a task to run (`item`), or why the runner stops
+    asking, with the exit code that says how (and a failure to report when it is not normal)."""
+
+    def __init__(
+        self,
+        item: Optional[str] = None,
+        domain: str = "",
+        duplicate: bool = False,
+        stop: str = "",
+        exit_code: int = EXIT_OK,
+        failure: str = "",
+    ) -> None:
+        self.item = item
+        self.domain = domain
+        self.duplicate = duplicate
+        self.stop = stop
+        self.exit_code = exit_code
+        self.failure = failure
+
+
+class TaskQueue:
+    """The control plane's task queue, seen from the job (WAA_TASK_SOURCE=queue).
+
+    `next()` POSTs kind `next_task` and reads the answer, domain/messages.py's `NextTask`
+    inside `{"accepted": true, "kind": "next_task", ...}`: a task id (with its domain, maybe a
+    trial suffix, maybe a tail copy) or `exit: true` with a reason. The control plane hands a
+    job the same task again while it holds it without a result, so an ask whose answer was lost
+    is simply asked again; the runner asks only once the last task's `task_result` was
+    delivered (`wait_delivered`), else it would be handed that task again.
+
+    It stops asking on its own when less than WAA_CLAIM_MARGIN_SECONDS of WAA_JOB_TIMEOUT_SECONDS
+    (counted from the runner's start) is left: a task it cannot finish would only be released
+    again when the job is stopped at its timeout.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        reporter: Reporter,
+        catalog: Mapping[str, str],
+        started: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cfg = cfg
+        self._reporter = reporter
+        self._catalog = catalog
+        self._started = started
+        self._clock = clock
+        self.asks = 0
+        self.handed: List[str] = []
+        self.duplicates: List[str] = []
+
+    def time_left(self) -> Optional[float]:
+        """Seconds left of the job's timeout (None: no timeout given)."""
+        if not self._cfg.job_timeout:
+            return None
+        return self._cfg.job_timeout - (self._clock() - self._started)
+
+    def margin_reached(self) -> bool:
+        left = self.time_left()
+        return left is not None and left < self._cfg.claim_margin
+
+    def _margin_stop(self) -> Assignment:
+        left = self.time_left()
+        return Assignment(
+            stop=(
+                f"{max(0.0, left or 0.0):.0f} s left of the job's {self._cfg.job_timeout:g} s "
+                f"timeout, under the claim margin of {self._cfg.claim_margin:g} s"
+            )
+        )
+
+    def wait_delivered(self, ticket: Ticket, item: str) -> None:
+        """Until the task's result is delivered or dropped (the sender retries it with backoff),
+        or the claim margin is reached."""
+        while not ticket.wait(0.5):
+            if self.margin_reached():
+                return
+        if not ticket.ok:
+            log.warning("the result of task %s was not delivered", item)
+
+    def next(self) -> Assignment:
+        if self.margin_reached():
+            return self._margin_stop()
+        self.asks += 1
+        reply = self._reporter.sender.ask(
+            self._reporter.message("next_task"),
+            tries=self._cfg.next_task_tries,
+            stop=self.margin_reached,
+        )
+        if reply.outcome == Reply.STOPPED:
+            return self._margin_stop()
+        if reply.outcome == Reply.REFUSED and reply.status == 409:
+            why = (
+                f"configuration error: the control plane answers next_task with {reply.why}; "
+                f"job {self._cfg.job_name} is not a queue job, yet it runs with "
+                "WAA_TASK_SOURCE=queue (a static shard's job gets its WAA_TASK_IDS)"
+            )
+            return Assignment(stop=why, exit_code=EXIT_CONFIG, failure=why)
+        if reply.outcome == Reply.AUTH:
+            return Assignment(
+                stop=f"next_task: the control plane refuses this job's token ({reply.why})",
+                exit_code=EXIT_CONFIG,
+            )
+        if reply.outcome == Reply.REFUSED:
+            return Assignment(
+                stop=f"next_task: {reply.why}",
+                exit_code=EXIT_INTERNAL,
+                failure=f"next_task was refused: {reply.why}",
+            )
+        if reply.outcome == Reply.GAVE_UP:
+            return Assignment(
+                stop=f"next_task: no answer after {self._cfg.next_task_tries} tries",
+                exit_code=EXIT_INTERNAL,
+                failure=(
+                    f"next_task: no answer after {self._cfg.next_task_tries} tries "
+                    f"(last: {reply.why})"
+                ),
+            )
+        return self._read(reply.data)
+
+    def _read(self, answer: Mapping[str, object]) -> Assignment:
+        reason = answer.get("reason")
+        reason = mask(reason[:_REASON_LIMIT]) if isinstance(reason, str) else ""
+        if answer.get("exit") is True:
+            return Assignment(stop=f"the control plane says exit: {reason or 'no reason given'}")
+        item = answer.get("task_id")
+        if not isinstance(item, str) or not _TASK_ID.match(item):
+            shown = mask(repr(item)[:200])
+            return Assignment(
+                stop="next_task: an answer without a valid task id",
+                exit_code=EXIT_INTERNAL,
+                failure=f"next_task answered neither exit nor a valid task id (task_id={shown})",
+            )
+        if item in self.handed:
+            # Its result was sent (or dropped): running it again would report it twice.
+            if answer.get("duplicate") is True:
+                # A second copy of a task that failed here and now runs long elsewhere: not
+                # this job's to run again; ending normally gives the copy claim back.
+                return Assignment(stop=f"next_task: handed task {item} again, as a copy")
+            return Assignment(
+                stop=f"next_task: handed task {item} again",
+                exit_code=EXIT_INTERNAL,
+                failure=f"next_task handed task {item} again after this job ran it",
+            )
+        self.handed.append(item)
+        domain = answer.get("domain")
+        if isinstance(domain, str) and domain and not _SAFE_NAME.match(domain):
+            log.warning("task %s: the answer's domain %r is not a folder name", item, domain)
+            domain = ""
+        if not isinstance(domain, str) or not domain:
+            domain = self._catalog.get(split_item(item)[0], "unknown")
+        duplicate = answer.get("duplicate") is True
+        if duplicate:
+            self.duplicates.append(item)
+        return Assignment(item=item, domain=domain, duplicate=duplicate)
+
+
 # --- Main ------------------------------------------------------------------------------------
 
 
@@ -1525,7 +1808,11 @@ def _on_sigterm(signum: int, _frame: object) -> None:
     raise _Terminated(f"signal {signum}")
 
 
-def run(cfg: Config, env: Optional[Mapping[str, str]] = None) -> int:
+def run(
+    cfg: Config, env: Optional[Mapping[str, str]] = None, started: Optional[float] = None
+) -> int:
+    """`started`: when the job's clock started (time.monotonic()), for the claim margin."""
+    started = time.monotonic() if started is None else started
     credentials = Credentials(cfg, os.environ if env is None else env)
     credential_problem = ""
     try:
@@ -1632,23 +1919,59 @@ def run(cfg: Config, env: Optional[Mapping[str, str]] = None) -> int:
 
         catalog = load_catalog(cfg.task_catalog)
         results: List[Dict[str, object]] = []
-        for index, item in enumerate(cfg.task_ids, 1):
-            log.info("task %d/%d: %s", index, len(cfg.task_ids), item)
-            domain = catalog.get(split_item(item)[0], "unknown")
+
+        def run_one(item: str, domain: str) -> Ticket:
             result, folder = run_task(cfg, item, domain, tasks_dir, credentials.task_env)
             results.append(result)
             _write_json(os.path.join(tasks_dir, item_dir_name(item) + ".json"), result)
             ticket = reporter.task_result(result)
             uploader.submit(item, folder, ticket)
             log.info("task %s %s %s", item, result["status"], result["reason"] or "")
+            return ticket
+
+        if cfg.queue:
+            tasks = TaskQueue(cfg, reporter, catalog, started)
+            while True:
+                assignment = tasks.next()
+                if assignment.item is None:
+                    break
+                log.info(
+                    "task %d (from the queue%s): %s in %s",
+                    len(results) + 1,
+                    ", a second copy of a task another job runs" if assignment.duplicate else "",
+                    assignment.item,
+                    assignment.domain,
+                )
+                ticket = run_one(assignment.item, assignment.domain)
+                tasks.wait_delivered(ticket, assignment.item)
+            # Each task's failure is in its task_result: the job itself ends well (0) unless
+            # asking failed; a failed job would count against its worker slot.
+            exit_code = assignment.exit_code
+            if exit_code == EXIT_OK:
+                log.info("stopped asking for tasks after %d: %s", len(results), assignment.stop)
+            else:
+                log.error("stopped asking for tasks after %d: %s", len(results), assignment.stop)
+            if assignment.failure:
+                reporter.failure("internal", assignment.failure)
+            summary_extra["queue"] = {
+                "asks": tasks.asks,
+                "stopped": assignment.stop,
+                "duplicates": tasks.duplicates,
+            }
+        else:
+            for index, item in enumerate(cfg.task_ids, 1):
+                log.info("task %d/%d: %s", index, len(cfg.task_ids), item)
+                run_one(item, catalog.get(split_item(item)[0], "unknown"))
         failed = [r for r in results if r["status"] != "completed"]
-        exit_code = EXIT_TASKS_FAILED if failed else EXIT_OK
+        if not cfg.queue:
+            exit_code = EXIT_TASKS_FAILED if failed else EXIT_OK
         _write_json(
             os.path.join(cfg.output_dir, "summary.json"),
             {
                 "job_name": cfg.job_name,
                 "finished_at": now_iso(),
                 "exit_code": exit_code,
+                "task_source": "queue" if cfg.queue else "static",
                 "tasks": len(results),
                 "completed": len(results) - len(failed),
                 "failed": len(failed),
@@ -1688,6 +2011,7 @@ def run(cfg: Config, env: Optional[Mapping[str, str]] = None) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    started = time.monotonic()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_MaskingFormatter("%(asctime)s shard_runner %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
@@ -1697,8 +2021,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.error("configuration error: %s", err)
         return EXIT_CONFIG
     signal.signal(signal.SIGTERM, _on_sigterm)
-    log.info("job %s: %d task(s)", cfg.job_name, len(cfg.task_ids))
-    return run(cfg)
+    if cfg.queue:
+        log.info(
+            "job %s: tasks from the control plane's queue (%s, claim margin %g s)",
+            cfg.job_name,
+            f"job timeout {cfg.job_timeout:g} s"
+            if cfg.job_timeout
+            else "no WAA_JOB_TIMEOUT_SECONDS: asks until told to exit",
+            cfg.claim_margin,
+        )
+    else:
+        log.info("job %s: %d task(s)", cfg.job_name, len(cfg.task_ids))
+    return run(cfg, started=started)
 
 
 if __name__ == "__main__":

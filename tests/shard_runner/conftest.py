@@ -109,6 +109,9 @@ class Receiver:
     # Answers `artifact_urls` (message -> status, body); None: 409, artifacts not configured.
     artifacts: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None = None
     artifact_requests: list[dict[str, Any]] = field(default_factory=list)
+    # Answers `next_task` (message -> (status, body), or None: the connection is dropped
+    # without an answer); None: 409, as the app answers a static shard's job.
+    next_task: Callable[[dict[str, Any]], tuple[int, dict[str, Any]] | None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
 
@@ -184,6 +187,16 @@ def _receiver_handler(rec: Receiver) -> type[BaseHTTPRequestHandler]:
                 return
             with rec.lock:
                 rec.messages.append(message)
+            if message["kind"] == "next_task":
+                if rec.next_task is None:
+                    self._answer(409, {"error": f"job {message['job_name']} is not a queue job"})
+                    return
+                answer = rec.next_task(message)
+                if answer is None:  # the claim happened, its answer is lost on the way
+                    self.close_connection = True
+                    return
+                self._answer(*answer)
+                return
             self._answer(202 if message["kind"] == "artifacts_uploaded" else 200, {"ok": True})
 
     return Handler
@@ -198,6 +211,41 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[_Server]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class FakeQueue:
+    """The app's `next_task` answers as CONTRACT.md (issue 10) describes them: one task at a
+    time, the same one again while the job holds it without a result (a retried ask), then
+    exit "queue empty". `faults` maps an ask's number (1-based) to what replaces its answer:
+    an HTTP status, or "drop" (the claim is made, the answer never arrives)."""
+
+    rec: Receiver
+    tasks: list[tuple[str, str]]  # (task id, domain) in the order handed out
+    faults: dict[int, int | str] = field(default_factory=dict)
+    holding: str | None = None
+    domains: dict[str, str] = field(default_factory=dict)
+    asks: int = 0
+
+    def __call__(self, message: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        self.asks += 1
+        done = {m["task_result"]["task_id"] for m in self.rec.of_kind("task_result")}
+        if self.holding is not None and self.holding in done:
+            self.holding = None
+        if self.holding is None and self.tasks:
+            self.holding, domain = self.tasks.pop(0)
+            self.domains[self.holding] = domain
+        fault = self.faults.get(self.asks)
+        if fault == "drop":
+            return None
+        if isinstance(fault, int):
+            return fault, {"error": "injected"}
+        if self.holding is None:
+            answer = {"task_id": None, "exit": True, "reason": "queue empty"}
+        else:
+            answer = {"task_id": self.holding, "domain": self.domains[self.holding]}
+        base = {"accepted": True, "kind": "next_task", "domain": "", "duplicate": False}
+        return 200, {**base, "exit": False, "reason": "", **answer}
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from shard_runner import runner
-from tests.shard_runner.conftest import ROOT, TOKEN, Receiver, Run
+from tests.shard_runner.conftest import ROOT, TOKEN, FakeQueue, Receiver, Run
 from tests.shard_runner.fake_identity import FakeAzure, serve_fake_azure
 
 
@@ -87,3 +87,30 @@ def test_the_shipped_file_runs_its_whole_path_on_python_3_9(
     assert env["AZURE_API_KEY"] == "azure-key-from-the-file"
     assert len(receiver.artifact_requests) == 1  # 409: skipped
     assert "sk-from-the-vault" not in run.stderr and TOKEN not in run.stderr
+
+
+@pytest.mark.skipif(PY39 is None, reason="no Python 3.9 interpreter on this machine")
+def test_the_shipped_file_runs_queue_mode_on_python_3_9(
+    start_runner: Any, receiver: Receiver
+) -> None:
+    # A trial item, an answer lost on the way (asked again), a 503, then exit.
+    queue = FakeQueue(
+        receiver, [("ok-0.5#2", "notepad"), ("crash-1", "")], faults={1: "drop", 3: 503}
+    )
+    receiver.next_task = queue
+    run: Run = start_runner(
+        [],
+        single_file=True,
+        python=PY39,
+        WAA_TASK_SOURCE="queue",
+        WAA_JOB_TIMEOUT_SECONDS="14400",
+    )
+
+    assert run.wait() == runner.EXIT_OK, run.stderr
+    assert receiver.invalid == []
+    reported = [m["task_result"]["task_id"] for m in receiver.of_kind("task_result")]
+    assert reported == ["ok-0.5#2", "crash-1"]
+    assert queue.asks == 5
+    summary = json.loads((run.output_dir / "summary.json").read_text())
+    assert summary["queue"]["stopped"] == "the control plane says exit: queue empty"
+    assert (summary["completed"], summary["failed"]) == (1, 1)
