@@ -123,14 +123,34 @@ class EvaluationRequest(BaseModel):
     # How tasks reach the jobs (issue 10): "queue", the default: one worker slot per worker,
     # each job asks for its next task (longest expected first) from the evaluation's queue, so
     # a failed job loses one task, not a shard; "static": fixed LPT shards planned up front.
-    distribution: Literal["queue", "static"] = "queue"
+    distribution: Literal["queue", "static"] = Field(
+        default="queue",
+        description="How tasks reach the jobs: `queue`, one worker slot per worker whose jobs "
+        "ask for their next task (longest expected first), or `static`, fixed shards planned "
+        "up front.",
+    )
     # An alternative to `workers`: as many worker slots as finishing in this many hours needs
     # (`domain.planning.slots_for_target`), capped by MAX_WORKERS.
-    target_hours: float | None = Field(default=None, gt=0, le=48, allow_inf_nan=False)
+    target_hours: float | None = Field(
+        default=None,
+        gt=0,
+        le=48,
+        allow_inf_nan=False,
+        description="Instead of `workers` (not with it): as many workers as finishing in this "
+        "many hours needs, capped by the app's MAX_WORKERS. At least a job's provisioning plus "
+        "the longest task's expected minutes.",
+    )
     # Queue only: when the queue is empty and a task runs far past its expected time, a job
     # that would otherwise exit runs a second copy of it; the first result is kept.
-    tail_copies: bool = False
-    right_size: bool = False
+    tail_copies: bool = Field(
+        default=False,
+        description="Queue only: when nothing is pending, a job that would exit runs a second "
+        "copy of a task running far past its expected time; the first result is kept.",
+    )
+    right_size: bool = Field(
+        default=False,
+        description="Static only: light shards on a smaller VM size.",
+    )
     # How often a task whose run failed (agent crash, setup error) is run again in a later
     # attempt before its failure is final. A task that ran and scored 0 is completed, not failed.
     task_retries: int = Field(default=1, ge=0, le=3)
