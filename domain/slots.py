@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from domain.cost import DEFAULT_PROVISIONING_MINUTES, hourly_price
 from domain.outcomes import TaskOutcome
 from domain.planning import expected_minutes
 from domain.tasksets import TaskRef
@@ -54,3 +55,14 @@ def not_run_reason(close_reasons: Sequence[str]) -> str:
     if len(kept) == 1:
         return kept[0]
     return "every worker slot ended: " + "; ".join(kept)
+
+
+def queue_job_estimate_usd(
+    pending: Sequence[float], expected_tasks: int, vm_size: str, spot: bool
+) -> float:
+    """What one queue job is expected to cost (its budget reservation): its node from
+    provisioning through `expected_tasks` tasks of the pending tasks' average expected minutes
+    (`domain.progress.job_estimate_usd`'s rule, over the job's share instead of a task list)."""
+    average = sum(pending) / len(pending) if pending else 0.0
+    minutes = DEFAULT_PROVISIONING_MINUTES + max(0, expected_tasks) * average
+    return hourly_price(vm_size, spot) * minutes / 60
