@@ -368,3 +368,18 @@ def test_jobs_of_lists_one_evaluation_by_submission(queue: FakeQueue, url: str) 
     assert [e.job_name for e in cloud.jobs_of("eval1")] == ["eval1-s1-a1", "eval1-s0-a1"]
     assert [e.job_name for e in cloud.jobs_of("other")] == ["other-s0-a1"]
     assert cloud.jobs_of("nope") == []
+
+
+def test_the_runner_stops_asking_within_its_claim_margin(queue: FakeQueue, url: str) -> None:
+    cloud, rec = make_queue_cloud(url, queue)
+    # Asks while under 130 s of the runner's 4 h have passed (the first ask, after the boot of
+    # at most 120 s), not after its first task.
+    env = {"WAA_JOB_TIMEOUT_SECONDS": "14400", "WAA_CLAIM_MARGIN_SECONDS": str(14400 - 130)}
+    s = queue_spec(url, expected=5).model_copy(update={"environment": env})
+    cloud.backend(Tier.AZURE_ML).submit(s)
+    queue.scheduler.run_all()
+    assert len(queue.asks_of(s.job_name)) == 1
+    msgs = _messages(rec, url, s.job_name)
+    assert msgs[-1].body["kind"] == "finished" and msgs[-1].body["exit_code"] == 0
+    assert cloud.backend(Tier.AZURE_ML).status(s.job_name).state is JobState.COMPLETED
+    assert [t for t, _, _ in cloud.jobs_of("eval1")[0].task_spans] == TASKS[:1]

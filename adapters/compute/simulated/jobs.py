@@ -94,6 +94,7 @@ class Job:
     node: Node | None = None
     node_allocated_at: datetime | None = None
     started_at: datetime | None = None
+    runner_started_at: datetime | None = None  # its container started (the runner's clock)
     ended_at: datetime | None = None
     tasks_run: int = 0
     tasks_completed: int = 0

@@ -153,6 +153,7 @@ class JobLifecycle:
         if taken is not None:
             return taken
         out = self.set_state(job, JobState.RUNNING)
+        job.runner_started_at = self.now()
         job.timers["step"] = self.at(job.plan.boot_s, job, self._on_booted)
         return out
 
@@ -221,6 +222,12 @@ class JobLifecycle:
         runner's retry delay; a stopped or hung runner asks nothing."""
         if job.silenced or job.hung:
             return []
+        if self._claim_margin_reached(job):
+            # The runner stops asking near its own deadline and ends normally (runner.py
+            # `TaskQueue.margin_reached`): a task it could not finish would only be released
+            # when the tier stops it at its timeout.
+            job.timers["step"] = self.at(FINISH_SECONDS, job, self._on_all_done)
+            return []
 
         def answered(status: int, body: bytes) -> None:  # without the lock (the courier)
             with self.lock:
@@ -233,6 +240,20 @@ class JobLifecycle:
         if ask is None:
             return self._ask_again(job, tries, "the ask was lost")
         return [ask]
+
+    def _claim_margin_reached(self, job: Job) -> bool:
+        """Less than WAA_CLAIM_MARGIN_SECONDS (default 1800) of the job's WAA_JOB_TIMEOUT_SECONDS
+        left, counted from the runner's start (the container's); never without a timeout."""
+        env = job.spec.environment
+        try:
+            timeout = float(env.get("WAA_JOB_TIMEOUT_SECONDS") or 0)
+            margin = float(env.get("WAA_CLAIM_MARGIN_SECONDS") or 1800)
+        except ValueError:
+            return False
+        if timeout <= 0 or job.runner_started_at is None:
+            return False
+        ran = (self.now() - job.runner_started_at).total_seconds()
+        return timeout - ran < margin
 
     def _ask_again(self, job: Job, tries: int, why: str) -> list[Delivery]:
         # The runner retries with the back-off of its messages, then gives up (EXIT_INTERNAL).
