@@ -383,3 +383,20 @@ def test_the_runner_stops_asking_within_its_claim_margin(queue: FakeQueue, url: 
     assert msgs[-1].body["kind"] == "finished" and msgs[-1].body["exit_code"] == 0
     assert cloud.backend(Tier.AZURE_ML).status(s.job_name).state is JobState.COMPLETED
     assert [t for t, _, _ in cloud.jobs_of("eval1")[0].task_spans] == TASKS[:1]
+
+
+def test_an_injected_crash_is_recorded_when_it_happens(queue: FakeQueue, url: str) -> None:
+    cloud, _rec = make_queue_cloud(url, queue)
+    s = queue_spec(url, expected=5)
+    cloud.backend(Tier.AZURE_ML).submit(s)
+    sched = queue.scheduler
+    while len(queue.results) < 1:
+        sched.advance(60)
+    sched.advance(30)
+    cloud.inject(s.job_name, RunnerCrash(code=RunnerFailureCode.TASK_CRASHED))
+    crashed = sched.now()
+    sched.run_all()
+    (entry,) = cloud.jobs_of("eval1")
+    assert entry.fault_at == crashed and entry.state is JobState.FAILED
+    assert [t for t, _, _ in entry.task_spans] == TASKS[:1]
+    assert len(queue.asks_of(s.job_name)) == 2
