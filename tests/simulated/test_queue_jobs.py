@@ -14,6 +14,7 @@ from adapters.compute.simulated import (
     MESSAGE_RETRY_DELAYS,
     TASK_SPREAD,
     HangAfter,
+    LostMessages,
     MessageFault,
     NeverStarts,
     NoNestedVirtualization,
@@ -400,3 +401,22 @@ def test_an_injected_crash_is_recorded_when_it_happens(queue: FakeQueue, url: st
     assert entry.fault_at == crashed and entry.state is JobState.FAILED
     assert [t for t, _, _ in entry.task_spans] == TASKS[:1]
     assert len(queue.asks_of(s.job_name)) == 2
+
+
+def test_a_lost_result_then_the_same_task_handed_again_stops_the_runner(
+    queue: FakeQueue, url: str
+) -> None:
+    # The app never saw the result, so the job still holds the task and is handed it again:
+    # the runner never runs a task twice, and exits with its internal-failure code (runner.py
+    # `TaskQueue._read`); the app releases the task when the job ends.
+    cloud, rec = make_queue_cloud(url, queue)
+    s = queue_spec(url, expected=5)
+    cloud.script(s.job_name, LostMessages(frozenset({MessageKind.TASK_RESULT})))
+    cloud.backend(Tier.AZURE_ML).submit(s)
+    queue.scheduler.run_all()
+    asks = queue.asks_of(s.job_name)
+    assert [a.answer["task_id"] for a in asks if a.answer] == [TASKS[0], TASKS[0]]
+    assert _kinds(rec, url, s.job_name)[-1] == "failure"
+    status = cloud.backend(Tier.AZURE_ML).status(s.job_name)
+    assert status.state is JobState.FAILED
+    assert status.detail == f"container exited with code {runner_exit_codes.INTERNAL}"
