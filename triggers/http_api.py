@@ -230,7 +230,6 @@ async def _create(
         # One row per run: progress and the status count runs.
         "task_count": len(runs),
         "shard_count": len(plan),
-        "distribution": request.distribution,
         "spent_usd": 0.0,
         "reserved_usd": 0.0,
         "agent": request.agent,
