@@ -223,6 +223,8 @@ async def _create(
         "created_at": now.isoformat(),
         "state": EvaluationState.RUNNING.value,
         "policy": request.policy,
+        # How the tasks reach the jobs (issue 10): the status shows it (views.distribution).
+        "distribution": request.distribution,
         "workers": workers,
         "vm_size": request.vm_size,
         "spot": request.spot,
@@ -394,6 +396,7 @@ def list_evaluations(req: func.HttpRequest) -> func.HttpResponse:
                     "created_at": r["created_at"],
                     "tasks": r["task_count"],
                     "policy": r.get("policy"),
+                    "distribution": views.distribution(r),
                     **_links(req, r["evaluation_id"]),
                 }
                 for r in rows
