@@ -27,7 +27,7 @@ from devhost.engine import TASK_SCHEDULED
 from devhost.simulation import Simulation
 from domain import names
 from domain.jobs import JobSpec, JobState
-from domain.naming import shard_instance_id
+from domain.naming import shard_instance_id, worker_instance_id
 
 FINAL_OUTCOMES = {"completed", "failed", "not_run"}
 NEEDS_REASON = {"failed", "not_run"}
@@ -153,7 +153,11 @@ def attempt_outcomes(sim: Simulation, evaluation_id: str, shard: int) -> list[di
     """What the shard orchestration itself concluded about each attempt (tier, outcome, reason),
     read from its history: the inputs of its `finish_attempt` calls, oldest first."""
     status = sim.host.engine.get_status(shard_instance_id(evaluation_id, shard), show_history=True)
-    assert status is not None, f"no shard orchestration {evaluation_id}:s{shard}"
+    if status is None:  # queue distribution: the worker slot of that index
+        status = sim.host.engine.get_status(
+            worker_instance_id(evaluation_id, shard), show_history=True
+        )
+    assert status is not None, f"no shard or worker orchestration {evaluation_id}:s{shard}"
     out = []
     for event in status.history or []:
         if event.get("EventType") == TASK_SCHEDULED and event.get("Name") == names.FINISH_ATTEMPT:

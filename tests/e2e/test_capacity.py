@@ -26,7 +26,7 @@ from devhost.engine import TASK_SCHEDULED, TIMER_CREATED
 from devhost.simulation import Simulation
 from domain import bounds, names
 from domain.jobs import JobNotFoundError, JobStatus, Tier
-from domain.naming import job_name, shard_instance_id
+from domain.naming import job_name, shard_instance_id, worker_instance_id
 from tests.e2e.scenario_support import assert_invariants, attempt_outcomes, start
 from triggers import sweeper
 
@@ -60,8 +60,8 @@ def test_capacity_that_takes_minutes_is_polled_by_the_orchestration(
         assert submitted >= started_at + delay, (submitted, started_at)
     assert "azureml" in rows["evaluation"]["capacity_ready"].split(",")
 
-    # The shard polled the cheap status activity between durable timers, every poll interval.
-    status = sim.host.engine.get_status(shard_instance_id(eid, 0), show_history=True)
+    # The slot polled the cheap status activity between durable timers, every poll interval.
+    status = sim.host.engine.get_status(worker_instance_id(eid, 0), show_history=True)
     assert status is not None
     history = status.history or []
     scheduled = [e.get("Name") for e in history if e.get("EventType") == TASK_SCHEDULED]

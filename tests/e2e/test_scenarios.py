@@ -39,7 +39,7 @@ from domain.messages import (
     MessageKind,
     heartbeat_token,
 )
-from domain.naming import job_name, shard_instance_id
+from domain.naming import job_name, shard_instance_id, worker_instance_id
 from tests.e2e.scenario_support import (
     SpecRecorder,
     VirtualWatch,
@@ -54,6 +54,10 @@ from tests.e2e.scenario_support import (
 
 MakeSimulation = Callable[..., Simulation]
 SMOKE = {"task_set": "waa-smoke", "workers": 3}
+# Static shards, for the scenarios about one shard's own attempt sequence (its tasks, its
+# second attempt running exactly what the first left, its instance's history): with the queue
+# (the default) other slots drain the queue meanwhile and a slot has no fixed tasks.
+STATIC_SMOKE = {**SMOKE, "distribution": "static"}
 # Real seconds an evaluation may take (virtual time skips; a run takes a few seconds): a safety
 # net against a hang, not a timed assertion.
 WAIT = 120.0
@@ -137,7 +141,8 @@ def test_happy_path(make_simulation: MakeSimulation) -> None:
 def test_container_never_starts_deadline_cancel_retry(make_simulation: MakeSimulation) -> None:
     sim = make_simulation(profile="none")
     sim.cloud.script(_first(0), NeverStarts(), times=1)
-    eid = start(sim, SMOKE)
+    # Static shards: shard 0's second attempt runs shard 0's tasks.
+    eid = start(sim, STATIC_SMOKE)
     final = sim.wait(eid, timeout=WAIT)
     rows = assert_invariants(sim, eid, final)
 
@@ -171,7 +176,8 @@ def test_no_nested_virtualization_fails_over_to_batch_at_once(
 ) -> None:
     sim = make_simulation(profile="none")
     sim.cloud.script(_first(0), NoNestedVirtualization(), times=1)
-    eid = start(sim, SMOKE)
+    # Static shards: shard 0's own failover to Batch runs its tasks.
+    eid = start(sim, STATIC_SMOKE)
     final = sim.wait(eid, timeout=WAIT)
     rows = assert_invariants(sim, eid, final)
 
@@ -201,7 +207,8 @@ def test_hang_mid_run_sweeper_resumes_only_remaining_tasks(
     recorder = SpecRecorder()
     sim.cloud.script(recorder, LostEvents(statuses=frozenset()))
     sim.cloud.script(_first(0), HangAfter(2), times=1)
-    eid = start(sim, {**SMOKE, "heartbeat_timeout_minutes": 5})
+    # Static shards: attempt 2's task_ids are what attempt 1 left.
+    eid = start(sim, {**STATIC_SMOKE, "heartbeat_timeout_minutes": 5})
     final = sim.wait(eid, timeout=WAIT)
     rows = assert_invariants(sim, eid, final)
 
@@ -235,7 +242,8 @@ def test_tier_that_keeps_failing_trips_the_breaker(make_simulation: MakeSimulati
         lambda spec: spec.tier is Tier.AZURE_ML and spec.shard_index < 3, NeverStarts()
     )
     sim.cloud.script(_first(3), HangAfter(1), times=1)
-    eid = start(sim, {"task_set": "waa-smoke", "workers": 4})
+    # Static shards: shards 0-2 keep failing on Azure ML while shard 3 holds its own tasks.
+    eid = start(sim, {"task_set": "waa-smoke", "workers": 4, "distribution": "static"})
     final = sim.wait(eid, timeout=WAIT)
     rows = assert_invariants(sim, eid, final)
 
@@ -316,7 +324,7 @@ def test_transient_submission_errors_are_retried_by_the_policy(
         job_name(eid, s, 1) for s in range(3)
     ]
     assert rows["breaker"] == {}
-    history = sim.host.engine.get_status(shard_instance_id(eid, 0), show_history=True)
+    history = sim.host.engine.get_status(worker_instance_id(eid, 0), show_history=True)
     assert history is not None
     failed_submits = [
         e
@@ -361,7 +369,8 @@ def test_duplicated_late_reordered_and_lost_events_change_nothing(
 def test_late_event_of_cancelled_attempt_changes_nothing(make_simulation: MakeSimulation) -> None:
     sim = make_simulation(profile="none")
     sim.cloud.script(_first(0), NeverStarts(), times=1)
-    eid = start(sim, SMOKE)
+    # Static shards: shard 0's attempt 2 and its instance.
+    eid = start(sim, STATIC_SMOKE)
     old, new = job_name(eid, 0, 1), job_name(eid, 0, 2)
     store = runtime.services().store
 
@@ -426,7 +435,13 @@ def test_forged_and_stale_heartbeat_tokens_are_rejected(make_simulation: MakeSim
 
     def running() -> bool:
         job = store.get_job(eid, victim)
-        return bool(job and job["state"] == JobState.RUNNING.value)
+        if not (job and job["state"] == JobState.RUNNING.value):
+            return False
+        # A queue job holds a task once it claimed one (its first ask after setup).
+        return any(
+            t["outcome"] == "running" and t.get("job_name") == victim
+            for t in store_rows(eid)["tasks"]
+        )
 
     def forge() -> dict[str, Any]:
         task = next(t for t in store_rows(eid)["tasks"] if t["outcome"] == "running")["task_id"]
@@ -475,7 +490,8 @@ def test_budget_cap_stops_submitting(make_simulation: MakeSimulation) -> None:
 
     sim = make_simulation(profile="none")
     budget = 0.25
-    eid = start(sim, {**SMOKE, "budget_usd": budget})
+    # Static shards: the estimates are per shard's task list.
+    eid = start(sim, {**STATIC_SMOKE, "budget_usd": budget})
     final = sim.wait(eid, timeout=WAIT)
     rows = assert_invariants(sim, eid, final)
 
@@ -548,8 +564,8 @@ def test_idempotency_key_starts_one_evaluation(make_simulation: MakeSimulation) 
 
     evaluations = [s for s in sim.host.engine.query() if s.name == names.EVALUATION_ORCHESTRATOR]
     assert [s.instance_id for s in evaluations] == [eid]
-    shards = [s for s in sim.host.engine.query() if s.name == names.SHARD_ORCHESTRATOR]
-    assert len(shards) == 3
+    slots = [s for s in sim.host.engine.query() if s.name == names.WORKER_ORCHESTRATOR]
+    assert len(slots) == 3
     assert len(rows["jobs"]) == 3
     listed = sim.http.get(f"{sim.base_url}/api/evaluations", timeout=30).json()
     assert [e["evaluation_id"] for e in listed["evaluations"]] == [eid]
