@@ -1651,6 +1651,7 @@ class Assignment:
         stop: str = "",
         exit_code: int = EXIT_OK,
         failure: str = "",
+        resend: Optional[Dict[str, object]] = None,
     ) -> None:
         self.item = item
         self.domain = domain
@@ -1658,6 +1659,8 @@ class Assignment:
         self.stop = stop
         self.exit_code = exit_code
         self.failure = failure
+        # A task this job ran whose result the control plane never got: send it again.
+        self.resend = resend
 
 
 class TaskQueue:
@@ -1691,6 +1694,12 @@ class TaskQueue:
         self.asks = 0
         self.handed: List[str] = []
         self.duplicates: List[str] = []
+        # The result of each task this job ran, and the tasks whose result was sent again.
+        self.results: Dict[str, Dict[str, object]] = {}
+        self.resent: List[str] = []
+
+    def ran(self, item: str, result: Dict[str, object]) -> None:
+        self.results[item] = result
 
     def time_left(self) -> Optional[float]:
         """Seconds left of the job's timeout (None: no timeout given)."""
@@ -1779,6 +1788,12 @@ class TaskQueue:
                 # A second copy of a task that failed here and now runs long elsewhere: not
                 # this job's to run again; ending normally gives the copy claim back.
                 return Assignment(stop=f"next_task: handed task {item} again, as a copy")
+            if item in self.results and item not in self.resent:
+                # The control plane hands a job the task it holds without a result: this job's
+                # result was dropped on the way (every retry failed). Send it once more rather
+                # than run the task twice or fail the job, which would lose the run.
+                self.resent.append(item)
+                return Assignment(item=item, resend=self.results[item])
             return Assignment(
                 stop=f"next_task: handed task {item} again",
                 exit_code=EXIT_INTERNAL,
@@ -1935,6 +1950,11 @@ def run(
                 assignment = tasks.next()
                 if assignment.item is None:
                     break
+                if assignment.resend is not None:
+                    log.warning("task %s: handed again; sending its result again", assignment.item)
+                    ticket = reporter.task_result(assignment.resend)
+                    tasks.wait_delivered(ticket, assignment.item)
+                    continue
                 log.info(
                     "task %d (from the queue%s): %s in %s",
                     len(results) + 1,
@@ -1943,6 +1963,7 @@ def run(
                     assignment.domain,
                 )
                 ticket = run_one(assignment.item, assignment.domain)
+                tasks.ran(assignment.item, results[-1])
                 tasks.wait_delivered(ticket, assignment.item)
             # Each task's failure is in its task_result: the job itself ends well (0) unless
             # asking failed; a failed job would count against its worker slot.
@@ -1957,6 +1978,7 @@ def run(
                 "asks": tasks.asks,
                 "stopped": assignment.stop,
                 "duplicates": tasks.duplicates,
+                "resent": tasks.resent,
             }
         else:
             for index, item in enumerate(cfg.task_ids, 1):

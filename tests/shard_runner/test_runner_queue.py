@@ -60,6 +60,7 @@ def test_runs_each_task_handed_out_then_exits_when_told(
         "asks": 4,
         "stopped": "the control plane says exit: queue empty",
         "duplicates": [],
+        "resent": [],
     }
     assert "stopped asking for tasks after 3: the control plane says exit: queue empty" in (
         run.stderr
@@ -172,9 +173,12 @@ def test_trial_suffixes_from_the_queue_run_as_those_trials(
     assert (run.output_dir / "tasks" / "ok-0.5#3.json").exists()
 
 
-def test_a_task_handed_out_again_after_its_result_stops_the_job(
+def test_a_task_handed_out_again_gets_its_result_once_more_then_stops_the_job(
     start_runner: Any, receiver: Receiver
 ) -> None:
+    # The control plane hands a job the task it holds without a result: the first time, the
+    # result went missing on the way, and the runner sends it again (it never runs the task
+    # twice); a control plane that still hands it out is refused with a failure.
     def always_ok_1(message: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 200, {"accepted": True, "kind": "next_task", "task_id": "ok-1", "domain": "chrome"}
 
@@ -182,7 +186,10 @@ def test_a_task_handed_out_again_after_its_result_stops_the_job(
     run = start_runner([], **QUEUE)
 
     assert run.wait() == runner.EXIT_INTERNAL, run.stderr
-    assert _reported(receiver) == ["ok-1"]  # never twice
+    assert _reported(receiver) == ["ok-1", "ok-1"]  # the same result, sent again once
+    summary = json.loads((run.output_dir / "summary.json").read_text())
+    assert summary["tasks"] == 1  # run once
+    assert summary["queue"]["resent"] == ["ok-1"]
     [failure] = receiver.of_kind("failure")
     assert "handed task ok-1 again" in failure["failure"]["message"]
 

@@ -286,6 +286,16 @@ def test_a_task_this_job_ran_is_never_run_again() -> None:
     again = queue.next()
     assert (again.item, again.exit_code) == (None, runner.EXIT_INTERNAL)
     assert "handed task t1 again after this job ran it" in again.failure
+    # Handed again after its result was recorded here: the result is sent once more, then the
+    # job refuses the task.
+    queue, _ = _queue(cfg, [_task("t1"), _task("t1"), _task("t1")], clock)
+    result: dict[str, object] = {"task_id": "t1", "status": "completed", "score": 1.0}
+    assert queue.next().item == "t1"
+    queue.ran("t1", result)
+    resend = queue.next()
+    assert (resend.item, resend.resend, queue.resent) == ("t1", result, ["t1"])
+    refused = queue.next()
+    assert (refused.item, refused.exit_code) == (None, runner.EXIT_INTERNAL)
     # As a tail copy (it failed here, it runs long elsewhere): not run, the job ends normally.
     queue, _ = _queue(cfg, [_task("t1"), _task("t1", duplicate=True)], clock)
     assert queue.next().item == "t1"

@@ -403,19 +403,21 @@ def test_an_injected_crash_is_recorded_when_it_happens(queue: FakeQueue, url: st
     assert len(queue.asks_of(s.job_name)) == 2
 
 
-def test_a_lost_result_then_the_same_task_handed_again_stops_the_runner(
+def test_a_lost_result_is_sent_again_once_then_the_same_task_handed_again_stops_the_runner(
     queue: FakeQueue, url: str
 ) -> None:
     # The app never saw the result, so the job still holds the task and is handed it again:
-    # the runner never runs a task twice, and exits with its internal-failure code (runner.py
-    # `TaskQueue._read`); the app releases the task when the job ends.
+    # the runner sends the result once more (never running the task twice); handed it yet
+    # again, it exits with its internal-failure code (runner.py `TaskQueue._read`); the app
+    # releases the task when the job ends. Here every result is lost, the re-sent one too.
     cloud, rec = make_queue_cloud(url, queue)
     s = queue_spec(url, expected=5)
     cloud.script(s.job_name, LostMessages(frozenset({MessageKind.TASK_RESULT})))
     cloud.backend(Tier.AZURE_ML).submit(s)
     queue.scheduler.run_all()
     asks = queue.asks_of(s.job_name)
-    assert [a.answer["task_id"] for a in asks if a.answer] == [TASKS[0], TASKS[0]]
+    assert [a.answer["task_id"] for a in asks if a.answer] == [TASKS[0]] * 3
+    assert cloud.jobs_of("eval1")[0].tasks_run == 1
     assert _kinds(rec, url, s.job_name)[-1] == "failure"
     status = cloud.backend(Tier.AZURE_ML).status(s.job_name)
     assert status.state is JobState.FAILED

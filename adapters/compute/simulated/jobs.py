@@ -39,7 +39,7 @@ from adapters.compute.simulated.timings import (
 from domain.clock import CallHandle
 from domain.cost import PRICED_VM_SIZES
 from domain.jobs import FailureKind, JobSpec, JobState, PermanentTierError, Tier
-from domain.messages import TaskRunStatus
+from domain.messages import TaskResult, TaskRunStatus
 from domain.planning import expected_minutes
 from domain.tasksets import TaskRef
 
@@ -101,6 +101,10 @@ class Job:
     next_task: int = 0  # tasks started so far (the fault hooks' task index)
     # Queue jobs (spec.queue): the task ids the app handed out, in order.
     claimed: list[str] = field(default_factory=list)
+    # A queue job's result per task it ran, and the tasks whose result it sent again after
+    # being handed them again (the result was lost on the way), as the shard runner does.
+    results: dict[str, TaskResult] = field(default_factory=dict)
+    resent: list[str] = field(default_factory=list)
     # For benchmarks (the ledger): when its run fault took effect, when the app cancelled it,
     # and each task it ran to a result.
     fault_at: datetime | None = None

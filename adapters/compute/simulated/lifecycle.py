@@ -211,6 +211,7 @@ class JobLifecycle:
         if job.task_started_at is not None:
             job.task_spans.append((task_id, job.task_started_at, self.now()))
         job.task_started_at = None
+        job.results[task_id] = result
         out = self.courier.message(job, MessageKind.TASK_RESULT, task_result=result)
         out += self.courier.artifacts(job, result)  # after the score, never before
         return out + self._start_task(job)
@@ -308,6 +309,13 @@ class JobLifecycle:
             if answer.duplicate:
                 job.timers["step"] = self.at(FINISH_SECONDS, job, self._on_all_done)
                 return []
+            if task_id in job.results and task_id not in job.resent:
+                # The app still holds it under this job without a result: the result was lost
+                # on the way. Send it once more, then ask again (runner.py `TaskQueue._read`).
+                job.resent.append(task_id)
+                result = job.results[task_id]
+                out = self.courier.message(job, MessageKind.TASK_RESULT, task_result=result)
+                return out + self._ask(job, 0)
             why = f"next_task handed task {task_id} again after this job ran it"
             return self._runner_stops(job, runner_exit_codes.INTERNAL, why)
         tf = self.courier.profile.for_tier(job.tier)
