@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from adapters.compute.simulated import SimulatedCloud
+from adapters.compute.simulated import LedgerEntry
 from benchmarks.policy_stats import (
     Aggregate,
     Detection,
@@ -72,24 +72,23 @@ def ideal(task_set: str, workers: int) -> tuple[float, float]:
     return makespan_h, cost
 
 
-def job_times(cloud: SimulatedCloud, evaluation_id: str, created: datetime) -> list[JobTimes]:
-    """The simulator's record of each job of the evaluation, in seconds since `created`."""
+def job_times(entries: Sequence[LedgerEntry], created: datetime) -> list[JobTimes]:
+    """The simulator's record of each job (`SimulatedCloud.jobs_of`), in seconds since
+    `created`."""
 
-    def at(t: datetime | None) -> float | None:
-        return None if t is None else (t - created).total_seconds()
+    def at(t: datetime) -> float:
+        return (t - created).total_seconds()
 
-    out = []
-    for e in cloud.ledger_entries():
-        if e.evaluation_id != evaluation_id:
-            continue
-        out.append(
-            JobTimes(
-                slot=e.shard_index,
-                submitted=(e.submitted_at - created).total_seconds(),
-                ended=at(e.ended_at),
-            )
+    return [
+        JobTimes(
+            slot=e.shard_index,
+            submitted=at(e.submitted_at),
+            fault=None if e.fault_at is None else at(e.fault_at),
+            cancelled=None if e.cancelled_at is None else at(e.cancelled_at),
+            task_spans=tuple((task, at(start), at(end)) for task, start, end in e.task_spans),
         )
-    return out
+        for e in entries
+    ]
 
 
 def run_one(
@@ -129,7 +128,10 @@ def run_one(
         created = parse_time(final["created_at"])
         assert created is not None
         end = s["makespan_hours"] * 3600
-        jobs = job_times(sim.cloud, evaluation_id, created)
+        entries = sim.cloud.jobs_of(evaluation_id)
+        jobs = job_times(entries, created)
+        if VARIANTS[variant]["distribution"] == "queue" and not any(e.queue for e in entries):
+            print(f"  ({variant}: no job ran from the queue; this build ran static shards)")
         short = Counter(
             t["reason"] or t["outcome"]
             for t in final.get("tasks", [])

@@ -35,23 +35,20 @@ class JobTimes:
 
     slot: int  # the worker slot (queue) or shard (static) it ran for
     submitted: float
-    ended: float | None = None
     fault: float | None = None  # when its run fault took effect
     cancelled: float | None = None  # when the control plane cancelled it
-    # (task id, start, end); end None: the job ended while running it.
-    task_spans: tuple[tuple[str, float, float | None], ...] = ()
+    # (task id, start, end) of each task it ran to a result (an interrupted one is not in it).
+    task_spans: tuple[tuple[str, float, float], ...] = ()
 
 
 def tail_idle_hours(jobs: Iterable[JobTimes], slots: int, end: float) -> float:
     """Worker-hours idle at the tail: for each of `slots` slots, the evaluation's `end` minus
     the last moment the slot was running a task (the evaluation's start when it never ran
-    one), summed. A span cut short by its job's end ran until that job ended."""
+    one), summed."""
     last = [0.0] * slots
     for job in jobs:
-        for _, start, stop in job.task_spans:
-            until = stop if stop is not None else job.ended if job.ended is not None else start
-            if 0 <= job.slot < slots:
-                last[job.slot] = max(last[job.slot], until)
+        if 0 <= job.slot < slots:
+            last[job.slot] = max([last[job.slot], *(stop for _, _, stop in job.task_spans)])
     return sum(max(0.0, end - t) for t in last) / 3600
 
 

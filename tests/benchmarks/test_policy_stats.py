@@ -29,25 +29,25 @@ def test_spread_is_min_median_max() -> None:
 
 def test_tail_idle_sums_end_minus_each_slots_last_task() -> None:
     jobs = [
-        JobTimes(slot=0, submitted=0, ended=3000, task_spans=(("a", 600, 1800), ("b", 1800, 3000))),
-        JobTimes(slot=1, submitted=0, ended=1000, task_spans=(("c", 600, 1000),)),
+        JobTimes(slot=0, submitted=0, task_spans=(("a", 600, 1800), ("b", 1800, 3000))),
+        JobTimes(slot=1, submitted=0, task_spans=(("c", 600, 1000),)),
         # slot 1's second job: its last task ran until 5400
-        JobTimes(slot=1, submitted=1100, ended=5500, task_spans=(("d", 1700, 5400),)),
+        JobTimes(slot=1, submitted=1100, task_spans=(("d", 1700, 5400),)),
     ]
     # end 7200: slot 0 idles 4200 s, slot 1 1800 s
     assert tail_idle_hours(jobs, 2, 7200) == pytest.approx(6000 / 3600)
 
 
-def test_a_span_cut_short_runs_until_its_job_ended_and_a_slot_without_tasks_idles_throughout() -> (
-    None
-):
-    jobs = [JobTimes(slot=0, submitted=0, ended=2000, task_spans=(("a", 600, None),))]
-    # slot 0 last ran a task at 2000; slot 1 never ran one: idle from the start
+def test_a_slot_that_never_ran_a_task_idles_throughout() -> None:
+    jobs = [
+        JobTimes(slot=0, submitted=0, task_spans=(("a", 600, 2000),)),
+        JobTimes(slot=1, submitted=0, fault=300),
+    ]
     assert tail_idle_hours(jobs, 2, 3600) == pytest.approx((1600 + 3600) / 3600)
 
 
 def test_tail_idle_is_never_negative() -> None:
-    jobs = [JobTimes(slot=0, submitted=0, ended=4000, task_spans=(("a", 0, 4000),))]
+    jobs = [JobTimes(slot=0, submitted=0, task_spans=(("a", 0, 4000),))]
     assert tail_idle_hours(jobs, 1, 3600) == 0.0
 
 
