@@ -105,13 +105,13 @@ def run_one(
     # The simulator's dice are drawn from the job names, which carry the evaluation id: one
     # idempotency key (hence one evaluation id) per profile and seed, each variant in a fresh
     # simulation, so every variant meets the same world and a second run repeats the first.
+    started = time.perf_counter()  # wall time of the whole evaluation, the host's start included
     with Simulation(
         connection_string=connection_string,
         profile=profile,
         seed=seed,
         artifacts=False,  # the control plane's figures, without artifact uploads
     ) as sim:
-        started = time.perf_counter()
         r = sim.start_evaluation(
             {
                 **VARIANTS[variant],
@@ -123,7 +123,6 @@ def run_one(
         r.raise_for_status()
         evaluation_id = r.json()["evaluation_id"]
         final = sim.wait(evaluation_id, timeout=WAIT_SECONDS, poll=0.5)
-        wall = time.perf_counter() - started
         s = final["summary"]
         created = parse_time(final["created_at"])
         assert created is not None
@@ -137,6 +136,7 @@ def run_one(
             for t in final.get("tasks", [])
             if t["outcome"] != "completed"
         )
+    wall = time.perf_counter() - started
     run = Run(
         profile=profile,
         variant=variant,
