@@ -52,6 +52,7 @@ from domain.messages import heartbeat_token
 from domain.outcomes import TaskOutcome
 from domain.policy import BREAKER_THRESHOLD, AttemptOutcome, counts_against_tier
 from domain.progress import job_estimate_usd
+from domain.slots import pending_minutes, pending_task_ids, queue_job_estimate_usd
 
 bp = df.Blueprint()
 log = logging.getLogger(__name__)
@@ -59,14 +60,19 @@ log = logging.getLogger(__name__)
 HEARTBEAT_PATH = "/api/heartbeats"
 
 
-def _shard_state(store: StateStore, evaluation_id: str, task_ids: list[str]) -> ShardState:
-    """What the shard decides on, from one read of the evaluation's partition."""
+def _shard_state(
+    store: StateStore, evaluation_id: str, task_ids: list[str], *, queue: bool = False
+) -> ShardState:
+    """What the shard decides on, from one read of the evaluation's partition. A worker slot
+    (`queue`): `remaining` is the evaluation's pending tasks, in queue order."""
     rows = store.get_evaluation_rows(evaluation_id)
     if rows is None:
         raise LookupError(f"evaluation {evaluation_id} has no state rows")
     final = {t["task_id"] for t in rows["tasks"] if t.get("outcome") in FINAL_TASK_OUTCOMES}
     return ShardState(
-        remaining=[t for t in task_ids if t not in final],
+        remaining=(
+            pending_task_ids(rows["tasks"]) if queue else [t for t in task_ids if t not in final]
+        ),
         breaker=rows["breaker"],
         cancel_requested=bool(rows["evaluation"].get("cancel_requested", False)),
     )
@@ -78,7 +84,9 @@ def prepare_attempt(payload: dict) -> dict[str, Any]:
     evaluation (the circuit breaker), and whether the user cancelled."""
     request = PrepareAttemptInput.from_json(payload)
     store = runtime.services().store
-    return _shard_state(store, request.evaluation_id, request.task_ids).to_json()
+    return _shard_state(
+        store, request.evaluation_id, request.task_ids, queue=request.queue
+    ).to_json()
 
 
 def _job_spec(
@@ -101,6 +109,16 @@ def _job_spec(
     # The vault also holds the heartbeat token on Azure ML and Batch (`_token_to_vault`).
     if credentials.vault_url and job_identity_client_id:
         plain["WAA_IDENTITY_CLIENT_ID"] = job_identity_client_id
+    # Queue distribution: the job asks for each task (`next_task`) and stops asking near its
+    # own timeout (the runner's WAA_CLAIM_MARGIN_SECONDS before WAA_JOB_TIMEOUT_SECONDS).
+    queue_env = (
+        {
+            "WAA_TASK_SOURCE": "queue",
+            "WAA_JOB_TIMEOUT_SECONDS": str(int(request.job_timeout_seconds)),
+        }
+        if request.queue
+        else {}
+    )
     return JobSpec(
         job_name=name,
         evaluation_id=request.evaluation_id,
@@ -123,6 +141,7 @@ def _job_spec(
             "WAA_MODEL": request.model,
             "WAA_SOM_ORIGIN": request.som_origin,
             "WAA_A11Y_BACKEND": request.a11y_backend,
+            **queue_env,
             **plain,
         },
         tags={
@@ -133,6 +152,8 @@ def _job_spec(
         experiment_name=f"waa-{request.evaluation_id}",
         secrets_vault_url=credentials.vault_url or "",
         secret_env=secret_env,
+        queue=request.queue,
+        expected_tasks=request.expected_tasks if request.queue else 0,
     )
 
 
@@ -189,7 +210,7 @@ def submit_job(payload: dict) -> dict[str, Any]:
 
     existing = store.get_job(eid, name)
     if existing is None:
-        estimate = job_estimate_usd(request.task_ids, request.vm_size, request.spot)
+        estimate = _estimate_usd(store, request)
         reserved = store.reserve_budget(eid, estimate)
         _budget_alerts(svc, eid, refused=not reserved, now=now)
         if not reserved:
@@ -218,6 +239,7 @@ def submit_job(payload: dict) -> dict[str, Any]:
                 "job_timeout_seconds": float(request.job_timeout_seconds),
                 "stuck_detection": bool(request.stuck_detection),
                 "task_retries": int(request.task_retries),
+                **_queue_columns(request),
             }
         )
         if registered and request.failover:
@@ -261,7 +283,8 @@ def submit_job(payload: dict) -> dict[str, Any]:
             {**r, "backend_job_id": result.backend_job_id} if not r.get("backend_job_id") else None
         ),
     )
-    store.mark_tasks_running(eid, request.task_ids, attempt=request.attempt, job_name=name)
+    if not request.queue:  # a queue job's tasks turn running as it claims them
+        store.mark_tasks_running(eid, request.task_ids, attempt=request.attempt, job_name=name)
     store.update_shard(
         eid,
         request.shard_index,
@@ -275,6 +298,31 @@ def submit_job(payload: dict) -> dict[str, Any]:
     if result.created:
         telemetry.job_submitted(tier.value)
     return SubmitJobResult(status=SubmitStatus.SUBMITTED, reason="", failure_kind=None).to_json()
+
+
+def _queue_columns(request: SubmitJobInput) -> dict[str, Any]:
+    """A queue job's row: the flag the `next_task` endpoint checks, the tail-copy factor its
+    answers use, and its expected share of the queue (which is also its task count)."""
+    if not request.queue:
+        return {}
+    return {
+        "queue": True,
+        "tail_copy_factor": float(request.tail_copy_factor),
+        "expected_tasks": int(request.expected_tasks),
+        "task_count": int(request.expected_tasks),
+    }
+
+
+def _estimate_usd(store: StateStore, request: SubmitJobInput) -> float:
+    """The budget reservation: a static job's own tasks; a queue job's expected share of the
+    pending tasks, at their average expected duration."""
+    if not request.queue:
+        return job_estimate_usd(request.task_ids, request.vm_size, request.spot)
+    rows = store.get_evaluation_rows(request.evaluation_id)
+    tasks = rows["tasks"] if rows is not None else []
+    return queue_job_estimate_usd(
+        pending_minutes(tasks), request.expected_tasks, request.vm_size, request.spot
+    )
 
 
 def _capacity_spec(request: CapacityInput) -> CapacitySpec:
@@ -407,7 +455,9 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
         # remain, the next attempt may be submitted at once (a failover has no backoff): stop
         # this job first, so the shard never has two jobs in the cloud. Cancelling a job that
         # has already ended is a no-op on every backend.
-        leftover = outcome is AttemptOutcome.COMPLETED and bool(state.remaining)
+        # A queue job that completed may have given tasks back only now (release below) and
+        # the slot may submit its next job at once: always stop it.
+        leftover = outcome is AttemptOutcome.COMPLETED and (bool(state.remaining) or request.queue)
         if (outcome is not AttemptOutcome.COMPLETED or leftover) and request.submitted:
             try:
                 svc.backend(tier).cancel(name)
@@ -423,6 +473,9 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
         store.update_job(eid, name, lambda r: job_state.attempt_closed(r, outcome))
         _settle_cost(store, eid, name, now)
         store.release_tasks(eid, name)
+    if request.queue:
+        # What the slot decides on is the queue after this job's claims went back to it.
+        state = _shard_state(store, eid, [], queue=True)
     if counts_against_tier(outcome):
         breaker = store.record_tier_failure(eid, tier.value, name)
         state = ShardState.from_json({**state.to_json(), "breaker": breaker})
@@ -460,7 +513,9 @@ def close_shard(payload: dict) -> dict[str, Any]:
     store = runtime.services().store
     now = runtime.now()
     eid = request.evaluation_id
-    remaining = store.tasks_without_outcome(eid, request.task_ids)
+    # A worker slot closes no task: other slots may still run them, and the evaluation closes
+    # what is left once every slot has ended (finalize's not_run_reason).
+    remaining = [] if request.queue else store.tasks_without_outcome(eid, request.task_ids)
     reason = request.reason
     store.close_tasks(eid, remaining, outcome=TaskOutcome.NOT_RUN.value, reason=reason, at=now)
     store.update_shard(
@@ -468,7 +523,7 @@ def close_shard(payload: dict) -> dict[str, Any]:
         request.shard_index,
         status="done",
         attempts=request.attempts,
-        reason=reason[:1000] if remaining else "",
+        reason=reason[:1000] if remaining or request.queue else "",
         updated_at=utcnow_iso(now),
     )
     log.info(

@@ -39,7 +39,9 @@ def finalize_evaluation(payload: dict) -> dict[str, Any]:
     ]
     if open_ids:
         reason = (
-            f"internal error: {request.error}" if request.error else "shard ended without a result"
+            f"internal error: {request.error}"
+            if request.error
+            else (request.not_run_reason or "shard ended without a result")
         )
         store.close_tasks(eid, open_ids, outcome=TaskOutcome.NOT_RUN.value, reason=reason, at=now)
         rows = store.get_evaluation_rows(eid)

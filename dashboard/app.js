@@ -287,7 +287,8 @@
       state.className = `badge ${view.state}`;
       const tiers = Array.isArray(view.tiers) ? view.tiers.join(" → ") : view.tiers;
       $("ev-meta").textContent = [
-        `policy ${view.policy ?? "-"}`, `tiers ${tiers ?? "-"}`, `${view.workers} worker(s)`,
+        `policy ${view.policy ?? "-"}`, `distribution ${view.distribution ?? "-"}`,
+        `tiers ${tiers ?? "-"}`, `${view.workers} worker(s)`,
         `${view.vm_size}${view.spot ? " (spot)" : ""}`, `created ${clock(view.created_at)}`,
       ].join(" · ");
       const lineage = [];
@@ -359,13 +360,23 @@
 
     renderShards(view) {
       const shards = view.shards || [];
+      // Queue distribution (issue 10): the rows are worker slots, each with the task its job runs.
+      const queue = view.distribution === "queue";
+      $("shards-title").textContent = queue ? "Worker slots" : "Shards";
+      $("shards-unit").textContent = queue ? "slot" : "shard";
+      // How long a slot's job has run its task, by the status document's own clock.
+      const now = Date.parse(view.created_at) + (view.elapsed_seconds || 0) * 1000;
       setHtml($("shards"), shards.map((s) => {
         const beat = s.seconds_since_heartbeat;
         const quiet = beat != null && beat > silenceSeconds;
+        const since = Date.parse(s.current_task_since);
+        const task = s.current_task
+          ? `${s.current_task}${isNaN(since) || isNaN(now) ? "" : ` (${duration((now - since) / 1000)})`}`
+          : "-";
         return `<tr${quiet ? ' class="o-failed"' : ""}><td class="num">${esc(s.shard)}</td><td class="num">${esc(s.tasks)}</td>
           <td>${esc(s.tier ?? "-")}</td><td class="num">${esc(s.attempt)}</td><td>${esc(s.status)}</td>
           <td>${esc(s.job_state ?? "-")}</td><td class="num">${beat == null ? "-" : esc(`${Math.round(beat)} s ago`)}</td>
-          <td class="num">${esc(s.failovers)}</td><td>${esc(s.reason)}</td></tr>`;
+          <td class="num">${esc(s.failovers)}</td><td class="current" title="${esc(s.current_task ?? "")}">${esc(task)}</td><td>${esc(s.reason)}</td></tr>`;
       }).join(""));
     }
 

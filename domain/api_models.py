@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from domain.contracts import EvaluationState
+from domain.contracts import Distribution, EvaluationState
 from domain.jobs import JobState, Tier
 from domain.outcomes import TaskOutcome
 from domain.requests import EvaluationRequest
@@ -79,6 +79,9 @@ class EvaluationListItem(Links):
     created_at: str = Field(description="ISO 8601 time the evaluation was created.")
     tasks: int
     policy: str | None
+    distribution: Distribution | None = Field(
+        default=None, description="How the tasks reach the jobs (request `distribution`)."
+    )
 
 
 class EvaluationList(_Body):
@@ -117,12 +120,23 @@ class ShardView(_Body):
     retries: int
     failovers: int
     reason: str
+    current_task: str | None = Field(
+        default=None,
+        description="Queue distribution: the task the slot's job claimed and runs now (null "
+        "between tasks, or when no job of the slot is alive).",
+    )
+    current_task_since: str | None = Field(
+        default=None, description="ISO 8601 time the slot's job claimed `current_task`."
+    )
 
 
 class TaskView(_Body):
     task_id: str
     domain: str
-    shard: int
+    shard: int | None = Field(
+        description="The task's shard (static distribution); with the queue, the slot it was "
+        "planned on, a hint only: any slot's job may claim it."
+    )
     outcome: TaskOutcome
     reason: str
     score: float | None
@@ -150,6 +164,11 @@ class EvaluationStatus(_Body):
     state: EvaluationState
     created_at: str
     policy: str | None
+    distribution: Distribution = Field(
+        description="How the tasks reach the jobs: `queue` (each job asks for its next task; "
+        "`shards` are then worker slots) or `static` (fixed shards planned up front). An "
+        "evaluation started before the queue existed shows `static`."
+    )
     workers: int
     vm_size: str
     spot: bool

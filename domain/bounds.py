@@ -66,9 +66,21 @@ BLOB_OPERATION_SECONDS = (BLOB_RETRY_TOTAL + 1) * (
 # container (once per process), get a user-delegation key (when the cached one is too short).
 # Minting the SAS itself is local (an HMAC), whatever the number of files.
 ARTIFACT_URLS_BLOB_CALLS = 2
-HEARTBEAT_WORST_CASE_SECONDS = (
+ARTIFACT_URLS_WORST_CASE_SECONDS = (
     TABLE_ALLOWANCE_SECONDS + ARTIFACT_URLS_BLOB_CALLS * BLOB_OPERATION_SECONDS
 )
+# A next_task ask (the task queue) makes Table calls only: the job's index, its heartbeat, the
+# evaluation row (cancel), the slot row, one partition query of the task rows and one
+# ETag-guarded read+write per candidate it tries. A claimer loses a candidate only to another
+# job's claim of the same moment, and a job holds one task at a time, so it loses at most one
+# race per other slot; it tries at most QUEUE_CLAIM_CANDIDATES (more than the default
+# MAX_WORKERS, 20; with MAX_WORKERS raised past it, more than that many asks at one moment can
+# get a 503) and then answers 503 (the runner asks again), so the number of calls is bounded
+# whatever the contention, and they are Table work like any other function's: inside
+# TABLE_ALLOWANCE_SECONDS for a store that answers.
+QUEUE_CLAIM_CANDIDATES = 32
+NEXT_TASK_WORST_CASE_SECONDS = TABLE_ALLOWANCE_SECONDS
+HEARTBEAT_WORST_CASE_SECONDS = max(ARTIFACT_URLS_WORST_CASE_SECONDS, NEXT_TASK_WORST_CASE_SECONDS)
 
 # --- Azure ML (ARM through azure-ai-ml): one operation, and the cancel's wait -----------------
 AZUREML_CONNECTION_TIMEOUT = 10

@@ -134,7 +134,10 @@ OPERATIONS: tuple[Operation, ...] = (
         body=EvaluationRequest,
         body_description="Exactly one of `tasks` (a list of WAA task ids, or WAA's "
         "test_all.json shape: domain -> task ids) or `task_set`. "
-        "`job_timeout_hours` must be longer than `container_start_timeout_minutes`.",
+        "`job_timeout_hours` must be longer than `container_start_timeout_minutes`. "
+        "`target_hours` replaces `workers` (giving both is refused) and must cover a job's "
+        "provisioning plus the longest task; `tail_copies` only with `distribution: queue`, "
+        "`right_size` only with `distribution: static`.",
         responses={
             202: Resp(
                 "Started: the evaluation and its orchestration were created.",

@@ -8,12 +8,13 @@ profile averages about 8 minutes, the figure the cost and ETA estimates are buil
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from domain.cost import PRICE_TABLE, hourly_price, vm_size_info
+from domain.cost import DEFAULT_PROVISIONING_MINUTES, PRICE_TABLE, hourly_price, vm_size_info
 from domain.outcomes import TaskOutcome
 from domain.tasksets import TaskRef, run_key
 
@@ -164,3 +165,24 @@ def plan_shards(
                 )
             )
     return plans
+
+
+def slots_for_target(tasks: Sequence[TaskRef], target_hours: float, max_workers: int) -> int:
+    """Worker slots for finishing `tasks` in about `target_hours` (the request's alternative to
+    `workers`, queue distribution): the total expected minutes over the minutes a slot has once
+    its job is provisioned, rounded up; capped by `max_workers` and by the task count; at least
+    1. Raises ValueError when the target is shorter than provisioning plus the longest task
+    (no slot count could meet it)."""
+    if max_workers < 1:
+        raise ValueError("max_workers must be at least 1")
+    if not tasks:
+        return 1
+    usable = target_hours * 60.0 - DEFAULT_PROVISIONING_MINUTES
+    longest = max(expected_minutes(t) for t in tasks)
+    if usable < longest:
+        raise ValueError(
+            f"target_hours {target_hours:g} is shorter than provisioning "
+            f"({DEFAULT_PROVISIONING_MINUTES:g} min) plus the longest task ({longest:g} min)"
+        )
+    total = sum(expected_minutes(t) for t in tasks)
+    return max(1, min(math.ceil(total / usable), max_workers, len(tasks)))

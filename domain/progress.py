@@ -99,9 +99,12 @@ def project(
         restart if open_tasks and running == 0 else 0.0
     )
 
-    per_shard: Counter[int] = Counter()
+    # A static shard's open tasks run one after another; a queue task (no shard_index) goes to
+    # whichever slot is free, so only the task itself bounds how long the tail is.
+    per_shard: Counter[int | str] = Counter()
     for t in open_tasks:
-        per_shard[t["shard_index"]] += _task_minutes(t)
+        shard = t.get("shard_index")
+        per_shard[f"task:{t['task_id']}" if shard is None else int(shard)] += _task_minutes(t)
     working = [s for s in shards if s.get("status") != "done"]
     waiting = any(not (current_job(s) or {}).get("started_at") for s in working)
     eta = eta_seconds(

@@ -22,9 +22,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from domain.cost import PRICED_VM_SIZES, RECOMMENDED_VM_SIZE
+from domain.cost import DEFAULT_PROVISIONING_MINUTES, PRICED_VM_SIZES, RECOMMENDED_VM_SIZE
 from domain.credentials import PROVIDER_LABEL, PROVIDER_SETTINGS, ModelCredentials, ModelProvider
 from domain.jobs import Tier
+from domain.planning import expected_minutes
 from domain.tasksets import (
     MAX_TRIALS,
     TASK_SETS,
@@ -122,14 +123,34 @@ class EvaluationRequest(BaseModel):
     # How tasks reach the jobs (issue 10): "queue", the default: one worker slot per worker,
     # each job asks for its next task (longest expected first) from the evaluation's queue, so
     # a failed job loses one task, not a shard; "static": fixed LPT shards planned up front.
-    distribution: Literal["queue", "static"] = "queue"
+    distribution: Literal["queue", "static"] = Field(
+        default="queue",
+        description="How tasks reach the jobs: `queue`, one worker slot per worker whose jobs "
+        "ask for their next task (longest expected first), or `static`, fixed shards planned "
+        "up front.",
+    )
     # An alternative to `workers`: as many worker slots as finishing in this many hours needs
     # (`domain.planning.slots_for_target`), capped by MAX_WORKERS.
-    target_hours: float | None = Field(default=None, gt=0, le=48, allow_inf_nan=False)
+    target_hours: float | None = Field(
+        default=None,
+        gt=0,
+        le=48,
+        allow_inf_nan=False,
+        description="Instead of `workers` (not with it): as many workers as finishing in this "
+        "many hours needs, capped by the app's MAX_WORKERS. At least a job's provisioning plus "
+        "the longest task's expected minutes.",
+    )
     # Queue only: when the queue is empty and a task runs far past its expected time, a job
     # that would otherwise exit runs a second copy of it; the first result is kept.
-    tail_copies: bool = False
-    right_size: bool = False
+    tail_copies: bool = Field(
+        default=False,
+        description="Queue only: when nothing is pending, a job that would exit runs a second "
+        "copy of a task running far past its expected time; the first result is kept.",
+    )
+    right_size: bool = Field(
+        default=False,
+        description="Static only: light shards on a smaller VM size.",
+    )
     # How often a task whose run failed (agent crash, setup error) is run again in a later
     # attempt before its failure is final. A task that ran and scored 0 is completed, not failed.
     task_retries: int = Field(default=1, ge=0, le=3)
@@ -209,6 +230,7 @@ class EvaluationRequest(BaseModel):
                 "job_timeout_short",
                 "must be longer than container_start_timeout_minutes",
             )
+        self._consistent_distribution()
         if self.trials > 1:
             if self.task_set is not None:
                 count = sum(len(ids) for ids in load_task_set(self.task_set).values())
@@ -226,12 +248,50 @@ class EvaluationRequest(BaseModel):
                 )
         return self
 
+    def _consistent_distribution(self) -> None:
+        """The rules between `distribution`, `target_hours`, `tail_copies` and `right_size`
+        (issue 10; /work/wt/CONTRACT.md "Request & sizing")."""
+        if self.target_hours is not None:
+            # `workers` has a default, so only a `workers` the body names conflicts.
+            if "workers" in self.model_fields_set:
+                raise _fail(
+                    "target_hours_with_workers",
+                    "give target_hours or workers, not both (target_hours sizes the workers)",
+                )
+            longest = max(expected_minutes(t) for t in resolve_tasks(self))
+            least = DEFAULT_PROVISIONING_MINUTES + longest
+            if self.target_hours * 60 < least:
+                raise _fail(
+                    "target_hours_short",
+                    "{h} h is shorter than a job's provisioning ({p} min) plus the longest "
+                    "task's expected {m} min: at least {least} min",
+                    # PydanticCustomError templates take no format specs: formatted here.
+                    h=f"{self.target_hours:g}",
+                    p=f"{DEFAULT_PROVISIONING_MINUTES:g}",
+                    m=f"{longest:g}",
+                    least=f"{least:g}",
+                )
+        if self.tail_copies and self.distribution == "static":
+            raise _fail(
+                "tail_copies_static",
+                "only with distribution queue (a static shard's job runs its own tasks)",
+            )
+        if self.right_size and self.distribution == "queue":
+            raise _fail(
+                "right_size_queue",
+                "only with distribution static (it sizes the VMs of planned shards)",
+            )
+
 
 # Whole-request errors are reported against the field a user has to fix.
 _MODEL_ERROR_FIELD = {
     "tasks_source": "tasks",
     "job_timeout_short": "job_timeout_hours",
     "runs_too_many": "trials",
+    "target_hours_with_workers": "target_hours",
+    "target_hours_short": "target_hours",
+    "tail_copies_static": "tail_copies",
+    "right_size_queue": "right_size",
 }
 _FRIENDLY = {
     "extra_forbidden": "unknown field",
@@ -312,11 +372,25 @@ def settings_from_row(evaluation: dict[str, Any]) -> dict[str, Any]:
     stored = evaluation.get(SETTINGS_COLUMN)
     if stored:
         settings: dict[str, Any] = json.loads(stored)
-        return {k: v for k, v in settings.items() if k not in _SELECTION}
-    out: dict[str, Any] = {}
-    for column in ("policy", "workers", "vm_size", "spot", "agent", "model", "max_steps"):
+        out = {k: v for k, v in settings.items() if k not in _SELECTION}
+        # Settings stored before the task queue (issue 10) have no `distribution`: that
+        # evaluation ran static shards, and so does its retry (its `right_size` is valid there).
+        out.setdefault("distribution", evaluation.get("distribution") or "static")
+        return out
+    out = {}
+    for column in (
+        "policy",
+        "distribution",
+        "workers",
+        "vm_size",
+        "spot",
+        "agent",
+        "model",
+        "max_steps",
+    ):
         if evaluation.get(column) is not None:
             out[column] = evaluation[column]
+    out.setdefault("distribution", "static")
     if evaluation.get("tiers"):
         out["tiers"] = str(evaluation["tiers"]).split(",")
     if evaluation.get("budget_usd") is not None:
@@ -346,6 +420,22 @@ def parse_retry_request(
     force = overrides.pop("force", False)
     if not isinstance(force, bool):
         raise RequestError("force", "force: must be true or false")
+    source = dict(source)
+    # `workers` and `target_hours` are alternatives: the one the body names replaces the
+    # source's; a source sized by `target_hours` stored the default `workers` beside it, which
+    # the retry leaves out so the target sizes the retry's tasks again.
+    target = (
+        overrides["target_hours"] if "target_hours" in overrides else source.get("target_hours")
+    )
+    if "workers" in overrides:
+        source.pop("target_hours", None)
+    elif target is not None:
+        source.pop("workers", None)
+    # A body that changes `distribution` drops the source's settings of the other one
+    # (`right_size` is static's, `tail_copies` the queue's) unless it names them itself.
+    if overrides.get("distribution", source.get("distribution")) != source.get("distribution"):
+        for tied in ("right_size", "tail_copies"):
+            source.pop(tied, None)
     merged = {**source, **overrides, "tasks": task_ids}
     return parse_evaluation_request(json.dumps(merged).encode(), max_workers), force
 

@@ -8,12 +8,20 @@ from collections.abc import Generator
 from typing import Any
 
 import azure.durable_functions as df
-from azure.durable_functions.models.Task import TaskBase
+from azure.durable_functions.models.Task import TaskBase, TaskState
 
 from domain import names
-from domain.contracts import EvaluationInput, FinalizeEvaluationInput, ShardInput
-from domain.naming import shard_instance_id
+from domain.contracts import (
+    Distribution,
+    EvaluationInput,
+    FinalizeEvaluationInput,
+    ShardInput,
+    ShardSummary,
+    WorkerInput,
+)
+from domain.naming import shard_instance_id, worker_instance_id
 from domain.outcomes import first_line
+from domain.slots import not_run_reason
 
 bp = df.Blueprint()
 
@@ -23,6 +31,8 @@ def evaluation(
     context: df.DurableOrchestrationContext,
 ) -> Generator[TaskBase, Any, dict[str, Any]]:
     inp = EvaluationInput.from_json(context.get_input())
+    if inp.distribution is Distribution.QUEUE:
+        return (yield from _queue(context, inp))
     evaluation_id = inp.evaluation_id
     shards = inp.shards
     context.set_custom_status({"phase": "running", "shards": len(shards)})
@@ -63,4 +73,55 @@ def evaluation(
         FinalizeEvaluationInput(evaluation_id=evaluation_id, error=error).to_json(),
     )
     context.set_custom_status({"phase": "done", "shards": len(shards)})
+    return summary
+
+
+def _queue(
+    context: df.DurableOrchestrationContext, inp: EvaluationInput
+) -> Generator[TaskBase, Any, dict[str, Any]]:
+    """Queue distribution: `slots` worker sub-orchestrations drain the evaluation's queue; once
+    all have ended, finalize closes what is left with the reason the slots gave up."""
+    evaluation_id = inp.evaluation_id
+    context.set_custom_status({"phase": "running", "slots": inp.slots})
+    calls = [
+        context.call_sub_orchestrator(
+            names.WORKER_ORCHESTRATOR,
+            WorkerInput(
+                evaluation_id=evaluation_id,
+                slot=slot,
+                slots=inp.slots,
+                tiers=inp.tiers,
+                policy=inp.policy,
+                job=inp.job,
+                tail_copy_factor=inp.tail_copy_factor,
+            ).to_json(),
+            worker_instance_id(evaluation_id, slot),
+        )
+        for slot in range(inp.slots)
+    ]
+    error = ""
+    try:
+        yield context.task_all(calls)
+    except Exception as err:
+        # A worker orchestration itself failed: wait for the others before finalizing.
+        error = first_line(err)
+        for call in calls:
+            if not call.is_completed:
+                try:
+                    yield call
+                except Exception:
+                    continue
+    reasons = [
+        ShardSummary.from_json(call.result).reason
+        for call in calls
+        if call.state is TaskState.SUCCEEDED and call.result
+    ]
+    context.set_custom_status({"phase": "finalizing", "slots": inp.slots})
+    summary = yield context.call_activity(
+        names.FINALIZE_EVALUATION,
+        FinalizeEvaluationInput(
+            evaluation_id=evaluation_id, error=error, not_run_reason=not_run_reason(reasons)
+        ).to_json(),
+    )
+    context.set_custom_status({"phase": "done", "slots": inp.slots})
     return summary

@@ -19,6 +19,7 @@ the models of `domain.contracts`.
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +33,7 @@ from domain.contracts import (
     CapacityStatus,
     CloseShardInput,
     FinishAttemptInput,
+    JobSnapshot,
     PrepareAttemptInput,
     ShardInput,
     ShardState,
@@ -39,6 +41,7 @@ from domain.contracts import (
     SubmitJobInput,
     SubmitJobResult,
     SubmitStatus,
+    WorkerInput,
 )
 from domain.jobs import FailureKind, Tier
 from domain.naming import job_name
@@ -51,6 +54,7 @@ from domain.policy import (
     PolicyConfig,
     next_step,
 )
+from domain.slots import expected_share
 from orchestrations.waits import JobWaits, sleep_unless_cancelled
 
 bp = df.Blueprint()
@@ -73,7 +77,7 @@ CANCEL_RETRY = df.RetryOptions(
 def shard(context: df.DurableOrchestrationContext) -> Generator[TaskBase, Any, dict[str, Any]]:
     """Attempts until the policy gives up, the budget or the user stops the shard; then close
     it. Returns the close summary (`ShardSummary`)."""
-    run = _ShardRun(context, ShardInput.from_json(context.get_input()))
+    run = _ShardRun(context, RunTarget.shard(ShardInput.from_json(context.get_input())))
     state = yield from run.prepare()
     while True:
         decision = run.decide(state)
@@ -106,15 +110,59 @@ def shard(context: df.DurableOrchestrationContext) -> Generator[TaskBase, Any, d
     return summary.to_json()
 
 
-class _ShardRun:
-    """One shard's attempts so far and the steps of the next one. Rebuilt identically on every
-    replay: everything here derives from the input and the history."""
+@dataclass(frozen=True)
+class RunTarget:
+    """What an attempt loop runs: a static shard's tasks, or a worker slot of the queue.
 
-    def __init__(self, context: df.DurableOrchestrationContext, inp: ShardInput) -> None:
+    `index` is the shard index or the slot (job names, the `shard-NNN` row, log fields). With
+    `queue`, `task_ids` is empty and the activities look at the evaluation's queue instead."""
+
+    evaluation_id: str
+    index: int
+    task_ids: list[str]
+    tiers: list[Tier]
+    job: JobSnapshot
+    policy: PolicyConfig
+    queue: bool = False
+    slots: int = 0
+    tail_copy_factor: float = 0.0
+
+    @classmethod
+    def shard(cls, inp: ShardInput) -> RunTarget:
+        return cls(inp.evaluation_id, inp.shard_index, inp.task_ids, inp.tiers, inp.job, inp.policy)
+
+    @classmethod
+    def worker(cls, inp: WorkerInput) -> RunTarget:
+        return cls(
+            inp.evaluation_id,
+            inp.slot,
+            [],
+            inp.tiers,
+            inp.job,
+            inp.policy,
+            queue=True,
+            slots=inp.slots,
+            tail_copy_factor=inp.tail_copy_factor,
+        )
+
+    def flags(self) -> dict[str, Any]:
+        """The activity inputs' `queue` flag, only when set: a static shard's inputs stay
+        exactly as recorded in older histories (contracts serialize set fields only)."""
+        return {"queue": True} if self.queue else {}
+
+
+class _ShardRun:
+    """One shard's (or worker slot's) attempts so far and the steps of the next one. Rebuilt
+    identically on every replay: everything here derives from the input and the history."""
+
+    def __init__(self, context: df.DurableOrchestrationContext, inp: RunTarget) -> None:
         self.context = context
         self.inp = inp
         self.config: PolicyConfig = inp.policy
         self.attempts: list[AttemptRecord] = []
+        # Where the attempts `next_step` weighs begin: a worker slot's job that completed is no
+        # failure, so the slot's next job starts a fresh window (static shards: always 0).
+        self.window_start = 0
         # Tiers whose capacity this shard has seen usable.
         self.ready_tiers: set[Tier] = set()
 
@@ -125,7 +173,7 @@ class _ShardRun:
     def show(self, phase: str, tier: Tier | None, attempt: int | None = None) -> None:
         self.context.set_custom_status(
             {
-                "shard": self.inp.shard_index,
+                "shard": self.inp.index,
                 "attempt": self.next_attempt if attempt is None else attempt,
                 "tier": tier.value if tier is not None else None,
                 "phase": phase,
@@ -136,8 +184,9 @@ class _ShardRun:
     def prepare(self) -> Generator[TaskBase, Any, ShardState]:
         request = PrepareAttemptInput(
             evaluation_id=self.inp.evaluation_id,
-            shard_index=self.inp.shard_index,
+            shard_index=self.inp.index,
             task_ids=self.inp.task_ids,
+            **self.inp.flags(),
         )
         answer = yield self.context.call_activity(names.PREPARE_ATTEMPT, request.to_json())
         return ShardState.from_json(answer)
@@ -149,12 +198,12 @@ class _ShardRun:
             )
         return next_step(
             self.config,
-            attempts=self.attempts,
+            attempts=self.attempts[self.window_start :],
             tiers=self.inp.tiers,
             breaker=_breaker(state),
             remaining_tasks=len(state.remaining),
             evaluation_id=self.inp.evaluation_id,
-            shard_index=self.inp.shard_index,
+            shard_index=self.inp.index,
         )
 
     # --- back off ---------------------------------------------------------------------------
@@ -204,7 +253,7 @@ class _ShardRun:
             {
                 **self.inp.job.to_json(),
                 "evaluation_id": self.inp.evaluation_id,
-                "shard_index": self.inp.shard_index,
+                "shard_index": self.inp.index,
                 "tier": tier,
             }
         ).to_json()
@@ -267,13 +316,14 @@ class _ShardRun:
             {
                 **self.inp.job.to_json(),
                 "evaluation_id": self.inp.evaluation_id,
-                "shard_index": self.inp.shard_index,
+                "shard_index": self.inp.index,
                 "attempt": attempt,
                 "tier": tier,
-                "job_name": job_name(self.inp.evaluation_id, self.inp.shard_index, attempt),
+                "job_name": job_name(self.inp.evaluation_id, self.inp.index, attempt),
                 "task_ids": task_ids,
                 "instance_id": self.context.instance_id,
                 "failover": bool(self.attempts) and self.attempts[-1].tier is not tier,
+                **self._queue_share(task_ids),
             }
         )
         try:
@@ -323,15 +373,16 @@ class _ShardRun:
         self.attempts.append(ended)
         request = FinishAttemptInput(
             evaluation_id=self.inp.evaluation_id,
-            shard_index=self.inp.shard_index,
+            shard_index=self.inp.index,
             task_ids=self.inp.task_ids,
             attempt=ended.attempt,
             tier=ended.tier,
-            job_name=job_name(self.inp.evaluation_id, self.inp.shard_index, ended.attempt),
+            job_name=job_name(self.inp.evaluation_id, self.inp.index, ended.attempt),
             submitted=submitted,
             outcome=ended.outcome,
             reason=ended.reason,
             failure_kind=ended.failure_kind,
+            **self.inp.flags(),
         )
         try:
             answer = yield self.context.call_activity_with_retry(
@@ -344,14 +395,26 @@ class _ShardRun:
             answer = yield self.context.call_activity(names.FINISH_ATTEMPT, best_effort.to_json())
         return ShardState.from_json(answer)
 
+    def _queue_share(self, pending: list[str]) -> dict[str, Any]:
+        """A queue job's submit fields: no task ids, its expected share of the pending tasks."""
+        if not self.inp.queue:
+            return {}
+        return {
+            "task_ids": [],
+            "queue": True,
+            "expected_tasks": expected_share(len(pending), self.inp.slots),
+            "tail_copy_factor": self.inp.tail_copy_factor,
+        }
+
     def close(self, reason: str) -> Generator[TaskBase, Any, ShardSummary]:
         self.show("closing", None, attempt=len(self.attempts))
         request = CloseShardInput(
             evaluation_id=self.inp.evaluation_id,
-            shard_index=self.inp.shard_index,
+            shard_index=self.inp.index,
             task_ids=self.inp.task_ids,
             reason=reason,
             attempts=len(self.attempts),
+            **self.inp.flags(),
         )
         answer = yield self.context.call_activity(names.CLOSE_SHARD, request.to_json())
         return ShardSummary.from_json(answer)

@@ -22,6 +22,7 @@ from adapters.compute.ssh_vm import RUN_KILL_AFTER_SECONDS, SshVmBackend
 from adapters.state import table_store
 from domain import bounds, names
 from domain.jobs import Tier
+from domain.requests import DEFAULT_MAX_WORKERS
 
 HOST_JSON = Path(__file__).resolve().parents[1] / "host.json"
 
@@ -74,8 +75,11 @@ def overruns(limit: float) -> list[str]:
     # Heartbeats, also Blob calls for artifact upload URLs (adapters/artifacts.py).
     if budget < bounds.BLOB_OPERATION_SECONDS:
         found.append(f"Blob operation: {bounds.BLOB_OPERATION_SECONDS:g} s")
-    if budget < bounds.HEARTBEAT_WORST_CASE_SECONDS:
-        found.append(f"heartbeat with artifact URLs: {bounds.HEARTBEAT_WORST_CASE_SECONDS:g} s")
+    if budget < bounds.ARTIFACT_URLS_WORST_CASE_SECONDS:
+        found.append(f"heartbeat with artifact URLs: {bounds.ARTIFACT_URLS_WORST_CASE_SECONDS:g} s")
+    # next_task (the task queue): Table calls only, a bounded number of them.
+    if budget < bounds.NEXT_TASK_WORST_CASE_SECONDS:
+        found.append(f"heartbeat next_task: {bounds.NEXT_TASK_WORST_CASE_SECONDS:g} s")
     return found
 
 
@@ -160,6 +164,19 @@ def test_a_blob_operation_is_bounded_by_its_tries_and_back_offs() -> None:
     # The heartbeat's check fails under a timeout its Blob calls no longer fit in.
     assert "heartbeat with artifact URLs" in " ".join(
         overruns(bounds.HEARTBEAT_WORST_CASE_SECONDS + bounds.HEADROOM_SECONDS - 1)
+    )
+
+
+def test_the_heartbeat_bound_covers_every_kind() -> None:
+    assert (
+        max(bounds.ARTIFACT_URLS_WORST_CASE_SECONDS, bounds.NEXT_TASK_WORST_CASE_SECONDS)
+        == bounds.HEARTBEAT_WORST_CASE_SECONDS
+    )
+    # A next_task ask tries more candidates than an evaluation has slots by default (each lost
+    # race is another slot's claim), so contention alone does not turn an ask into a 503.
+    assert bounds.QUEUE_CLAIM_CANDIDATES > DEFAULT_MAX_WORKERS
+    assert "heartbeat next_task" in " ".join(
+        overruns(bounds.NEXT_TASK_WORST_CASE_SECONDS + bounds.HEADROOM_SECONDS - 1)
     )
 
 

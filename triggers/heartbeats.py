@@ -10,6 +10,13 @@ of a task of this job (`adapters/artifacts.py`), `artifacts_uploaded` records th
 task row (202). Artifacts not configured -> 409 (the runner then skips the upload); a task that
 is not this job's -> 403; an unknown task -> 404. The answer carries SAS URLs; logs name the
 folder only.
+
+The task queue (issue 10): `next_task` answers 200 with the job's next task (`domain.queue`:
+claimed now with an ETag write, or the one it already holds, so a retried ask is safe), or with
+`exit: true` and the reason (queue empty, the evaluation cancelled, its deadline too close). The
+job's slot row shows the task in progress (`current_task`, `current_task_since`). A job of a
+static shard (no `queue` on its row) -> 409; a claim lost to other claimers too often -> 503
+(the runner asks again).
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ from pydantic import ValidationError
 from adapters import runtime, telemetry
 from adapters.logs import ids
 from adapters.runtime import Services
+from adapters.state.table_store import ConcurrencyError
 from domain import artifacts as rules
-from domain.clock import parse_time
+from domain import queue
+from domain.clock import iso, parse_time
 from domain.jobs import FailureKind, JobState
-from domain.messages import Artifacts, JobMessage, MessageKind, token_matches
+from domain.messages import Artifacts, JobMessage, MessageKind, NextTask, token_matches
 from domain.policy import classify_runner_report
 from triggers.http_api import error, json_response
 from triggers.offload import off_loop
@@ -101,6 +110,8 @@ async def heartbeat(
 
     if message.kind in ARTIFACT_KINDS:
         return await _artifacts(svc, message, index, job, fields)
+    if message.kind is MessageKind.NEXT_TASK:
+        return await _next_task(svc, message, index, job, fields)
 
     if message.kind is MessageKind.TASK_RESULT and message.task_result is not None:
         r = message.task_result
@@ -147,6 +158,68 @@ async def heartbeat(
     if job is not None:
         await signal_ended(client, store, job)
     return json_response({"accepted": True, "kind": message.kind.value}, 202)
+
+
+async def _next_task(
+    svc: Services,
+    message: JobMessage,
+    index: dict[str, Any],
+    job: dict[str, Any],
+    fields: dict[str, Any],
+) -> func.HttpResponse:
+    """next_task: the job's next task from the evaluation's queue, or exit (the message is
+    already authenticated and the job has not ended)."""
+    if not job.get("queue"):
+        return error(
+            409,
+            f"job_name: job {message.job_name} runs a static shard's tasks; it has no queue to "
+            "ask (WAA_TASK_IDS lists its tasks)",
+            "job_name",
+        )
+    store = svc.store
+    eid = str(index["evaluation_id"])
+    slot = int(index["shard_index"])
+    now = runtime.now()
+    evaluation = await off_loop(store.get_evaluation, eid)
+    cancelled = bool(evaluation and evaluation.get("cancel_requested"))
+    claim = queue.Claim(row=None, reason=queue.CANCELLED)
+    if not cancelled:
+        try:
+            claim = await off_loop(
+                store.claim,
+                eid,
+                message.job_name,
+                attempt=int(index["attempt"]),
+                now=now,
+                tail_copy_factor=float(job.get("tail_copy_factor") or 0.0),
+                deadline=queue.job_deadline(job),
+            )
+        except ConcurrencyError as err:
+            log.warning("next task not claimed: %s", err, **fields)
+            return error(503, "the task queue is busy; ask again")
+    answer = NextTask.model_validate(queue.answer(claim, cancel_requested=cancelled))
+    if claim.row is not None and not answer.exit:
+        since = claim.row.get("copy_claimed_at") if answer.duplicate else None
+        await off_loop(
+            store.update_shard,
+            eid,
+            slot,
+            current_task=answer.task_id,
+            current_task_since=str(since or claim.row.get("claimed_at") or iso(now)),
+        )
+        log.info(
+            "next task %s (%s%s)",
+            answer.task_id,
+            "claimed" if claim.new else "held already",
+            ", a tail copy" if answer.duplicate else "",
+            **fields,
+        )
+    else:
+        await off_loop(store.update_shard, eid, slot, current_task="", current_task_since="")
+        log.info("no next task: %s; the job exits", answer.reason, **fields)
+    return json_response(
+        {"accepted": True, "kind": message.kind.value, **answer.model_dump(mode="json")}, 200
+    )
 
 
 async def _artifacts(

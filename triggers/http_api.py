@@ -36,17 +36,25 @@ from adapters import runtime
 from adapters.logs import ids
 from adapters.state import views
 from adapters.state.table_store import StateStore
-from domain import names
+from domain import bounds, names
 from domain.contracts import (
     CancelRequested,
+    Distribution,
     EvaluationInput,
     EvaluationState,
     JobSnapshot,
     PlannedShard,
 )
-from domain.naming import new_evaluation_id, shard_instance_id
+from domain.naming import new_evaluation_id, shard_instance_id, worker_instance_id
 from domain.outcomes import CANCELLED_BY_USER, TaskOutcome
-from domain.planning import expand_trials, plan_shards, runs_to_retry
+from domain.planning import (
+    ShardPlan,
+    expand_trials,
+    expected_minutes,
+    plan_shards,
+    runs_to_retry,
+    slots_for_target,
+)
 from domain.policy import PolicyConfig
 from domain.requests import (
     SETTINGS_COLUMN,
@@ -66,6 +74,7 @@ from domain.results import (
     table_json,
     table_markdown,
 )
+from domain.slots import expected_share
 from domain.tasksets import TaskRef, split_run_key
 from triggers.offload import off_loop
 from triggers.signals import is_live
@@ -106,16 +115,46 @@ def _orchestration_input(
     evaluation_id: str, req: EvaluationRequest, plan: list[Any], workers: int
 ) -> dict[str, Any]:
     policy = PolicyConfig.for_request(req)
+    # Snapshotted here so that replays never read settings.
+    job = JobSnapshot.for_request(
+        req, policy, image=runtime.services().settings.waa_image, workers=workers
+    )
+    if req.distribution == Distribution.QUEUE.value:
+        return EvaluationInput(
+            evaluation_id=evaluation_id,
+            shards=[],
+            tiers=list(req.tiers),
+            policy=policy,
+            job=job,
+            distribution=Distribution.QUEUE,
+            slots=workers,
+            tail_copy_factor=bounds.TAIL_COPY_FACTOR if req.tail_copies else 0.0,
+        ).to_json()
     return EvaluationInput(
         evaluation_id=evaluation_id,
         shards=[PlannedShard(index=s.index, task_ids=s.task_ids, vm_size=s.vm_size) for s in plan],
         tiers=list(req.tiers),
         policy=policy,
-        # Snapshotted here so that replays never read settings.
-        job=JobSnapshot.for_request(
-            req, policy, image=runtime.services().settings.waa_image, workers=workers
-        ),
+        job=job,
     ).to_json()
+
+
+def _slots(runs: list[TaskRef], request: EvaluationRequest, max_workers: int) -> int:
+    """Worker slots of a queue evaluation: the request's `workers`, or as many as finishing
+    in `target_hours` needs (the request was validated: the target is reachable)."""
+    if request.target_hours is not None:
+        return slots_for_target(runs, request.target_hours, max_workers)
+    return max(1, min(request.workers, len(runs)))
+
+
+def _queue_slots(slots: int, runs: list[TaskRef], vm_size: str) -> list[ShardPlan]:
+    """The slots as the status's `shard-NNN` rows show them (one row per slot; the tasks are
+    the queue's, each slot's expected share of the minutes)."""
+    minutes = sum(expected_minutes(r) for r in runs) / max(1, slots)
+    return [
+        ShardPlan(index=slot, task_ids=[], expected_minutes=minutes, vm_size=vm_size)
+        for slot in range(slots)
+    ]
 
 
 @bp.route(route="evaluations", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -170,8 +209,13 @@ async def _create(
         )
 
     now = runtime.now()
-    workers = min(request.workers, len(runs))
-    plan = plan_shards(runs, workers, vm_size=request.vm_size, right_size=request.right_size)
+    queue = request.distribution == Distribution.QUEUE.value
+    if queue:
+        workers = _slots(runs, request, runtime.services().settings.max_workers)
+        plan = _queue_slots(workers, runs, request.vm_size)
+    else:
+        workers = min(request.workers, len(runs))
+        plan = plan_shards(runs, workers, vm_size=request.vm_size, right_size=request.right_size)
     shard_of = {t: s.index for s in plan for t in s.task_ids}
     task_count = len({split_run_key(r.task_id)[0] for r in runs})
     evaluation_row: dict[str, Any] = {
@@ -179,6 +223,8 @@ async def _create(
         "created_at": now.isoformat(),
         "state": EvaluationState.RUNNING.value,
         "policy": request.policy,
+        # How the tasks reach the jobs (issue 10): the status shows it (views.distribution).
+        "distribution": request.distribution,
         "workers": workers,
         "vm_size": request.vm_size,
         "spot": request.spot,
@@ -203,7 +249,8 @@ async def _create(
         [
             {
                 "shard_index": s.index,
-                "task_count": len(s.task_ids),
+                # A slot's tasks are not known up front: its expected share of the queue.
+                "task_count": expected_share(len(runs), workers) if queue else len(s.task_ids),
                 "expected_minutes": s.expected_minutes,
                 "vm_size": s.vm_size,
                 "status": "waiting",
@@ -215,7 +262,8 @@ async def _create(
             {
                 "task_id": t.task_id,
                 "domain": t.domain,
-                "shard_index": shard_of[t.task_id],
+                # Queue: no shard owns the task; the claiming job's slot runs it.
+                **({} if queue else {"shard_index": shard_of[t.task_id]}),
                 "outcome": TaskOutcome.PENDING.value,
             }
             for t in runs
@@ -348,6 +396,7 @@ def list_evaluations(req: func.HttpRequest) -> func.HttpResponse:
                     "created_at": r["created_at"],
                     "tasks": r["task_count"],
                     "policy": r.get("policy"),
+                    "distribution": views.distribution(r),
                     **_links(req, r["evaluation_id"]),
                 }
                 for r in rows
@@ -415,8 +464,14 @@ async def cancel_evaluation(
     await off_loop(store.update_evaluation, evaluation_id, cancel_requested=True)
     # Every shard waits on the cancel event in each of its waits; one that is between waits
     # sees the flag in its next activity.
+    # A queue evaluation's worker slots have their own instance ids.
+    instance_of = (
+        worker_instance_id
+        if evaluation.get("distribution") == Distribution.QUEUE.value
+        else shard_instance_id
+    )
     for index in range(int(evaluation["shard_count"])):
-        instance = shard_instance_id(evaluation_id, index)
+        instance = instance_of(evaluation_id, index)
         if await is_live(client, instance):
             try:
                 await client.raise_event(

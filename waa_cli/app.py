@@ -151,7 +151,11 @@ def request_body(**options: Any) -> dict[str, Any]:
     EvaluationRequest); unset ones are left out so the server's defaults apply."""
     extra = _field_pairs(options.pop("field", None))
     tiers = options.pop("tier", None)
-    body = {name: value for name, value in options.items() if value is not None}
+    body = {
+        name: value.value if isinstance(value, StrEnum) else value
+        for name, value in options.items()
+        if value is not None
+    }
     if tiers:
         body["tiers"] = list(tiers)
     body.update(extra)
@@ -159,7 +163,9 @@ def request_body(**options: Any) -> dict[str, Any]:
 
 
 # Options shared by `start` and `retry` (the fields of POST /api/evaluations).
-Workers = Annotated[int | None, typer.Option(help="Parallel jobs (shards) (server default: 10)")]
+Workers = Annotated[
+    int | None, typer.Option(help="Parallel jobs (worker slots or shards) (server default: 10)")
+]
 VmSize = Annotated[str | None, typer.Option(help="VM size of each job (server default)")]
 Tiers = Annotated[
     list[str] | None,
@@ -188,6 +194,38 @@ RightSize = Annotated[
     bool | None, typer.Option("--right-size/--no-right-size", help="Size shards by duration")
 ]
 TaskRetries = Annotated[int | None, typer.Option(help="Runs again of a task whose run failed")]
+
+
+class DistributionChoice(StrEnum):
+    queue = "queue"
+    static = "static"
+
+
+DistributionOpt = Annotated[
+    DistributionChoice | None,
+    typer.Option(
+        "--distribution",
+        help="queue: each job asks for its next task; static: fixed shards planned up front "
+        "(server default: queue)",
+        show_default=False,
+    ),
+]
+TargetHours = Annotated[
+    float | None,
+    typer.Option(
+        "--target-hours",
+        help="Instead of --workers: as many workers as finishing in this many hours needs",
+        show_default=False,
+    ),
+]
+TailCopies = Annotated[
+    bool | None,
+    typer.Option(
+        "--tail-copies/--no-tail-copies",
+        help="Queue only: run a second copy of a task far past its expected time on an idle slot",
+        show_default=False,
+    ),
+]
 Trials = Annotated[int | None, typer.Option(help="Runs of every task (1..10) (server default: 1)")]
 Fields = Annotated[
     list[str] | None,
@@ -224,6 +262,9 @@ def start(
     a11y_backend: A11y = None,
     idempotency_key: Idempotency = None,
     policy: Policy = None,
+    distribution: DistributionOpt = None,
+    target_hours: TargetHours = None,
+    tail_copies: TailCopies = None,
     right_size: RightSize = None,
     task_retries: TaskRetries = None,
     trials: Trials = None,
@@ -252,7 +293,7 @@ def _report_started(started: dict[str, Any], verb: str = "started") -> None:
     else:
         out.print(
             f"{verb} evaluation {eid}: {started.get('tasks', '?')} tasks on "
-            f"{started.get('shards', '?')} shards"
+            f"{started.get('shards', '?')} {render.units(started)}"
         )
     if started.get("status_url"):
         out.print(f"status: {started['status_url']}")
@@ -397,7 +438,7 @@ def list_(
         _print_json(rows)
         return
     table = Table(title="evaluations")
-    for col in ("evaluation", "state", "created", "tasks", "policy"):
+    for col in ("evaluation", "state", "created", "tasks", "policy", "distribution"):
         table.add_column(col, justify="right" if col == "tasks" else "left")
     for r in rows:
         table.add_row(
@@ -406,6 +447,7 @@ def list_(
             str(r.get("created_at")),
             str(r.get("tasks")),
             str(r.get("policy") or "-"),
+            str(r.get("distribution") or "-"),
         )
     _out().print(table)
 
@@ -442,6 +484,9 @@ def retry(
     som_origin: SomOrigin = None,
     a11y_backend: A11y = None,
     policy: Policy = None,
+    distribution: DistributionOpt = None,
+    target_hours: TargetHours = None,
+    tail_copies: TailCopies = None,
     right_size: RightSize = None,
     task_retries: TaskRetries = None,
     force: Annotated[

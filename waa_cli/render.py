@@ -5,6 +5,7 @@ API returns (adapters/state/views.py and domain/results.py on the server side)."
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -59,17 +60,58 @@ def alert_text(alert: object) -> str:
     return str(alert)
 
 
+def is_queue(view: Mapping[str, Any]) -> bool:
+    """The evaluation's jobs ask for their tasks (distribution "queue"): its `shards` are
+    worker slots."""
+    return view.get("distribution") == "queue"
+
+
+def units(view: Mapping[str, Any]) -> str:
+    return "slots" if is_queue(view) else "shards"
+
+
+def _server_now(view: Mapping[str, Any]) -> datetime | None:
+    # The status document's own clock: created_at + elapsed_seconds (not this machine's).
+    try:
+        created = datetime.fromisoformat(str(view["created_at"]))
+        return created + timedelta(seconds=float(view["elapsed_seconds"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def current_task(view: Mapping[str, Any], slot: Mapping[str, Any]) -> str:
+    """A slot's task in progress and for how long its job has run it, or "-"."""
+    task = slot.get("current_task")
+    if not task:
+        return "-"
+    now = _server_now(view)
+    try:
+        since = datetime.fromisoformat(str(slot.get("current_task_since")))
+        age = (now - since).total_seconds() if now is not None else None
+    except (TypeError, ValueError):
+        age = None
+    return f"{task} ({duration(max(0.0, age))})" if age is not None else str(task)
+
+
 def shard_table(view: Mapping[str, Any]) -> Table:
     title = f"evaluation {view['evaluation_id']}"
-    if view.get("policy"):
-        title += f" ({view['policy']})"
+    labels = [v for v in (view.get("policy"), view.get("distribution")) if v]
+    if labels:
+        title += f" ({', '.join(labels)})"
     table = Table(title=title, expand=False)
-    for col in ("shard", "tasks", "tier", "attempt", "status", "job", "heartbeat", "failovers"):
-        right = col in ("shard", "tasks", "attempt", "failovers")
-        table.add_column(col, justify="right" if right else "left", no_wrap=True)
+    queue = is_queue(view) or any(s.get("current_task") for s in view.get("shards", []))
+    unit = "slot" if queue else "shard"
+    columns = [unit, "tasks", "tier", "attempt", "status", "job", "heartbeat", "failovers"]
+    if queue:
+        columns.append("task in progress")
+    for col in columns:
+        right = col in (unit, "tasks", "attempt", "failovers")
+        # A WAA task id is 40 characters: that column may wrap, the short ones do not.
+        no_wrap = col != "task in progress"
+        table.add_column(col, justify="right" if right else "left", no_wrap=no_wrap)
     for s in view.get("shards", []):
         beat = s.get("seconds_since_heartbeat")
-        table.add_row(
+        cells = [
             str(s["shard"]),
             str(s["tasks"]),
             s.get("tier") or "-",
@@ -78,7 +120,10 @@ def shard_table(view: Mapping[str, Any]) -> Table:
             s.get("job_state") or "-",
             f"{beat:.0f} s ago" if beat is not None else "-",
             str(s.get("failovers", 0)),
-        )
+        ]
+        if queue:
+            cells.append(current_task(view, s))
+        table.add_row(*cells)
     return table
 
 
@@ -219,6 +264,7 @@ def status_table(view: Mapping[str, Any]) -> Table:
         ("state", str(view.get("state"))),
         ("created", str(view.get("created_at"))),
         ("policy", str(view.get("policy") or "-")),
+        ("distribution", str(view.get("distribution") or "-")),
         ("workers / vm size", f"{view.get('workers')} x {view.get('vm_size')}"),
         ("tiers", ", ".join(view.get("tiers") or [])),
         (

@@ -44,7 +44,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from adapters.state.views import retried_by
-from domain import artifacts, bounds, job_state
+from domain import artifacts, bounds, job_state, queue
 from domain.alerts import LiveAlert, alert_key
 from domain.clock import iso, parse_time
 from domain.jobs import FailureKind, JobState, Tier
@@ -52,10 +52,10 @@ from domain.outcomes import (
     FINAL_TASK_OUTCOMES,
     MAX_REASON_CHARS,
     ResultVerdict,
-    TaskOutcome,
-    failed_in,
+    holds,
     judge_result,
     task_released,
+    task_retried,
     task_running,
 )
 from domain.policy import breaker_after_failure, projected_cost_exceeds
@@ -135,6 +135,19 @@ def _setting(fields: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any
         if all(row.get(k) == v for k, v in fields.items()):
             return None
         return {**row, **fields}
+
+    return change
+
+
+def _taking(
+    candidate: queue.Candidate, job_name: str, attempt: int, now: datetime, factor: float
+) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    """A `_mutate` change that claims `candidate` for the job (None once it is not claimable)."""
+
+    def change(row: dict[str, Any]) -> dict[str, Any] | None:
+        return queue.take(
+            candidate, row, job_name=job_name, attempt=attempt, now=now, tail_copy_factor=factor
+        )
 
     return change
 
@@ -505,12 +518,7 @@ class StateStore:
             if verdict is ResultVerdict.IGNORED:
                 return None
             if verdict is ResultVerdict.RETRY:
-                return {
-                    **row,
-                    "outcome": TaskOutcome.PENDING.value,
-                    "failed_in": ",".join([*failed_in(row), job_name]),
-                    "last_failure": reason[:MAX_REASON_CHARS],
-                }
+                return task_retried(row, job_name, reason)
             new = {
                 **row,
                 "outcome": outcome,
@@ -600,15 +608,86 @@ class StateStore:
                 lambda row: task_running(row, attempt=attempt, job_name=job_name),
             )
 
-    def release_tasks(self, evaluation_id: str, job_name: str) -> None:
-        """Tasks a job was running but never reported go back to pending when it ends."""
+    def release_tasks(self, evaluation_id: str, job_name: str, reason: str = "") -> None:
+        """Tasks a job was running (or running a tail copy of) but never reported, once it has
+        ended, as `domain.outcomes.task_released` rules: back to pending (a claimed task with
+        its release counted, not run at the poison limit), or the copy cleared. `reason`: why
+        the job ended (it goes into a poisoned task's reason)."""
+        at = datetime.now(UTC)
         for row in self._query(eval_partition(evaluation_id), TASK_PREFIX):
-            if task_released(row, job_name) is not None:
+            if task_released(row, job_name, reason, at=at) is not None:
                 self._mutate(
                     eval_partition(evaluation_id),
                     row["RowKey"],
-                    lambda r: task_released(r, job_name),
+                    lambda r: task_released(r, job_name, reason, at=at),
                 )
+
+    # ----------------------------------------------------------------------------- the queue
+    def claim(
+        self,
+        evaluation_id: str,
+        job_name: str,
+        *,
+        attempt: int,
+        now: datetime,
+        tail_copy_factor: float,
+        deadline: datetime | None = None,
+    ) -> queue.Claim:
+        """The job's next task from the evaluation's queue (`domain.queue`): one partition query
+        of the task rows, then an ETag-guarded write of the best candidate; a candidate lost to
+        another claimer (its row no longer claimable when read again) moves on to the next.
+        The task the job already holds is answered again, with no write. Raises
+        ConcurrencyError when `bounds.QUEUE_CLAIM_CANDIDATES` candidates were all lost (the
+        job asks again later), so one ask's Table calls stay bounded."""
+        pk = eval_partition(evaluation_id)
+        tried = 0
+        while True:
+            decided = queue.plan(
+                self._query(pk, TASK_PREFIX),
+                job_name,
+                now=now,
+                tail_copy_factor=tail_copy_factor,
+                deadline=deadline,
+            )
+            if isinstance(decided, queue.Claim):
+                return decided
+            for candidate in decided:
+                if tried >= bounds.QUEUE_CLAIM_CANDIDATES:
+                    raise ConcurrencyError(f"lost {tried} claims in a row in {pk}; ask again")
+                tried += 1
+                stored, changed = self._mutate(
+                    pk,
+                    candidate.row["RowKey"],
+                    _taking(candidate, job_name, attempt, now, tail_copy_factor),
+                )
+                if stored is None:
+                    continue
+                if changed:
+                    return queue.Claim(row=stored, duplicate=candidate.duplicate, new=True)
+                if holds(stored, job_name):  # a concurrent ask of this same job claimed it
+                    return queue.Claim(row=stored, duplicate=queue.is_copy(stored, job_name))
+            # Every candidate was taken meanwhile: read the queue again (it has shrunk).
+
+    def claim_task(
+        self,
+        evaluation_id: str,
+        job_name: str,
+        *,
+        attempt: int,
+        now: datetime,
+        tail_copy_factor: float,
+        deadline: datetime | None = None,
+    ) -> dict[str, Any] | None:
+        """The row the job runs next (claimed now, its tail copy, or the one it already held),
+        or None when there is nothing for it (see `claim` for why)."""
+        return self.claim(
+            evaluation_id,
+            job_name,
+            attempt=attempt,
+            now=now,
+            tail_copy_factor=tail_copy_factor,
+            deadline=deadline,
+        ).row
 
     # ----------------------------------------------------------------------------- breaker
     def record_tier_failure(self, evaluation_id: str, tier: str, job_name: str) -> dict[str, int]:

@@ -17,6 +17,7 @@ from domain.contracts import EvaluationState
 from domain.jobs import JobState
 from domain.outcomes import TaskOutcome, failed_in
 from domain.progress import project
+from domain.requests import settings_from_row
 from domain.results import results_table, table_json
 from domain.tasksets import split_run_key
 
@@ -43,15 +44,17 @@ def evaluation_view(
     created = parse_time(ev["created_at"])
     assert created is not None
 
+    by_id = {t["task_id"]: t for t in tasks}
     shards = []
     for s in sorted(rows["shards"], key=lambda r: r["shard_index"]):
         job = jobs.get(s.get("job_name", ""))
+        current = _current_task(s, job, by_id)
         last = parse_time(job.get("last_heartbeat_at")) if job else None
         job_state = job["state"] if job else None
         shards.append(
             {
                 "shard": s["shard_index"],
-                "tasks": s["task_count"],
+                "tasks": s.get("task_count", 0),
                 "tier": s.get("tier"),
                 "attempt": s.get("attempt", 0),
                 "job_name": s.get("job_name"),
@@ -70,6 +73,9 @@ def evaluation_view(
                 if job and "storage_copied_bytes" in job
                 else None,
                 "reason": s.get("reason", ""),
+                # Queue distribution: the task the slot's job claimed and runs now.
+                "current_task": current,
+                "current_task_since": s.get("current_task_since") if current else None,
             }
         )
 
@@ -81,6 +87,7 @@ def evaluation_view(
         "state": ev.get("state", EvaluationState.RUNNING.value),
         "created_at": ev["created_at"],
         "policy": ev.get("policy"),
+        "distribution": distribution(ev),
         "workers": ev["workers"],
         "vm_size": ev["vm_size"],
         "spot": ev["spot"],
@@ -119,10 +126,42 @@ def evaluation_view(
     if ev.get("summary"):
         view["summary"] = read_summary(ev["summary"])
     if include_tasks:
-        view["tasks"] = [
-            _task_view(t) for t in sorted(tasks, key=lambda t: (t["shard_index"], t["task_id"]))
-        ]
+        view["tasks"] = [_task_view(t) for t in sorted(tasks, key=_task_order)]
     return view
+
+
+def distribution(evaluation: dict[str, Any]) -> str:
+    """How the evaluation's tasks reach its jobs: the row's `distribution` column, else its
+    stored request settings; an evaluation from before the task queue ran static shards."""
+    column = evaluation.get("distribution")
+    if column:
+        return str(column)
+    return str(settings_from_row(evaluation).get("distribution") or "static")
+
+
+def _current_task(
+    slot: dict[str, Any], job: dict[str, Any] | None, tasks: dict[str, dict[str, Any]]
+) -> str | None:
+    """The slot row's `current_task` (written on each claim, queue distribution) while it is
+    true: the slot's job has not ended and the task's row is running under that job (as its
+    claim or its tail copy). A task whose result came in, or that went back to the queue when
+    the job ended, is no longer in progress there, whether or not the slot row was cleared."""
+    task_id = slot.get("current_task")
+    if not task_id or job is None or JobState(job["state"]).is_terminal:
+        return None
+    row = tasks.get(str(task_id))
+    if row is None or row.get("outcome") != TaskOutcome.RUNNING.value:
+        return None
+    holder = job["job_name"]
+    if holder not in (row.get("job_name"), row.get("copy_job")):
+        return None
+    return str(task_id)
+
+
+def _task_order(t: dict[str, Any]) -> tuple[int, str]:
+    # Queue-distributed tasks may carry no shard; they sort first, by id.
+    shard = t.get("shard_index")
+    return (-1 if shard is None else int(shard), t["task_id"])
 
 
 def retried_by(evaluation: dict[str, Any]) -> list[str]:
@@ -141,7 +180,7 @@ def _task_view(t: dict[str, Any]) -> dict[str, Any]:
     row = {
         "task_id": t["task_id"],
         "domain": t["domain"],
-        "shard": t["shard_index"],
+        "shard": t.get("shard_index"),
         "outcome": t.get("outcome", TaskOutcome.PENDING.value),
         "reason": t.get("reason", ""),
         "score": t.get("score"),

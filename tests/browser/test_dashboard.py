@@ -349,3 +349,28 @@ def test_failed_polls_back_off_and_the_page_recovers(browser: Browser) -> None:
         assert api.failures == 0
     finally:
         page.close()
+
+
+@pytest.mark.browser
+def test_worker_slots_show_the_task_each_runs(browser: Browser) -> None:
+    # Queue distribution (issue 10): the status names per slot the task its job claimed.
+    view = synthetic_status(20, shards=3)
+    view["distribution"] = "queue"
+    # The status document's clock: created_at + elapsed_seconds (60 s here); claimed 45 s ago.
+    view["shards"][0].update(current_task="notepad-7", current_task_since="2026-01-01T00:00:15Z")
+    view["shards"][1].update(current_task=XSS, current_task_since=None)
+    view["shards"][2].update(current_task=None, current_task_since=None)
+    api = FakeApi([view])
+    page = open_dashboard(browser, api)
+    try:
+        expect(page.locator("#shards-title")).to_have_text("Worker slots")
+        expect(page.locator("#shards-unit")).to_have_text("slot")
+        expect(page.locator("#ev-meta")).to_contain_text("distribution queue")
+        cells = [page.locator("#shards tr").nth(i).locator("td").nth(8) for i in range(3)]
+        expect(cells[0]).to_have_text("notepad-7 (45 s)")
+        expect(cells[1]).to_have_text(XSS)  # shown as text, never markup
+        expect(cells[2]).to_have_text("-")
+        assert page.evaluate("() => window.pwned") is None
+        assert page.locator("#shards img, #shards script").count() == 0
+    finally:
+        page.close()

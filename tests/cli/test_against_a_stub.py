@@ -158,6 +158,25 @@ def test_retry_posts_the_overrides_and_reports_the_new_evaluation(
     assert stub.requests[-1].json() == {}
     assert f"evaluation {EID} was retried already as fedcba543210" in again.stdout
 
+    # The task queue's options (issue 10) under the request's field names.
+    queue = cli("--url", stub.url, "--key", KEY, "retry", EID, "--distribution", "queue",
+                "--target-hours", "2.5", "--tail-copies", "--force")  # fmt: skip
+    assert queue.exit_code == 0, queue.stderr
+    assert stub.requests[-1].json() == {
+        "distribution": "queue",
+        "target_hours": 2.5,
+        "tail_copies": True,
+        "force": True,
+    }
+    static = cli("--url", stub.url, "--key", KEY, "retry", EID, "--distribution", "static",
+                 "--no-tail-copies", "--right-size")  # fmt: skip
+    assert static.exit_code == 0, static.stderr
+    assert stub.requests[-1].json() == {
+        "distribution": "static",
+        "tail_copies": False,
+        "right_size": True,
+    }
+
     rejected = cli("--url", stub.url, "--key", KEY, "retry", EID, "--field", 'workers="many"')
     assert rejected.exit_code == 1
     assert "HTTP 400: workers: must be an integer" in rejected.stderr

@@ -146,6 +146,21 @@ def test_a_rejected_request_prints_the_field_the_server_names(sim: Simulation, c
     assert tier.exit_code == 1
     assert "HTTP 400: tiers[1]: input should be" in tier.stderr
 
+    # The task queue's rules (issue 10), as the server states them.
+    both = cli(*url, "start", "waa-smoke", "--target-hours", "2", "--workers", "3")
+    assert both.exit_code == 1
+    assert "HTTP 400: target_hours: give target_hours or workers, not both" in both.stderr
+    copies = cli(*url, "start", "waa-smoke", "--distribution", "static", "--tail-copies")
+    assert copies.exit_code == 1 and "HTTP 400: tail_copies: only with" in copies.stderr
+    sized = cli(*url, "start", "waa-smoke", "--distribution", "queue", "--right-size")
+    assert sized.exit_code == 1
+    assert "right_size: only with distribution static" in sized.stderr
+    short = cli(*url, "start", "waa-smoke", "--target-hours", "0.1")
+    assert short.exit_code == 1 and "target_hours: 0.1 h is shorter than" in short.stderr
+    # An unknown distribution is refused by the CLI itself (a usage error), before a request.
+    odd = cli(*url, "start", "waa-smoke", "--distribution", "push")
+    assert odd.exit_code == 2
+
     extra = cli(*url, "start", "waa-smoke", "--field", "colour=blue")
     assert extra.exit_code == 1
     assert "colour: unknown field" in extra.stderr

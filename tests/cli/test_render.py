@@ -43,3 +43,57 @@ def test_the_end_of_watch_says_where_the_artifacts_are_when_they_were_uploaded()
         show_end(console, {**final, "summary": summary}, {"domains": [], "overall": overall})
         text = console.export_text()
         assert (f"artifacts (resilient): {prefix}" in text) is expected, text
+
+
+def _status(distribution: str | None, slots: list[dict[str, object]]) -> dict[str, object]:
+    return {"evaluation_id": "abc", "policy": "resilient", "distribution": distribution,
+            "created_at": "2026-01-01T00:00:00+00:00", "elapsed_seconds": 3600.0,
+            "shards": slots}  # fmt: skip
+
+
+def _slot(index: int, task: str | None, since: str | None) -> dict[str, object]:
+    return {"shard": index, "tasks": 16, "tier": "azureml", "attempt": 1, "status": "running",
+            "job_state": "running", "seconds_since_heartbeat": 4.0, "failovers": 0,
+            "current_task": task, "current_task_since": since}  # fmt: skip
+
+
+def _shown(table: object) -> str:
+    console = Console(width=200, record=True)
+    console.print(table)
+    return console.export_text()
+
+
+def test_the_slot_table_shows_each_slots_task_in_progress() -> None:
+    view = _status(
+        "queue",
+        [
+            # Claimed 12 minutes before the status document's own clock (created + elapsed).
+            _slot(0, "366de66e-cbae-4d72-b042-26390db2b145-WOS", "2026-01-01T00:48:00+00:00"),
+            _slot(1, None, None),
+        ],
+    )
+    text = _shown(render.shard_table(view))
+    assert "(resilient, queue)" in text
+    assert "slot" in text and "task in progress" in text
+    assert "366de66e-cbae-4d72-b042-26390db2b145-WOS (12.0 min)" in text
+    rows = [line for line in text.splitlines() if "azureml" in line]
+    assert len(rows) == 2 and rows[1].rstrip().rstrip("│").rstrip().endswith("-")
+    assert render.units(view) == "slots"
+
+
+def test_a_static_evaluation_keeps_its_shard_table() -> None:
+    for distribution in ("static", None):  # None: a server from before the queue
+        view = _status(distribution, [{**_slot(0, None, None)}])
+        text = _shown(render.shard_table(view))
+        assert "task in progress" not in text and "shard" in text
+        assert render.units(view) == "shards"
+
+
+def test_the_status_table_names_the_distribution() -> None:
+    view = {**_status("queue", []), "state": "running", "workers": 4, "vm_size": "D8",
+            "tiers": ["azureml"], "eta_seconds": 60.0,
+            "counts": {"total": 1, "completed": 0, "failed": 0, "running": 1, "pending": 0,
+                       "not_run": 0}}  # fmt: skip
+    text = _shown(render.status_table(view))
+    assert any(line.split("│")[1:3] and "distribution" in line and "queue" in line
+               for line in text.splitlines())  # fmt: skip

@@ -124,8 +124,12 @@ def test_a_failure_within_the_retries_is_retried_once_per_job() -> None:
     # The same job's failure again (a re-sent message) counts once, also at the limit.
     assert judge(pending, "failed", "job-a") is ResultVerdict.IGNORED
     assert judge(pending, "failed", "job-b") is ResultVerdict.FINAL
-    assert judge_result(TASK, outcome="failed", job_name="a", retry_limit=0) is (
+    assert judge_result(TASK, outcome="failed", job_name="job-a", retry_limit=0) is (
         ResultVerdict.FINAL
+    )
+    # A job the running task is not with (it lost its claim) changes nothing (domain/queue.py).
+    assert judge_result(TASK, outcome="failed", job_name="a", retry_limit=0) is (
+        ResultVerdict.IGNORED
     )
 
 

@@ -335,3 +335,105 @@ def test_bad_retry_bodies_name_the_field(body: object, field: str) -> None:
         _retry(body)
     assert caught.value.field == field
     assert str(caught.value).startswith(field)
+
+
+# --- distribution, target_hours, tail_copies (issue 10) ------------------------------------------
+
+
+def test_distribution_defaults_to_the_queue() -> None:
+    req = parse(ONE)
+    assert (req.distribution, req.target_hours, req.tail_copies) == ("queue", None, False)
+    assert parse({**ONE, "distribution": "static"}).distribution == "static"
+    assert parse({**ONE, "tail_copies": True}).tail_copies is True
+    assert parse({**ONE, "distribution": "static", "right_size": True}).right_size is True
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({**ONE, "target_hours": 2, "workers": 4}, "target_hours", "not both"),
+        # An explicit `workers` equal to the default conflicts too: the body named it.
+        ({**ONE, "target_hours": 2, "workers": 10}, "target_hours", "not both"),
+        ({**ONE, "distribution": "static", "tail_copies": True}, "tail_copies", "queue"),
+        ({**ONE, "right_size": True}, "right_size", "only with distribution static"),
+        (
+            {**ONE, "distribution": "queue", "right_size": True},
+            "right_size",
+            "only with distribution static",
+        ),
+        ({**ONE, "distribution": "round-robin"}, "distribution", ""),
+        ({**ONE, "distribution": None}, "distribution", ""),
+        ({**ONE, "tail_copies": "yes"}, "tail_copies", ""),
+        ({**ONE, "target_hours": 0}, "target_hours", ""),
+        ({**ONE, "target_hours": 49}, "target_hours", ""),
+        ({**ONE, "target_hours": "2"}, "target_hours", ""),
+        (b'{"tasks": ["a"], "target_hours": NaN}', "target_hours", ""),
+        # notepad (5 min) + provisioning (15 min) = 20 min > 0.3 h.
+        ({**ONE, "target_hours": 0.3}, "target_hours", "shorter than"),
+    ],
+    ids=lambda v: str(v)[:50],
+)
+def test_distribution_rules_name_the_field(body: object, field: str, words: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        parse(body)
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}:")
+    assert words in str(caught.value)
+
+
+def test_target_hours_must_cover_provisioning_and_the_longest_task() -> None:
+    from domain.cost import DEFAULT_PROVISIONING_MINUTES
+    from domain.planning import DOMAIN_MINUTES
+
+    longest = DOMAIN_MINUTES["libreoffice_calc"]
+    tasks = {"notepad": ["n-1"], "libreoffice_calc": ["c-1"]}
+    enough = (DEFAULT_PROVISIONING_MINUTES + longest) / 60
+    assert parse({"tasks": tasks, "target_hours": enough}).target_hours == enough
+    with pytest.raises(RequestError) as caught:
+        parse({"tasks": tasks, "target_hours": enough - 0.01})
+    assert caught.value.field == "target_hours"
+    assert f"{longest:g} min" in str(caught.value)
+    # The task set's tasks count the same way; one hour covers any of WAA's tasks.
+    assert parse({"task_set": "waa-full", "target_hours": 1}).target_hours == 1
+    # `target_hours` without `workers` keeps the default `workers`, which the sizing replaces.
+    assert "workers" not in parse({"task_set": "waa-full", "target_hours": 3}).model_fields_set
+
+
+def test_a_retry_keeps_the_distribution_and_its_settings() -> None:
+    queue = parse({"task_set": "waa-smoke", "tail_copies": True, "target_hours": 2})
+    settings = settings_from_row({"request": request_settings(queue)})
+    assert settings["distribution"] == "queue"
+    req, _ = _retry(b"", settings)
+    assert (req.distribution, req.tail_copies, req.target_hours) == ("queue", True, 2)
+    assert "workers" not in req.model_fields_set
+    # The body's `workers` replaces the source's target, and the other way round.
+    req, _ = _retry({"workers": 3}, settings)
+    assert (req.workers, req.target_hours) == (3, None)
+    static = parse({"task_set": "waa-smoke", "distribution": "static", "workers": 4})
+    static_settings = settings_from_row({"request": request_settings(static)})
+    req, _ = _retry({"target_hours": 2}, static_settings)
+    assert (req.distribution, req.target_hours) == ("static", 2)
+    # Changing the distribution drops the source's settings of the other one.
+    req, _ = _retry({"distribution": "static"}, settings)
+    assert (req.distribution, req.tail_copies) == ("static", False)
+    sized = parse({"task_set": "waa-smoke", "distribution": "static", "right_size": True})
+    sized_settings = settings_from_row({"request": request_settings(sized)})
+    req, _ = _retry({"distribution": "queue"}, sized_settings)
+    assert (req.distribution, req.right_size) == ("queue", False)
+    # ... unless the body names them: then the rules apply as on a start.
+    with pytest.raises(RequestError) as caught:
+        _retry({"distribution": "queue", "right_size": True}, sized_settings)
+    assert caught.value.field == "right_size"
+
+
+def test_a_retry_of_an_evaluation_from_before_the_queue_stays_static() -> None:
+    # Settings stored before issue 10 have no distribution: that evaluation ran static shards.
+    old = json.loads(request_settings(parse({**ONE, "distribution": "static", "right_size": True})))
+    for key in ("distribution", "target_hours", "tail_copies"):
+        old.pop(key)
+    req, _ = _retry(b"", settings_from_row({"request": json.dumps(old)}))
+    assert (req.distribution, req.right_size) == ("static", True)
+    # So does one from before the settings column; a row's own column is carried.
+    assert _retry(b"", settings_from_row({"workers": 2}))[0].distribution == "static"
+    row = {"workers": 2, "distribution": "queue"}
+    assert _retry(b"", settings_from_row(row))[0].distribution == "queue"

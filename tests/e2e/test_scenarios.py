@@ -660,6 +660,12 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("bad idempotency key", {**SMOKE, "idempotency_key": "has space"}, "idempotency_key"),
     ("unknown policy", {**SMOKE, "policy": "yolo"}, "policy"),
     ("right_size not bool", {**SMOKE, "right_size": 1}, "right_size"),
+    # Issue 10: the distribution's rules (domain/requests.py `_consistent_distribution`).
+    ("right_size with the queue", {**SMOKE, "right_size": True}, "right_size"),
+    ("unknown distribution", {**SMOKE, "distribution": "push"}, "distribution"),
+    ("target and workers", {**SMOKE, "target_hours": 2, "workers": 3}, "target_hours"),
+    ("target too short", {**SMOKE, "target_hours": 0.25}, "target_hours"),
+    ("tail copies static", {**SMOKE, "distribution": "static", "tail_copies": True}, "tail_copies"),
     ("unknown field", {**SMOKE, "colour": "blue"}, "colour"),
 ]
 

@@ -13,7 +13,18 @@ clock), so a 3-hour evaluation runs in seconds. Every random draw for a job come
 calls give the same world, and adding a job does not reshuffle the others.
 
 One `SimulatedCloud` is the world; `cloud.backend(tier)` gives the `ComputeBackend` of a tier.
-`cloud.ledger` is the ground truth (what really ran and what it really cost) for benchmarks.
+`cloud.ledger` is the ground truth (what really ran and what it really cost) for benchmarks;
+`cloud.jobs_of(evaluation_id)` gives one evaluation's `LedgerEntry`s (by submission), each
+with `fault_at` (when its run fault took effect), `cancelled_at` (when the app cancelled it)
+and `task_spans` ((task id, start, end) of each task it ran to a result).
+
+Queue jobs (`spec.queue`, issue 10) have no task list: after booting and after each task's
+result the job asks the app for its next task (`next_task` to the heartbeat endpoint, a
+request whose answer, a `domain.messages.NextTask`, it reads; lost like any message and
+retried after `MESSAGE_RETRY_DELAYS`), runs the task it is told (its duration and outcome drawn
+from a generator of its own, `jobs.draw_task`) or finishes with exit code 0 when told exit.
+Its run-fault draws range over `spec.expected_tasks`; a fault's task index is the number of
+tasks it has started. Static jobs draw exactly what they drew before queue jobs existed.
 
 The modules, by concern (at run time each imports only modules listed above it):
 - `timings`: how long things take; where an image is pulled from.
@@ -23,7 +34,8 @@ The modules, by concern (at run time each imports only modules listed above it):
 - `jobs`: a job's record and its plan, drawn at submission.
 - `ledger`: the ground truth per job.
 - `artifacts`: a completed task's artifact upload (upload URLs, PUTs, the report), over HTTP.
-- `delivery`: runner messages and Event Grid payloads, posted over HTTP with retries.
+- `delivery`: runner messages (and queue jobs' `next_task` asks) and Event Grid payloads,
+  posted over HTTP with retries.
 - `lifecycle`: the job state machine; calls the run faults' hooks.
 - `cloud`: `SimulatedCloud` (capacity, quota, scripted faults, submit / status / cancel) and
   `SimulatedBackend`.

@@ -11,7 +11,7 @@ import random
 import threading
 from datetime import datetime, timedelta
 
-from adapters.compute.simulated.artifacts import ArtifactUploader
+from adapters.compute.simulated.artifacts import ArtifactUploader, RequestFn, http_request
 from adapters.compute.simulated.delivery import Courier, Delivery, PostFn, http_post
 from adapters.compute.simulated.faults import (
     Fault,
@@ -59,6 +59,7 @@ class SimulatedCloud:
         post: PostFn | None = None,
         heartbeat_interval_seconds: float = 30.0,
         upload_artifacts: bool = False,
+        request: RequestFn | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.profile = get_profile(profile)
@@ -68,9 +69,11 @@ class SimulatedCloud:
         self._lock = threading.RLock()
         # upload_artifacts: after each completed task the job uploads its result folder
         # through the heartbeat endpoint's upload URLs, as the shard runner does.
-        self.artifacts = ArtifactUploader(scheduler) if upload_artifacts else None
+        # request: request/response over HTTP (queue jobs' next_task asks, artifact uploads).
+        request = request or http_request
+        self.artifacts = ArtifactUploader(scheduler, request) if upload_artifacts else None
         self._courier = Courier(
-            scheduler, self.profile, eventgrid_url, post or http_post, self.artifacts
+            scheduler, self.profile, eventgrid_url, post or http_post, self.artifacts, request
         )
         self._life = JobLifecycle(
             scheduler,
@@ -153,6 +156,16 @@ class SimulatedCloud:
         with self._lock:
             now = self.now()
             return [ledger_entry(j, now) for j in self._jobs.values()]
+
+    def jobs_of(self, evaluation_id: str) -> list[LedgerEntry]:
+        """The ground truth of every job of one evaluation (every tier), by submission time then
+        name: with when its run fault took effect (`fault_at`), when the app cancelled it
+        (`cancelled_at`) and the (task id, start, end) of each task it ran (`task_spans`)."""
+        with self._lock:
+            now = self.now()
+            jobs = [j for j in self._jobs.values() if j.spec.evaluation_id == evaluation_id]
+            jobs.sort(key=lambda j: (j.submitted_at, j.spec.job_name))
+            return [ledger_entry(j, now) for j in jobs]
 
     # ---- capacity ----------------------------------------------------------------------------
 
@@ -296,6 +309,7 @@ class SimulatedCloud:
             job = self._jobs.get((tier, job_name))
             if job is None or job.ended:
                 return
+            job.cancelled_at = self.now()
             deliveries = self._life.end(job, JobState.CANCELLED, detail="cancelled by request")
         self._courier.send(job, deliveries)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from adapters.compute.simulated.artifacts import ArtifactUploader
+from adapters.compute.simulated.artifacts import ArtifactUploader, RequestFn, http_request
 from adapters.compute.simulated.faults import EventFault, MessageFault
 from adapters.compute.simulated.jobs import Job
 from adapters.compute.simulated.profiles import FaultProfile
@@ -37,6 +37,9 @@ from domain.messages import (
 log = logging.getLogger("adapters.compute.simulated")
 
 PostFn = Callable[[str, dict[str, str], bytes], int]
+# What a queue job does with the answer to its `next_task` ask: (status, body); status 0 when
+# no answer came (connection refused, timeout).
+AnswerFn = Callable[[int, bytes], None]
 
 # The app's Event Grid function for Azure ML job events, as `func start` exposes it.
 AML_EVENTS_FUNCTION_NAME = "aml_job_events"
@@ -64,11 +67,13 @@ def http_post(url: str, headers: dict[str, str], body: bytes) -> int:
 
 @dataclass
 class Delivery:
-    kind: Literal["message", "event", "artifacts"]
+    kind: Literal["message", "event", "artifacts", "ask"]
     url: str
     headers: dict[str, str]
     body: bytes
     delay_s: float = 0.0
+    # kind "ask" (a request whose answer matters): called with the answer, without the lock.
+    answer: AnswerFn | None = None
 
 
 @dataclass
@@ -90,6 +95,8 @@ class Courier:
     post: PostFn
     # Uploads a completed task's artifacts after its result (None: no uploads).
     uploader: ArtifactUploader | None = None
+    # Request/response over HTTP, for a queue job's `next_task` asks.
+    request: RequestFn = http_request
 
     def _now(self) -> datetime:
         return self.scheduler.now()
@@ -116,6 +123,24 @@ class Courier:
             failure=failure,
             exit_code=exit_code,
         )
+        if self._lost(job, kind):
+            return []
+        body = msg.model_dump_json(exclude_none=True).encode()
+        return [Delivery("message", job.spec.heartbeat_url, self._auth(job), body)]
+
+    def ask(self, job: Job, answer: AnswerFn) -> Delivery | None:
+        """A queue job's `next_task` ask: a request whose answer goes to `answer`. None when the
+        network loses it (the profile's message loss or a `MessageFault`, as for every
+        message): the runner then hears nothing and asks again after its retry delay."""
+        kind = MessageKind.NEXT_TASK
+        msg = JobMessage(job_name=job.spec.job_name, kind=kind, sent_at=self._now())
+        if self._lost(job, kind):
+            return None
+        body = msg.model_dump_json(exclude_none=True).encode()
+        return Delivery("ask", job.spec.heartbeat_url, self._auth(job), body, answer=answer)
+
+    def _lost(self, job: Job, kind: MessageKind) -> bool:
+        """Counts a message sent and draws whether the network loses it."""
         job.messages_sent += 1
         lost = job.net_rng.random() < self.profile.for_tier(job.tier).message_loss
         lost = lost or any(
@@ -123,13 +148,14 @@ class Courier:
         )
         if lost:
             job.messages_lost += 1
-            return []
-        headers = {
+        return lost
+
+    @staticmethod
+    def _auth(job: Job) -> dict[str, str]:
+        return {
             "Authorization": f"Bearer {job.spec.heartbeat_token}",
             "Content-Type": "application/json",
         }
-        body = msg.model_dump_json(exclude_none=True).encode()
-        return [Delivery("message", job.spec.heartbeat_url, headers, body)]
 
     def artifacts(self, job: Job, result: TaskResult) -> list[Delivery]:
         """The runner's upload of a completed task's folder, after its result (none when
@@ -214,6 +240,17 @@ class Courier:
         if d.kind == "artifacts":
             if self.uploader is not None:
                 self.uploader.upload(job, TaskResult.model_validate_json(d.body))
+            return
+        if d.kind == "ask":
+            # One try; the job's state machine reads the answer and retries (it draws each
+            # retry's loss under the lock).
+            try:
+                status, answer = self.request("POST", d.url, d.headers, d.body)
+            except Exception as err:  # connection refused, timeout: the app is not there (yet)
+                log.debug("simulated next_task ask failed: %s", type(err).__name__)
+                status, answer = 0, b""
+            if d.answer is not None:
+                d.answer(status, answer)
             return
         headers = d.headers
         if d.kind == "event":

@@ -119,6 +119,7 @@ class NeverStarts(RunFault):
 
     def on_container_created(self, life: JobLifecycle, job: Job) -> list[Delivery] | None:
         # The container setup is stuck: nothing else happens until the kill switch or a cancel.
+        job.fault_at = job.fault_at or life.now()
         return life.set_state(job, job.behaviour.never_started_state)
 
 
@@ -130,6 +131,7 @@ class NoNestedVirtualization(RunFault):
     profile_field: ClassVar[str] = "no_nested_virtualization"
 
     def on_container_created(self, life: JobLifecycle, job: Job) -> list[Delivery] | None:
+        job.fault_at = job.fault_at or life.now()  # the runner's first check fails 2 s later
         out = life.set_state(job, JobState.RUNNING)
         job.timers["step"] = life.at(NO_KVM_CHECK_SECONDS, job, lambda j: self._report(life, j))
         return out
@@ -173,6 +175,7 @@ class ImagePullFailure(RunFault):
     def _failed(self, life: JobLifecycle, job: Job) -> list[Delivery]:
         # A node whose pull failed is not reused.
         job.node = None
+        job.fault_at = job.fault_at or life.now()
         if self.permanent:
             detail = (
                 "ImagePullFailed: failed to pull image: manifest unknown: "

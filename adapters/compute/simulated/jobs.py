@@ -40,8 +40,15 @@ from domain.clock import CallHandle
 from domain.cost import PRICED_VM_SIZES
 from domain.jobs import FailureKind, JobSpec, JobState, PermanentTierError, Tier
 from domain.messages import TaskRunStatus
+from domain.planning import expected_minutes
+from domain.tasksets import TaskRef
 
 JobPredicate = Callable[[JobSpec], bool]
+
+# A task's drawn outcome: its status, its score, the failure reason ("" when it completed).
+Outcome = tuple[TaskRunStatus, float, str]
+# (task id, start, end) of a task a job ran to a result.
+TaskSpan = tuple[str, datetime, datetime]
 
 
 @dataclass
@@ -52,7 +59,9 @@ class Plan:
     boot_s: float
     run_fault: RunFault | None
     task_seconds: list[float]
-    task_outcomes: list[tuple[TaskRunStatus, float, str]]
+    # Static jobs: drawn at submission, one per task of spec.task_ids. Queue jobs: one more
+    # is appended per task the app hands out (`draw_task`), when it is handed out.
+    task_outcomes: list[Outcome]
     draws: RunDraws
     net_faults: list[DeliveryFault]
 
@@ -85,10 +94,19 @@ class Job:
     node: Node | None = None
     node_allocated_at: datetime | None = None
     started_at: datetime | None = None
+    runner_started_at: datetime | None = None  # its container started (the runner's clock)
     ended_at: datetime | None = None
     tasks_run: int = 0
     tasks_completed: int = 0
-    next_task: int = 0
+    next_task: int = 0  # tasks started so far (the fault hooks' task index)
+    # Queue jobs (spec.queue): the task ids the app handed out, in order.
+    claimed: list[str] = field(default_factory=list)
+    # For benchmarks (the ledger): when its run fault took effect, when the app cancelled it,
+    # and each task it ran to a result.
+    fault_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    task_started_at: datetime | None = None
+    task_spans: list[TaskSpan] = field(default_factory=list)
     messages_sent: int = 0
     messages_lost: int = 0
     events_sent: int = 0
@@ -102,6 +120,10 @@ class Job:
     @property
     def behaviour(self) -> TierBehaviour:
         return TIERS[self.tier]
+
+    def task_id(self, index: int) -> str:
+        """The id of the job's task number `index` (0-based, in the order it ran them)."""
+        return (self.claimed if self.spec.queue else self.spec.task_ids)[index]
 
 
 @dataclass
@@ -142,16 +164,15 @@ def draw_plan(seed: int, tier: Tier, spec: JobSpec, faults: list[Fault], tf: Tie
         regional, invalid = False, True
     pull_s = rng.uniform(*(REGIONAL_PULL_SECONDS if regional else DOCKER_HUB_PULL_SECONDS))
     boot_s = rng.uniform(*BOOT_SECONDS)
-    task_seconds = []
-    outcomes = []
-    for task_id in spec.task_ids:
-        mean = task_mean_seconds(task_id)
-        task_seconds.append(rng.uniform(1 - TASK_SPREAD, 1 + TASK_SPREAD) * mean)
-        if rng.random() < tf.task_failure:
-            outcomes.append((TaskRunStatus.FAILED, 0.0, rng.choice(TASK_FAILURE_REASONS)))
-        else:
-            outcomes.append((TaskRunStatus.COMPLETED, draw_score(rng, task_id), ""))
-    draws = RunDraws.draw(rng, len(spec.task_ids))
+    task_seconds: list[float] = []
+    outcomes: list[Outcome] = []
+    for task_id in spec.task_ids:  # a queue job has none: it draws each task when handed it
+        seconds, outcome = _draw_task(rng, task_id, task_mean_seconds(task_id), tf)
+        task_seconds.append(seconds)
+        outcomes.append(outcome)
+    # A queue job's fault draws (which task it hangs, crashes or is evicted at) range over the
+    # tasks it is expected to run, its share of the queue.
+    draws = RunDraws.draw(rng, spec.expected_tasks if spec.queue else len(spec.task_ids))
 
     run_fault: RunFault | None = None
     if invalid:
@@ -175,6 +196,32 @@ def draw_plan(seed: int, tier: Tier, spec: JobSpec, faults: list[Fault], tf: Tie
         draws=draws,
         net_faults=[f for f in faults if isinstance(f, DeliveryFault)],
     )
+
+
+def _draw_task(
+    rng: random.Random, task_id: str, mean_seconds: float, tf: TierFaults
+) -> tuple[float, Outcome]:
+    """One task's duration (around the planner's expectation) and outcome; the order of the
+    draws is the one every seed's world was drawn with."""
+    seconds = rng.uniform(1 - TASK_SPREAD, 1 + TASK_SPREAD) * mean_seconds
+    if rng.random() < tf.task_failure:
+        return seconds, (TaskRunStatus.FAILED, 0.0, rng.choice(TASK_FAILURE_REASONS))
+    return seconds, (TaskRunStatus.COMPLETED, draw_score(rng, task_id), "")
+
+
+def draw_task(
+    seed: int, tier: Tier, job_name: str, task_id: str, domain: str, tf: TierFaults
+) -> tuple[float, Outcome]:
+    """A queue job's task, drawn when the app hands it out: from a generator of its own (the
+    seed, tier, job and task), so the same task in the same job draws the same run whatever
+    the app handed out before. `domain` is the answer's (else the catalog's)."""
+    rng = random.Random(f"{seed}/task/{tier}/{job_name}/{task_id}")
+    mean = (
+        60.0 * expected_minutes(TaskRef(task_id=task_id, domain=domain))
+        if domain
+        else task_mean_seconds(task_id)
+    )
+    return _draw_task(rng, task_id, mean, tf)
 
 
 def _profile_run_fault(draws: RunDraws, tf: TierFaults, spec: JobSpec) -> RunFault | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from adapters.compute.simulated.jobs import Job
+from adapters.compute.simulated.jobs import Job, TaskSpan
 from domain.cost import job_cost
 from domain.jobs import JobState, Tier
 
@@ -31,13 +31,20 @@ class LedgerEntry:
     state: JobState
     billed_seconds: float  # node allocation until the job ended (or now, if it still runs)
     cost_usd: float
-    tasks_total: int
+    tasks_total: int  # its task_ids; a queue job: the tasks it was expected to run
     tasks_run: int  # tasks the runner finished (completed or failed)
     tasks_completed: int
     messages_sent: int
     messages_lost: int
     events_sent: int
     events_lost: int
+    # For benchmarks (issue 10): whether it asked the queue for its tasks; when its run fault
+    # took effect (None: no fault, or it never came to it); when the app cancelled it (None:
+    # it ended by itself or still runs); each task it ran to a result, in order.
+    queue: bool = False
+    fault_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    task_spans: tuple[TaskSpan, ...] = ()
 
 
 def ledger_entry(job: Job, now: datetime) -> LedgerEntry:
@@ -62,11 +69,15 @@ def ledger_entry(job: Job, now: datetime) -> LedgerEntry:
         state=job.state,
         billed_seconds=billed,
         cost_usd=job_cost(spec.vm_size, spec.spot, billed),
-        tasks_total=len(spec.task_ids),
+        tasks_total=spec.expected_tasks if spec.queue else len(spec.task_ids),
         tasks_run=job.tasks_run,
         tasks_completed=job.tasks_completed,
         messages_sent=job.messages_sent,
         messages_lost=job.messages_lost,
         events_sent=job.events_sent,
         events_lost=job.events_lost,
+        queue=spec.queue,
+        fault_at=job.fault_at,
+        cancelled_at=job.cancelled_at,
+        task_spans=tuple(job.task_spans),
     )
