@@ -138,3 +138,16 @@ def test_seeds_parse_as_ranges_and_lists() -> None:
 
     assert parse_seeds("1-3,7") == [1, 2, 3, 7]
     assert parse_seeds("5") == [5]
+
+
+def test_the_ideal_spreads_the_expected_task_time_over_the_workers_after_one_provisioning() -> None:
+    from benchmarks.policy import ideal, simulated_provisioning_minutes
+    from domain.cost import RECOMMENDED_VM_SIZE, hourly_price
+
+    # waa-full: 154 tasks, 1235 expected minutes; the planner provisions in 15 minutes
+    makespan_h, cost = ideal("waa-full", 10)
+    assert makespan_h == pytest.approx((123.5 + 15) / 60)
+    assert cost == pytest.approx(hourly_price(RECOMMENDED_VM_SIZE, False) * (1235 + 150) / 60)
+    # the simulator's mean: queue 16 s, node 240 s, regional pull 70 s, boot 90 s
+    assert simulated_provisioning_minutes() == pytest.approx(416 / 60)
+    assert ideal("waa-full", 10, 6.0)[0] == pytest.approx(129.5 / 60)
