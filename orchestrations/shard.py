@@ -59,6 +59,11 @@ from orchestrations.waits import JobWaits, sleep_unless_cancelled
 
 bp = df.Blueprint()
 
+
+def jobs_cap_reason(jobs: int) -> str:
+    return f"worker slot ran its maximum of {jobs} jobs (MAX_JOBS_PER_SLOT)"
+
+
 # Transient submission errors (429/503, network) are retried by the Durable retry policy;
 # the attempt-level exponential backoff is built with durable timers below, since Python's
 # RetryOptions only has a first interval and a maximum attempt count.
@@ -78,35 +83,8 @@ def shard(context: df.DurableOrchestrationContext) -> Generator[TaskBase, Any, d
     """Attempts until the policy gives up, the budget or the user stops the shard; then close
     it. Returns the close summary (`ShardSummary`)."""
     run = _ShardRun(context, RunTarget.shard(ShardInput.from_json(context.get_input())))
-    state = yield from run.prepare()
-    while True:
-        decision = run.decide(state)
-        backed_off = yield from run.back_off(decision, state)
-        if backed_off is None:
-            close_reason = CANCELLED_BY_USER
-            break
-        decision, state = backed_off
-        if decision.action == "give_up":
-            close_reason = decision.reason
-            break
-        assert decision.tier is not None
-        tier = decision.tier
-
-        capacity = yield from run.ensure_capacity(tier)
-        if capacity is None:
-            close_reason = CANCELLED_BY_USER
-            break
-        submitted = yield from run.submit(tier, state.remaining, capacity)
-        if submitted.status is SubmitStatus.BUDGET:
-            close_reason = submitted.reason
-            break
-        ended = yield from run.await_job(tier, submitted)
-        state = yield from run.finish(ended, submitted=submitted.status is SubmitStatus.SUBMITTED)
-        if ended.outcome is AttemptOutcome.CANCELLED:
-            close_reason = CANCELLED_BY_USER
-            break
-
-    summary = yield from run.close(close_reason or ATTEMPTS_EXHAUSTED)
+    close_reason = yield from run.attempt_loop()
+    summary = yield from run.close(close_reason)
     return summary.to_json()
 
 
@@ -165,6 +143,39 @@ class _ShardRun:
         self.window_start = 0
         # Tiers whose capacity this shard has seen usable.
         self.ready_tiers: set[Tier] = set()
+
+    def attempt_loop(self) -> Generator[TaskBase, Any, str]:
+        """Attempts until the policy gives up, the budget or the user stops them; returns the
+        close reason. A worker slot (queue) also stops at `bounds.MAX_JOBS_PER_SLOT` jobs, and
+        a job of its that COMPLETED starts a fresh failure window (orchestrations/worker.py)."""
+        state = yield from self.prepare()
+        while True:
+            if self.inp.queue and len(self.attempts) >= bounds.MAX_JOBS_PER_SLOT:
+                return jobs_cap_reason(len(self.attempts))
+            decision = self.decide(state)
+            backed_off = yield from self.back_off(decision, state)
+            if backed_off is None:
+                return CANCELLED_BY_USER
+            decision, state = backed_off
+            if decision.action == "give_up":
+                return decision.reason or ATTEMPTS_EXHAUSTED
+            assert decision.tier is not None
+            tier = decision.tier
+
+            capacity = yield from self.ensure_capacity(tier)
+            if capacity is None:
+                return CANCELLED_BY_USER
+            submitted = yield from self.submit(tier, state.remaining, capacity)
+            if submitted.status is SubmitStatus.BUDGET:
+                return submitted.reason or ATTEMPTS_EXHAUSTED
+            ended = yield from self.await_job(tier, submitted)
+            state = yield from self.finish(
+                ended, submitted=submitted.status is SubmitStatus.SUBMITTED
+            )
+            if ended.outcome is AttemptOutcome.CANCELLED:
+                return CANCELLED_BY_USER
+            if self.inp.queue and ended.outcome is AttemptOutcome.COMPLETED:
+                self.window_start = len(self.attempts)
 
     @property
     def next_attempt(self) -> int:

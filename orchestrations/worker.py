@@ -1,7 +1,7 @@
 """The worker orchestration (queue distribution, issue 10): one per worker slot, keeping one
 job at a time alive while the evaluation's queue has work.
 
-Each job runs the shard's attempt loop unchanged (orchestrations/shard.py `_ShardRun`: decide,
+Each job runs the shard's attempt loop (orchestrations/shard.py `_ShardRun.attempt_loop`: decide,
 back off, capacity, submit, await start and end, finish) with `queue=True`: the job asks the
 heartbeat endpoint for its tasks, and `remaining` is the evaluation's pending (claimable) tasks.
 What differs from a shard:
@@ -23,17 +23,11 @@ from typing import Any
 import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskBase
 
-from domain import bounds, names
-from domain.contracts import SubmitStatus, WorkerInput
-from domain.outcomes import ATTEMPTS_EXHAUSTED, CANCELLED_BY_USER
-from domain.policy import AttemptOutcome
+from domain import names
+from domain.contracts import WorkerInput
 from orchestrations.shard import RunTarget, _ShardRun
 
 bp = df.Blueprint()
-
-
-def jobs_cap_reason(jobs: int) -> str:
-    return f"worker slot ran its maximum of {jobs} jobs (MAX_JOBS_PER_SLOT)"
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=names.WORKER_ORCHESTRATOR)
@@ -41,38 +35,6 @@ def worker(context: df.DurableOrchestrationContext) -> Generator[TaskBase, Any, 
     """Jobs until the queue is empty, the user cancels, the budget refuses or the policy gives
     up. Returns the close summary (`ShardSummary`, `shard_index` = the slot)."""
     run = _ShardRun(context, RunTarget.worker(WorkerInput.from_json(context.get_input())))
-    state = yield from run.prepare()
-    while True:
-        if len(run.attempts) >= bounds.MAX_JOBS_PER_SLOT:
-            close_reason = jobs_cap_reason(len(run.attempts))
-            break
-        decision = run.decide(state)
-        backed_off = yield from run.back_off(decision, state)
-        if backed_off is None:
-            close_reason = CANCELLED_BY_USER
-            break
-        decision, state = backed_off
-        if decision.action == "give_up":
-            close_reason = decision.reason
-            break
-        assert decision.tier is not None
-        tier = decision.tier
-
-        capacity = yield from run.ensure_capacity(tier)
-        if capacity is None:
-            close_reason = CANCELLED_BY_USER
-            break
-        submitted = yield from run.submit(tier, state.remaining, capacity)
-        if submitted.status is SubmitStatus.BUDGET:
-            close_reason = submitted.reason
-            break
-        ended = yield from run.await_job(tier, submitted)
-        state = yield from run.finish(ended, submitted=submitted.status is SubmitStatus.SUBMITTED)
-        if ended.outcome is AttemptOutcome.CANCELLED:
-            close_reason = CANCELLED_BY_USER
-            break
-        if ended.outcome is AttemptOutcome.COMPLETED:
-            run.window_start = len(run.attempts)
-
-    summary = yield from run.close(close_reason or ATTEMPTS_EXHAUSTED)
+    close_reason = yield from run.attempt_loop()
+    summary = yield from run.close(close_reason)
     return summary.to_json()

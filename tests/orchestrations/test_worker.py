@@ -29,7 +29,7 @@ from domain.jobs import JobState, Tier
 from domain.naming import job_name
 from domain.outcomes import ATTEMPTS_EXHAUSTED, CANCELLED_BY_USER
 from domain.policy import PolicyConfig
-from orchestrations.worker import jobs_cap_reason
+from orchestrations.shard import jobs_cap_reason
 from orchestrations.worker import worker as worker_function
 from tests.orchestrations.fake_durable import FakeDurableContext
 
