@@ -53,19 +53,7 @@ def evaluation(
         )
         for s in shards
     ]
-    error = ""
-    try:
-        yield context.task_all(calls)
-    except Exception as err:
-        # A shard orchestration itself failed (it records its own task outcomes in every
-        # normal path). Wait for the others so that finalizing doesn't race running shards.
-        error = first_line(err)
-        for call in calls:
-            if not call.is_completed:
-                try:
-                    yield call
-                except Exception:
-                    continue
+    error = yield from _gather(context, calls)
 
     context.set_custom_status({"phase": "finalizing", "shards": len(shards)})
     summary = yield context.call_activity(
@@ -74,6 +62,26 @@ def evaluation(
     )
     context.set_custom_status({"phase": "done", "shards": len(shards)})
     return summary
+
+
+def _gather(
+    context: df.DurableOrchestrationContext, calls: list[TaskBase]
+) -> Generator[TaskBase, Any, str]:
+    """Wait for every sub-orchestration; "" or the first line of the first one's failure. A
+    shard or worker orchestration itself failed (each records its own task outcomes in every
+    normal path): wait for the others, so that finalizing doesn't race running ones."""
+    try:
+        yield context.task_all(calls)
+    except Exception as err:
+        error = first_line(err)
+        for call in calls:
+            if not call.is_completed:
+                try:
+                    yield call
+                except Exception:
+                    continue
+        return error
+    return ""
 
 
 def _queue(
@@ -99,18 +107,7 @@ def _queue(
         )
         for slot in range(inp.slots)
     ]
-    error = ""
-    try:
-        yield context.task_all(calls)
-    except Exception as err:
-        # A worker orchestration itself failed: wait for the others before finalizing.
-        error = first_line(err)
-        for call in calls:
-            if not call.is_completed:
-                try:
-                    yield call
-                except Exception:
-                    continue
+    error = yield from _gather(context, calls)
     reasons = [
         ShardSummary.from_json(call.result).reason
         for call in calls
