@@ -671,27 +671,6 @@ class StateStore:
                     return queue.Claim(row=stored, duplicate=queue.is_copy(stored, job_name))
             # Every candidate was taken meanwhile: read the queue again (it has shrunk).
 
-    def claim_task(
-        self,
-        evaluation_id: str,
-        job_name: str,
-        *,
-        attempt: int,
-        now: datetime,
-        tail_copy_factor: float,
-        deadline: datetime | None = None,
-    ) -> dict[str, Any] | None:
-        """The row the job runs next (claimed now, its tail copy, or the one it already held),
-        or None when there is nothing for it (see `claim` for why)."""
-        return self.claim(
-            evaluation_id,
-            job_name,
-            attempt=attempt,
-            now=now,
-            tail_copy_factor=tail_copy_factor,
-            deadline=deadline,
-        ).row
-
     # ----------------------------------------------------------------------------- breaker
     def record_tier_failure(self, evaluation_id: str, tier: str, job_name: str) -> dict[str, int]:
         """Count one failure of `tier` in this evaluation, once per job (idempotent; the

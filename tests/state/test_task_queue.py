@@ -36,7 +36,7 @@ def create(store: StateStore, tasks: dict[str, str]) -> None:
 def claim(store: StateStore, job: str, *, now: datetime = AT, **kw: Any) -> dict[str, Any] | None:
     kw.setdefault("attempt", 1)
     kw.setdefault("tail_copy_factor", 0.0)
-    return store.claim_task(EID, job, now=now, **kw)
+    return store.claim(EID, job, now=now, **kw).row
 
 
 def result(store: StateStore, task_id: str, outcome: str, job: str, **kw: Any) -> bool:
@@ -332,6 +332,6 @@ def test_claimed_rows_outlive_a_new_store(store: StateStore, table: TableClient)
     create(store, {"v1": "vs_code", "c1": "chrome"})
     claim(store, A)
     fresh = StateStore(table)
-    again = fresh.claim_task(EID, A, attempt=1, now=datetime.now(UTC), tail_copy_factor=0.0)
+    again = fresh.claim(EID, A, attempt=1, now=datetime.now(UTC), tail_copy_factor=0.0).row
     assert again is not None and again["task_id"] == "v1"
     assert claim(fresh, B)["task_id"] == "c1"  # type: ignore[index]
