@@ -31,6 +31,8 @@ from domain.policy import AttemptOutcome, PolicyConfig
 from domain.requests import EvaluationRequest
 
 _POLICY = PolicyConfig.model_fields
+# PolicyConfig fields added after the recorded histories (tests/replay), in the order added.
+_POLICY_ADDED_LATER = ("breaker_cooldown_seconds",)
 _REQUEST = EvaluationRequest.model_fields
 
 # A reason or failure kind read from a table row may be missing, null or empty there: it reads
@@ -54,10 +56,16 @@ class _CarriesPolicy(Contract):
     policy: PolicyConfig
 
     # The policy travels whole: `exclude_unset` would otherwise drop the fields that
-    # `PolicyConfig.for_request` left at their defaults.
+    # `PolicyConfig.for_request` left at their defaults. A field added since histories were
+    # first recorded travels only when it is not its default (which is what an instance started
+    # before it reads), so replaying such an instance forwards the policy it recorded.
     @field_serializer("policy")
     def _whole_policy(self, policy: PolicyConfig) -> dict[str, Any]:
-        return policy.model_dump(mode="json")
+        whole = policy.model_dump(mode="json")
+        for name in _POLICY_ADDED_LATER:
+            if whole[name] == _POLICY[name].default:
+                del whole[name]
+        return whole
 
 
 # --- orchestration inputs -----------------------------------------------------------------------

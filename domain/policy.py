@@ -26,6 +26,10 @@ NAIVE_JOB_TIMEOUT_SECONDS = 4 * 3600
 
 # Failures of one tier within one evaluation before no new attempt is sent to it.
 BREAKER_THRESHOLD = 3
+# With every tier's breaker open, a shard or slot with work left waits this long and then sends
+# one attempt to a tier anyway (the breaker half-open), instead of giving its tasks up: under a
+# flaky (not broken) cloud every tier collects three failures in a long evaluation.
+BREAKER_COOLDOWN_SECONDS = 900.0
 
 
 class PolicyConfig(BaseModel):
@@ -47,6 +51,9 @@ class PolicyConfig(BaseModel):
     start_deadline_enabled: bool = True
     stuck_detection_enabled: bool = True
     failover_enabled: bool = True
+    # 0: give up when every tier's breaker is open (instances started before the half-open
+    # probe existed replay that way); else wait this long, then probe (`next_step`).
+    breaker_cooldown_seconds: float = Field(default=0.0, ge=0)
     # Runs of a task that may fail before its failure is final (see EvaluationRequest).
     task_retries: int = Field(default=1, ge=0)
 
@@ -54,6 +61,7 @@ class PolicyConfig(BaseModel):
     def resilient(cls, req: EvaluationRequest) -> PolicyConfig:
         return cls(
             task_retries=req.task_retries,
+            breaker_cooldown_seconds=BREAKER_COOLDOWN_SECONDS,
             container_start_timeout_seconds=req.container_start_timeout_minutes * 60,
             heartbeat_timeout_seconds=req.heartbeat_timeout_minutes * 60,
             job_timeout_seconds=req.job_timeout_hours * 3600,
@@ -186,6 +194,8 @@ class Decision(BaseModel):
     tier: Tier | None = None
     delay_seconds: float = 0.0
     reason: str
+    # A half-open probe: sent after the delay even though the tier's breaker is open.
+    probe: bool = False
 
 
 def _submit(tier: Tier, delay: float, reason: str) -> Decision:
@@ -194,6 +204,17 @@ def _submit(tier: Tier, delay: float, reason: str) -> Decision:
 
 def _give_up(reason: str) -> Decision:
     return Decision(action="give_up", reason=reason)
+
+
+def _probe(config: PolicyConfig, tier: Tier, why: str) -> Decision:
+    minutes = config.breaker_cooldown_seconds / 60
+    return Decision(
+        action="submit",
+        tier=tier,
+        delay_seconds=config.breaker_cooldown_seconds,
+        reason=f"probe {tier} after {minutes:g} min (breaker half-open): {why}",
+        probe=True,
+    )
 
 
 def next_step(
@@ -220,6 +241,9 @@ def next_step(
       in order that has attempts left, is not known broken for this shard and whose breaker is
       closed, at once (the failure was the tier's, waiting would not help). With failover
       disabled, or no such tier: give up.
+    - Every tier's breaker open (and `breaker_cooldown_seconds` set): instead of giving up,
+      probe the first tier that still has attempts and is not known broken, after the
+      cooldown (`Decision.probe`: sent whatever the breaker says then).
     """
     if remaining_tasks <= 0:
         return _give_up("no tasks remain")
@@ -232,7 +256,10 @@ def next_step(
         for tier in order:
             if not breaker.is_open(tier, threshold):
                 return _submit(tier, 0.0, f"first attempt on {tier}")
-        return _give_up(no_tier_left("the circuit breaker is open for every tier"))
+        every = "the circuit breaker is open for every tier"
+        if config.breaker_cooldown_seconds > 0:
+            return _probe(config, order[0], every)
+        return _give_up(no_tier_left(every))
 
     last = attempts[-1]
     if len(attempts) >= config.max_attempts:
@@ -278,6 +305,13 @@ def next_step(
         if breaker.is_open(candidate, threshold):
             continue
         return _submit(candidate, 0.0, f"fail over to {candidate}: {why}")
+    if config.breaker_cooldown_seconds > 0:
+        # Every tier left with attempts and not known broken was skipped for its breaker alone:
+        # probe the first of them after the cooldown rather than give the tasks up.
+        for candidate in order:
+            if candidate in broken or used.get(candidate, 0) >= config.max_attempts_per_tier:
+                continue
+            return _probe(config, candidate, f"{why}; circuit breaker open for every tier")
     return _give_up(no_tier_left(why))
 
 

@@ -233,10 +233,14 @@ class _ShardRun:
             if (yield from sleep_unless_cancelled(self.context, decision.delay_seconds)):
                 return None
             state = yield from self.prepare()
+            # A half-open probe goes whatever the breaker says (that is its point).
             still_wanted = (
                 state.remaining
                 and not state.cancel_requested
-                and not _breaker(state).is_open(decision.tier, self.config.breaker_threshold)
+                and (
+                    decision.probe
+                    or not _breaker(state).is_open(decision.tier, self.config.breaker_threshold)
+                )
             )
             if still_wanted:
                 break

@@ -162,6 +162,48 @@ def test_first_attempt_skips_tiers_with_an_open_breaker() -> None:
     assert "breaker" in decision.reason
 
 
+PROBING = PolicyConfig(breaker_cooldown_seconds=900.0)
+
+
+def test_with_a_cooldown_every_breaker_open_means_a_probe_not_giving_up() -> None:
+    everything_open = BreakerState(failures={t: 5 for t in ALL_TIERS})
+    first = step([], config=PROBING, breaker=everything_open)
+    assert (first.action, first.tier, first.delay_seconds, first.probe) == (
+        "submit",
+        Tier.AZURE_ML,
+        900.0,
+        True,
+    )
+    assert "half-open" in first.reason
+    # After a failure, the first tier with attempts left that is not known broken is probed.
+    attempts = [
+        rec(1, Tier.AZURE_ML, AttemptOutcome.JOB_FAILED, FailureKind.PERMANENT_FOR_TIER),
+        rec(2, Tier.BATCH, AttemptOutcome.STUCK),
+    ]
+    later = step(attempts, config=PROBING, breaker=everything_open)
+    assert (later.action, later.tier, later.probe) == ("submit", Tier.BATCH, True)
+    # A normal decision is never a probe; used-up and broken tiers are never probed.
+    assert step([], config=PROBING).probe is False
+    used_up = [
+        rec(1, Tier.AZURE_ML, AttemptOutcome.JOB_FAILED, FailureKind.PERMANENT_FOR_TIER),
+        rec(2, Tier.BATCH, AttemptOutcome.STUCK),
+        rec(3, Tier.BATCH, AttemptOutcome.STUCK),
+        rec(4, Tier.VM, AttemptOutcome.JOB_FAILED, FailureKind.PERMANENT_FOR_TIER),
+    ]
+    assert step(used_up, config=PROBING, breaker=everything_open).action == "give_up"
+    # `max_attempts` still bounds the probes.
+    capped = PolicyConfig(breaker_cooldown_seconds=900.0, max_attempts=2)
+    assert step(attempts, config=capped, breaker=everything_open).action == "give_up"
+
+
+def test_the_resilient_policy_probes_and_the_naive_one_and_old_snapshots_do_not() -> None:
+    req = parse_evaluation_request(b'{"task_set": "waa-smoke"}', max_workers=20)
+    assert PolicyConfig.resilient(req).breaker_cooldown_seconds == 900.0
+    assert PolicyConfig.naive(req).breaker_cooldown_seconds == 0.0
+    # A policy snapshotted before the probe existed lacks the field: it gives up, as it did.
+    assert PolicyConfig.model_validate({"max_attempts": 6}).breaker_cooldown_seconds == 0.0
+
+
 def test_transient_failure_retries_the_same_tier_with_backoff() -> None:
     attempts = [rec(1, Tier.AZURE_ML, AttemptOutcome.START_TIMEOUT)]
     decision = step(attempts)

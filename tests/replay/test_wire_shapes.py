@@ -9,7 +9,8 @@ recording's, so a shape is compared, not a value. The additions since the record
 `submit_job`'s input, which extends it) carries WAA's `som_origin` and `a11y_backend` (issue 9,
 part 5), which an older deploy ignores (contracts ignore extra fields); the evaluation's
 summary has its results table and says `completion_rate` for `success_rate` (part 7), and
-once artifacts were uploaded, where they are (part 6).
+once artifacts were uploaded, where they are (part 6); the policy may carry the half-open
+breaker's `breaker_cooldown_seconds` (issue 10).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ RENAMED_SINCE = {
 }
 NOTHING: frozenset[str] = frozenset()
 ADDED_TO_JOB = frozenset({"som_origin", "a11y_backend", "model_provider"})
+# The half-open breaker's cooldown (issue 10), sent only when set (domain/contracts.py).
+ADDED_TO_POLICY = frozenset({"breaker_cooldown_seconds"})
 NESTED = ("job", "policy")
 
 Shape = tuple[tuple[str, Any], ...]
@@ -66,6 +69,10 @@ def _shapes(instances: dict[str, dict[str, Any]]) -> dict[tuple[str, str], set[A
             value = {renamed.get(k, k): v for k, v in value.items() if k not in drop | ADDED_TO_JOB}
             if isinstance(value.get("job"), dict):
                 value["job"] = {k: v for k, v in value["job"].items() if k not in ADDED_TO_JOB}
+            if isinstance(value.get("policy"), dict):
+                value["policy"] = {
+                    k: v for k, v in value["policy"].items() if k not in ADDED_TO_POLICY
+                }
         out.setdefault((kind, name), set()).add(_shape(value))
 
     for state in instances.values():
