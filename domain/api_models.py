@@ -57,7 +57,13 @@ class EvaluationStarted(Links):
     evaluation_id: str
     created: Literal[True]
     tasks: int = Field(description="Tasks in the evaluation.")
-    shards: int = Field(description="Shards (jobs run side by side) the tasks were split into.")
+    shards: int = Field(
+        description="Jobs run side by side: the worker slots with the queue, else the shards "
+        "the tasks were split into."
+    )
+    distribution: Distribution | None = Field(
+        default=None, description="How the tasks reach the jobs (request `distribution`)."
+    )
     trials: int | None = Field(default=None, description="Runs of each task (request `trials`).")
     runs: int | None = Field(default=None, description="Task runs: tasks x trials.")
     retry_of: str | None = Field(default=None, description="A retry: the evaluation it retries.")

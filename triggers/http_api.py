@@ -275,10 +275,11 @@ async def _create(
         _orchestration_input(evaluation_id, request, plan, workers),
     )
     log.info(
-        "evaluation started: %d runs of %d tasks on %d shards (%s policy)",
+        "evaluation started: %d runs of %d tasks on %d %s (%s policy)",
         len(runs),
         task_count,
         len(plan),
+        "worker slots" if queue else "shards",
         request.policy,
         **fields,
     )
@@ -290,6 +291,8 @@ async def _create(
             "tasks": task_count,
             "trials": request.trials,
             "runs": len(runs),
+            "distribution": request.distribution,
+            # With the queue, the worker slots (the status document's `shards` rows).
             "shards": len(plan),
             **(row or {}),
             **links,

@@ -37,9 +37,9 @@ def test_start_from_a_task_file_and_watch_to_the_end(
     assert started.exit_code == 0, started.stderr
     out = started.stdout
     eid = _evaluation_id(out)
-    assert "3 tasks on 2 shards" in out
+    assert "3 tasks on 2 slots" in out
     # The live view's last frame, then the summary and the per-domain results table.
-    assert "shard" in out and "heartbeat" in out
+    assert "slot" in out and "heartbeat" in out
     assert f"evaluation {eid} completed" in out
     assert re.search(r"tasks completed\s*│\s*3 / 3", out), out
     assert "agent results (resilient)" in out
