@@ -297,7 +297,7 @@ def test_a_late_result_from_a_cancelled_job_changes_nothing(
     assert sim.cloud.ledger[hung].state is JobState.CANCELLED
 
 
-@pytest.mark.parametrize(("profile", "seed"), [("seed", 3), ("chaos", 5), ("chaos", 13)])
+@pytest.mark.parametrize(("profile", "seed"), [("seed", 3), ("chaos", 5)])
 def test_random_fault_profiles_keep_the_invariants_on_the_full_set(
     make_simulation: MakeSimulation, profile: str, seed: int
 ) -> None:
