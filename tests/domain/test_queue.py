@@ -319,3 +319,47 @@ def test_a_failed_run_while_the_other_copy_runs_keeps_the_task_running(failing: 
     # Without a copy, a retried failure is pending again.
     alone = task_retried(running("t2", A, T0), A, "crashed")
     assert (alone["outcome"], alone["failed_in"]) == ("pending", A)
+
+
+# ----------------------------------------------------------------------------- gaps (e2e pass)
+def test_a_claim_lost_to_a_faster_job_moves_on_to_the_next_candidate() -> None:
+    rows = [row("v1", "vs_code"), row("c1", "chrome")]
+    found = plan(rows)
+    assert isinstance(found, list) and [c.row["task_id"] for c in found] == ["v1", "c1"]
+    kw: dict[str, Any] = {"job_name": A, "attempt": 1, "now": T0, "tail_copy_factor": 0.0}
+    # Between the read and the ETag write, B claimed v1: the fresh row is not A's to take ...
+    fresh_v1 = running("v1", B, T0, domain="vs_code")
+    assert queue.take(found[0], fresh_v1, **kw) is None
+    # ... and the next candidate is.
+    taken = queue.take(found[1], rows[1], **kw)
+    assert taken is not None and (taken["task_id"], taken["job_name"]) == ("c1", A)
+
+
+def test_an_infrastructure_release_never_counts_as_the_tasks_failure() -> None:
+    # A failed t1 once (its own run failed); B then claimed it and B's job ended (evicted).
+    claimed_by_b = running("t1", B, T0, failed_in=A)
+    released = task_released(claimed_by_b, B, "evicted")
+    assert released is not None
+    assert released["outcome"] == "pending"
+    assert released["failed_in"] == A  # unchanged: the eviction is not a failure of the task
+    # Pending again: any job that has not failed it may claim it, B's slot's next job too.
+    assert queue.claimed(released, job_name="waa-e1-s1-a2", attempt=2, now=T0) is not None
+    assert queue.claimed(released, job_name=A, attempt=1, now=T0) is None
+    # The retries allow one failure: a result of the next job is still judged on A's alone.
+    assert judge_result(released, outcome="failed", job_name=C, retry_limit=2) is (
+        ResultVerdict.RETRY
+    )
+
+
+def test_the_first_final_result_wins() -> None:
+    claimed = running("t1", A, T0, copy_job=B, copy_attempt=2)
+    assert judge_result(claimed, outcome="completed", job_name=B, retry_limit=1) is (
+        ResultVerdict.FINAL
+    )
+    done = {**claimed, "outcome": "completed", "job_name": B}
+    for job, outcome in ((A, "completed"), (A, "failed"), (B, "failed"), ("", "not_run")):
+        assert judge_result(done, outcome=outcome, job_name=job, retry_limit=1) is (
+            ResultVerdict.IGNORED
+        )
+    # A released job's result for a final task changes nothing either, nor does its release.
+    assert task_released(done, A, "ended") is None
