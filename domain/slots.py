@@ -8,36 +8,30 @@ from typing import Any
 
 from domain.cost import DEFAULT_PROVISIONING_MINUTES, hourly_price
 from domain.outcomes import TaskOutcome
-from domain.planning import expected_minutes
-from domain.tasksets import TaskRef
+from domain.queue import queue_order, row_minutes
 
 # A slot that ended because the queue had nothing left for it (domain.policy's give-up reason
 # when no task remains): not a reason for any task to be left without a result.
 NOTHING_LEFT = "no tasks remain"
 
 
-def _ref(row: Mapping[str, Any]) -> TaskRef:
-    return TaskRef(task_id=str(row["task_id"]), domain=str(row.get("domain") or "unknown"))
-
-
-def pending_task_ids(task_rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The evaluation's claimable tasks (outcome pending), in queue order: longest expected
-    first, ties by task id (the order CONTRACT.md gives the queue)."""
-    refs = [
-        _ref(r)
+def _pending(task_rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        dict(r)
         for r in task_rows
         if r.get("outcome", TaskOutcome.PENDING.value) == TaskOutcome.PENDING.value
     ]
-    return [t.task_id for t in sorted(refs, key=lambda t: (-expected_minutes(t), t.task_id))]
+
+
+def pending_task_ids(task_rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The evaluation's claimable tasks (outcome pending), in the queue's order
+    (`domain.queue.queue_order`: longest expected first, ties by task id)."""
+    return [str(r["task_id"]) for r in queue_order(_pending(task_rows))]
 
 
 def pending_minutes(task_rows: Iterable[Mapping[str, Any]]) -> list[float]:
     """Expected minutes of each pending task (for a job's budget reservation)."""
-    return [
-        expected_minutes(_ref(r))
-        for r in task_rows
-        if r.get("outcome", TaskOutcome.PENDING.value) == TaskOutcome.PENDING.value
-    ]
+    return [row_minutes(r) for r in _pending(task_rows)]
 
 
 def expected_share(pending: int, slots: int) -> int:
