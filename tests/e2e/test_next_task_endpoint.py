@@ -12,18 +12,18 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import requests
 
 from adapters import runtime
-from adapters.state.table_store import StateStore, utcnow_iso
+from adapters.state.table_store import utcnow_iso
 from devhost.simulation import Simulation
 from domain.jobs import JobState
 from domain.messages import heartbeat_token
-from domain.naming import job_name, worker_instance_id
+from tests.support.queue_rows import queue_evaluation, queue_job, store
 
 pytestmark = pytest.mark.azurite
 
@@ -37,65 +37,15 @@ def _sim(make_simulation: MakeSimulation) -> Simulation:
     return make_simulation(time_mode="real")
 
 
-def _store() -> StateStore:
-    return runtime.services().store
+_store = store
 
 
 def _evaluation(tasks: dict[str, str], *, slots: int = 3, eid: str = EID) -> None:
-    now = runtime.now()
-    _store().create_evaluation(
-        {
-            "evaluation_id": eid,
-            "created_at": now.isoformat(),
-            "state": "running",
-            "distribution": "queue",
-            "workers": slots,
-            "task_count": len(tasks),
-            "shard_count": slots,
-            "spent_usd": 0.0,
-            "reserved_usd": 0.0,
-        },
-        [{"shard_index": i, "status": "waiting", "attempt": 0} for i in range(slots)],
-        [
-            {"task_id": t, "domain": d, "shard_index": 0, "outcome": "pending"}
-            for t, d in tasks.items()
-        ],
-    )
+    queue_evaluation(eid, tasks, slots=slots)
 
 
-def _job(
-    slot: int,
-    attempt: int = 1,
-    *,
-    eid: str = EID,
-    queue: bool = True,
-    submitted: datetime | None = None,
-    timeout_seconds: float = 4 * 3600,
-    tail_copy_factor: float = 0.0,
-) -> str:
-    name = job_name(eid, slot, attempt)
-    row: dict[str, Any] = {
-        "job_name": name,
-        "evaluation_id": eid,
-        "shard_index": slot,
-        "attempt": attempt,
-        "instance_id": worker_instance_id(eid, slot),
-        "tier": "azureml",
-        "vm_size": "Standard_D8s_v5",
-        "spot": False,
-        "task_count": 2,
-        "reserved_usd": 0.0,
-        "submitted_at": utcnow_iso(submitted or runtime.now()),
-        "heartbeat_timeout_seconds": 600.0,
-        "job_timeout_seconds": timeout_seconds,
-        "stuck_detection": False,
-        "task_retries": 1,
-    }
-    if queue:
-        row.update(queue=True, tail_copy_factor=tail_copy_factor, expected_tasks=2)
-    _store().register_job(row)
-    _store().remove_active(name)  # the sweeper leaves these hand-made jobs alone
-    return name
+def _job(slot: int, attempt: int = 1, *, eid: str = EID, **row: Any) -> str:
+    return queue_job(eid, slot, attempt, **row)
 
 
 def _post(sim: Simulation, job: str, kind: str = "next_task", **extra: Any) -> requests.Response:

@@ -15,12 +15,10 @@ from typing import Any
 
 import pytest
 
-from adapters import runtime
-from adapters.state.table_store import StateStore, utcnow_iso
 from devhost.simulation import Simulation
 from domain.messages import heartbeat_token
-from domain.naming import job_name, worker_instance_id
 from shard_runner import runner
+from tests.support.queue_rows import queue_evaluation, queue_job, store
 
 EID = "r0e1d2c3b4a5"
 
@@ -37,56 +35,15 @@ def sim(azurite_connection_string: str) -> Iterator[Simulation]:
         simulation.stop()
 
 
-def _store() -> StateStore:
-    return runtime.services().store
+_store = store
 
 
 def _evaluation(tasks: dict[str, str], slots: int) -> None:
-    now = runtime.now()
-    _store().create_evaluation(
-        {
-            "evaluation_id": EID,
-            "created_at": now.isoformat(),
-            "state": "running",
-            "distribution": "queue",
-            "workers": slots,
-            "task_count": len(tasks),
-            "shard_count": slots,
-            "spent_usd": 0.0,
-            "reserved_usd": 0.0,
-        },
-        [{"shard_index": i, "status": "waiting", "attempt": 0} for i in range(slots)],
-        [
-            {"task_id": t, "domain": d, "shard_index": 0, "outcome": "pending"}
-            for t, d in tasks.items()
-        ],
-    )
+    queue_evaluation(EID, tasks, slots=slots)
 
 
 def _job(slot: int, *, queue: bool = True, task_retries: int = 0) -> str:
-    name = job_name(EID, slot, 1)
-    row: dict[str, Any] = {
-        "job_name": name,
-        "evaluation_id": EID,
-        "shard_index": slot,
-        "attempt": 1,
-        "instance_id": worker_instance_id(EID, slot),
-        "tier": "azureml",
-        "vm_size": "Standard_D8s_v5",
-        "spot": False,
-        "task_count": 2,
-        "reserved_usd": 0.0,
-        "submitted_at": utcnow_iso(runtime.now()),
-        "heartbeat_timeout_seconds": 600.0,
-        "job_timeout_seconds": 4 * 3600.0,
-        "stuck_detection": False,
-        "task_retries": task_retries,
-    }
-    if queue:
-        row.update(queue=True, tail_copy_factor=0.0, expected_tasks=2)
-    _store().register_job(row)
-    _store().remove_active(name)  # the sweeper leaves these hand-made jobs alone
-    return name
+    return queue_job(EID, slot, queue=queue, task_retries=task_retries)
 
 
 def _env(sim: Simulation, name: str) -> dict[str, str]:
