@@ -42,11 +42,20 @@ def _ask(job: str, task: str, files: list[dict[str, Any]] = FILES) -> dict[str, 
 
 
 def _running(eid: str, job: str) -> Callable[[], bool]:
+    """The job runs and holds a task (with the queue, once it has claimed one)."""
+
     def check() -> bool:
-        row = runtime.services().store.get_job(eid, job)
-        return bool(row and row["state"] == JobState.RUNNING.value)
+        store = runtime.services().store
+        row = store.get_job(eid, job)
+        if not (row and row["state"] == JobState.RUNNING.value):
+            return False
+        return any(_held(t, job) for t in store_rows(eid)["tasks"])
 
     return check
+
+
+def _held(task: dict[str, Any], job: str) -> bool:
+    return task.get("outcome") == "running" and task.get("job_name") == job
 
 
 BAD_FILES = [
@@ -112,8 +121,8 @@ def test_urls_only_for_a_task_of_this_job(make_simulation: MakeSimulation) -> No
 
     def probe() -> dict[str, Any]:
         tasks = store_rows(eid)["tasks"]
-        mine = next(t for t in tasks if t["shard_index"] == 0)
-        other = next(t for t in tasks if t["shard_index"] == 1)
+        mine = next(t for t in tasks if _held(t, job))
+        other = next(t for t in tasks if t.get("job_name") != job)
         granted = _post(sim, _ask(job, mine["task_id"]), job)
         reported = _post(
             sim,
