@@ -357,6 +357,10 @@ class Ticket:
         return self._event.wait(timeout)
 
 
+# The longest answer read back (a next_task answer is a few hundred bytes).
+_ANSWER_LIMIT = 64 * 1024
+
+
 class Sender:
     """Delivers messages in order from a background thread, retrying with backoff.
 
@@ -519,10 +523,17 @@ class Sender:
         status, why, _answer = self._exchange(body)
         return status, why
 
-    def _exchange(self, body: bytes, read: bool = False) -> Tuple[Optional[int], str, bytes]:
-        """One POST: (HTTP status or None when no answer came, why, the answer's body when
-        `read`). Never raises for the network: a reset, a timeout or a truncated answer is
-        "no answer" (status None), which the callers retry."""
+    def _exchange(
+        self,
+        body: bytes,
+        read: bool = False,
+        timeout: Optional[float] = None,
+        limit: Optional[int] = _ANSWER_LIMIT,
+    ) -> Tuple[Optional[int], str, bytes]:
+        """One POST: (HTTP status or None when no answer came, why, the answer's body, at most
+        `limit` bytes, when `read`). Never raises for the network: a reset, a timeout (the
+        sender's own unless `timeout`) or a truncated answer is "no answer" (status None),
+        which the callers retry."""
         request = urllib.request.Request(
             self._url,
             data=body,
@@ -533,8 +544,12 @@ class Sender:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                answer = response.read(_ANSWER_LIMIT) if read else b""
+            with urllib.request.urlopen(
+                request, timeout=self._timeout if timeout is None else timeout
+            ) as response:
+                answer = b""
+                if read:
+                    answer = response.read() if limit is None else response.read(limit)
                 return response.status, f"HTTP {response.status}", answer
         except urllib.error.HTTPError as err:
             detail = _error_text(err) if read else ""
@@ -593,10 +608,6 @@ class Sender:
             )
             time.sleep(delay)
         return Reply(Reply.GAVE_UP, why=why)
-
-
-# The longest answer read back (a next_task answer is a few hundred bytes).
-_ANSWER_LIMIT = 64 * 1024
 
 
 def _error_text(err: urllib.error.HTTPError) -> str:
@@ -1446,10 +1457,9 @@ class ArtifactUploader:
     SAS URLs are never logged. Nothing here changes a task's outcome: the score was sent first.
     """
 
-    def __init__(self, cfg: Config, reporter: Reporter, token: str) -> None:
+    def __init__(self, cfg: Config, reporter: Reporter) -> None:
         self._cfg = cfg
         self._reporter = reporter
-        self._token = token
         self._jobs: queue.Queue[Optional[Tuple[str, str, Ticket]]] = queue.Queue()
         self._abandon = threading.Event()
         self._closing_since: Optional[float] = None
@@ -1557,36 +1567,33 @@ class ArtifactUploader:
         for attempt in range(1, self._cfg.artifact_tries + 1):
             if self._abandon.is_set() or self._reporter.sender.disabled:
                 return None
-            request = urllib.request.Request(
-                self._cfg.heartbeat_url,
-                data=body,
-                method="POST",
-                headers={
-                    "Content-Type": "application/json",
-                    "Authorization": "Bearer " + self._token,
-                },
+            # The sender's one POST; an answer holds a SAS URL per file, so it is read whole.
+            status, why, answer = self._reporter.sender._exchange(
+                body, read=True, timeout=30, limit=None
             )
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    data = json.loads(response.read())
-                if isinstance(data, dict) and isinstance(data.get("urls"), dict):
-                    return data
-                last = "an answer without upload URLs"
-            except urllib.error.HTTPError as err:
-                last = f"HTTP {err.code}"
-                if err.code < 500 and err.code not in (408, 429):
+            if status is None:
+                last = why
+            elif status >= 400:
+                last = f"HTTP {status}"
+                if status < 500 and status not in (408, 429):
                     why = (
                         "artifact storage is not configured"
-                        if err.code == 409
+                        if status == 409
                         else f"the control plane refused the request for upload URLs ({last})"
                     )
                     log.warning("%s: no artifacts are uploaded for this job", why)
                     self.disabled = True
                     return None
-            except (urllib.error.URLError, OSError) as err:
-                last = f"unreachable: {getattr(err, 'reason', err)}"
-            except ValueError:
-                last = "an answer that is not JSON"
+            else:
+                try:
+                    data = json.loads(answer)
+                except ValueError:
+                    data = None
+                    last = "an answer that is not JSON"
+                if isinstance(data, dict) and isinstance(data.get("urls"), dict):
+                    return data
+                if data is not None:
+                    last = "an answer without upload URLs"
             if attempt < self._cfg.artifact_tries:
                 delay = _backoff(attempt, self._cfg.retry_base, self._cfg.retry_max)
                 self._abandon.wait(delay)
@@ -1850,7 +1857,7 @@ def run(
     )
     reporter = Reporter(cfg.job_name, sender)
     heartbeat = Heartbeat(reporter, cfg.heartbeat_interval)
-    uploader = ArtifactUploader(cfg, reporter, credentials.token)
+    uploader = ArtifactUploader(cfg, reporter)
     setup: Optional[subprocess.Popen] = None
     exit_code = EXIT_INTERNAL
     flush = cfg.final_flush
