@@ -18,6 +18,7 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from devhost.simulation import Simulation
 from domain.messages import JOB_NAME_PATTERN, TASK_ID_PATTERN, JobMessage
 from shard_runner import runner
 
@@ -383,3 +384,16 @@ def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.02)
+
+
+@pytest.fixture
+def sim(azurite_connection_string: str) -> Iterator[Simulation]:
+    """The real app on the devhost (real time, no faults), for runners run against it."""
+    simulation = Simulation(
+        connection_string=azurite_connection_string, profile="none", time_mode="real"
+    )
+    simulation.start()
+    try:
+        yield simulation
+    finally:
+        simulation.stop()

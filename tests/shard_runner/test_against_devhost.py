@@ -10,27 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from adapters.compute.simulated import NeverStarts
 from devhost.simulation import Simulation
 from domain.messages import heartbeat_token
 from domain.naming import job_name
-
-
-@pytest.fixture
-def sim(azurite_connection_string: str) -> Iterator[Simulation]:
-    simulation = Simulation(
-        connection_string=azurite_connection_string, profile="none", time_mode="real"
-    )
-    simulation.start()
-    try:
-        yield simulation
-    finally:
-        simulation.stop()
 
 
 def _wait_for_job(sim: Simulation, evaluation_id: str, timeout: float = 60) -> str:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from devhost.simulation import Simulation
 from domain.messages import heartbeat_token
@@ -21,18 +18,6 @@ from shard_runner import runner
 from tests.support.queue_rows import queue_evaluation, queue_job, store
 
 EID = "r0e1d2c3b4a5"
-
-
-@pytest.fixture
-def sim(azurite_connection_string: str) -> Iterator[Simulation]:
-    simulation = Simulation(
-        connection_string=azurite_connection_string, profile="none", time_mode="real"
-    )
-    simulation.start()
-    try:
-        yield simulation
-    finally:
-        simulation.stop()
 
 
 _store = store
