@@ -433,7 +433,9 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
     outcome = request.outcome
     fields = _log_fields(request)
 
-    state = _shard_state(store, eid, request.task_ids)
+    # A worker slot decides on the queue as it is after this job's claims went back to it, so
+    # its state is read once, after the release below; a shard's before (its own tasks).
+    before = None if request.queue else _shard_state(store, eid, request.task_ids)
     job = store.get_job(eid, name)
     if job is not None:
         final = (
@@ -457,7 +459,9 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
         # has already ended is a no-op on every backend.
         # A queue job that completed may have given tasks back only now (release below) and
         # the slot may submit its next job at once: always stop it.
-        leftover = outcome is AttemptOutcome.COMPLETED and (bool(state.remaining) or request.queue)
+        leftover = outcome is AttemptOutcome.COMPLETED and (
+            before is None or bool(before.remaining)
+        )
         if (outcome is not AttemptOutcome.COMPLETED or leftover) and request.submitted:
             try:
                 svc.backend(tier).cancel(name)
@@ -473,9 +477,7 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
         store.update_job(eid, name, lambda r: job_state.attempt_closed(r, outcome))
         _settle_cost(store, eid, name, now)
         store.release_tasks(eid, name)
-    if request.queue:
-        # What the slot decides on is the queue after this job's claims went back to it.
-        state = _shard_state(store, eid, [], queue=True)
+    state = _shard_state(store, eid, [], queue=True) if before is None else before
     if counts_against_tier(outcome):
         breaker = store.record_tier_failure(eid, tier.value, name)
         state = ShardState.from_json({**state.to_json(), "breaker": breaker})
