@@ -476,7 +476,7 @@ def finish_attempt(payload: dict) -> dict[str, Any]:
         # The orchestration decided this attempt's end itself: nothing left to signal.
         store.update_job(eid, name, lambda r: job_state.attempt_closed(r, outcome))
         _settle_cost(store, eid, name, now)
-        store.release_tasks(eid, name)
+        store.release_tasks(eid, name, request.reason, at=now)
     state = _shard_state(store, eid, [], queue=True) if before is None else before
     if counts_against_tier(outcome):
         breaker = store.record_tier_failure(eid, tier.value, name)

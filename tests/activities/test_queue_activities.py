@@ -196,6 +196,21 @@ def test_finish_answers_the_queue_after_the_jobs_claims_went_back(
     assert name in backend.cancelled
 
 
+def test_a_task_three_jobs_died_under_is_not_run_with_the_last_jobs_reason(
+    store: StateStore, backend: RecordingBackend
+) -> None:
+    for attempt in (1, 2, 3):
+        _submit(attempt=attempt)
+        name = job_name(EID, 1, attempt)
+        claim = store.claim(EID, name, attempt=attempt, now=NOW, tail_copy_factor=0.0)
+        assert claim.row is not None and claim.row["task_id"] == "c-code"
+        state = _finish(attempt=attempt, outcome=AttemptOutcome.STUCK, reason=f"hung {attempt}")
+    assert state.remaining == ["b-chrome", "a-notepad"]
+    row = store.get_task(EID, "c-code")
+    assert row is not None and row["outcome"] == "not_run"
+    assert row["reason"] == "not run: 3 jobs ended while running it (last: hung 3)"
+
+
 def test_a_completed_queue_job_is_stopped_and_the_slot_sees_an_empty_queue(
     store: StateStore, backend: RecordingBackend
 ) -> None:
